@@ -1,1 +1,99 @@
-int main() { return 0; }
+// The `iisan` command line: data, cache, train, eval, describe, demo.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <glog/logging.h>
+
+#include "launcher/commands.h"
+
+namespace {
+
+struct ConfigArgs {
+  std::string file;
+  std::vector<std::string> overrides;
+};
+
+void AddConfigOptions(CLI::App* command, ConfigArgs& args) {
+  command->add_option("--config,-c", args.file, "JSON config file (every key has a default)");
+  command->add_option("--set,-s", args.overrides, "override a config key: --set train.batch_size=32")
+      ->allow_extra_args(false);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = false;
+  FLAGS_alsologtostderr = true;
+  FLAGS_colorlogtostderr = false;
+  // No log files until a run directory exists (then its log/ folder receives them).
+  for (int severity = google::GLOG_INFO; severity < google::NUM_SEVERITIES; ++severity) {
+    google::SetLogDestination(severity, "");
+  }
+
+  CLI::App app{"iisan: IISAN multimodal sequential recommendation (cached side networks on frozen backbones)"};
+  app.require_subcommand(1);
+
+  auto* data = app.add_subcommand("data", "dataset tools")->require_subcommand(1);
+  std::string stats_dir;
+  auto* stats = data->add_subcommand("stats", "users, items and interactions after preprocessing");
+  stats->add_option("dir", stats_dir, "folder with users.tsv and items.tsv")->required();
+  iisan::launcher::SynthCommandOptions synth;
+  auto* synth_cmd = data->add_subcommand("synth", "write the built-in synthetic multimodal dataset");
+  synth_cmd->add_option("dir", synth.dir, "output folder")->required();
+  synth_cmd->add_option("--users", synth.users, "number of users")->capture_default_str();
+  synth_cmd->add_option("--items", synth.items, "number of items")->capture_default_str();
+  synth_cmd->add_option("--categories", synth.categories, "latent item categories")->capture_default_str();
+  synth_cmd->add_option("--image-size", synth.image_size, "image side in pixels")->capture_default_str();
+  synth_cmd->add_option("--seed", synth.seed, "generator seed")->capture_default_str();
+  synth_cmd->add_flag("--overwrite", synth.overwrite, "replace an existing folder");
+
+  auto* cache = app.add_subcommand("cache", "frozen-backbone state cache")->require_subcommand(1);
+  ConfigArgs cache_args;
+  auto* cache_build = cache->add_subcommand("build", "run the frozen backbones over every item once");
+  AddConfigOptions(cache_build, cache_args);
+
+  ConfigArgs train_args;
+  auto* train = app.add_subcommand("train", "train IISAN from cached states; writes a run directory");
+  AddConfigOptions(train, train_args);
+
+  std::string eval_dir;
+  auto* eval = app.add_subcommand("eval", "evaluate a run's best checkpoint on valid and test");
+  eval->add_option("run_dir", eval_dir, "run directory")->required();
+
+  iisan::launcher::DescribeOptions describe;
+  auto* describe_cmd = app.add_subcommand("describe", "trainable and frozen parameters per module");
+  describe_cmd->add_option("--text-backbone", describe.text_backbone, "folder with the text backbone's config.json");
+  describe_cmd->add_option("--image-backbone", describe.image_backbone, "folder with the image backbone's config.json");
+  describe_cmd->add_option("--modality", describe.modality, "text, image or text+image")->capture_default_str();
+
+  std::string demo_dir = "runs/demo";
+  std::vector<std::string> demo_overrides;
+  auto* demo = app.add_subcommand("demo", "synthetic data -> cache -> IISAN training -> test table");
+  demo->add_option("--workdir", demo_dir, "where the demo writes data, cache and runs")->capture_default_str();
+  demo->add_option("--set,-s", demo_overrides, "override a config key");
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (stats->parsed()) {
+      iisan::launcher::DataStats(stats_dir, std::cout);
+    } else if (synth_cmd->parsed()) {
+      iisan::launcher::DataSynth(synth, std::cout);
+    } else if (cache_build->parsed()) {
+      iisan::launcher::CacheBuild(iisan::launcher::ResolveConfig(cache_args.file, cache_args.overrides), std::cout);
+    } else if (train->parsed()) {
+      iisan::launcher::Train(iisan::launcher::ResolveConfig(train_args.file, train_args.overrides), std::cout);
+    } else if (eval->parsed()) {
+      iisan::launcher::Evaluate(eval_dir, std::cout);
+    } else if (describe_cmd->parsed()) {
+      iisan::launcher::Describe(describe, std::cout);
+    } else if (demo->parsed()) {
+      iisan::launcher::Demo(demo_dir, demo_overrides, std::cout);
+    }
+  } catch (const std::exception& error) {
+    std::cerr << "iisan: error: " << error.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

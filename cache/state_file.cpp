@@ -1,0 +1,217 @@
+// HDF5 reading and writing of cached states through the C API (no C++ HDF5 bindings needed).
+#include "cache/state_file.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+
+namespace iisan::cache {
+namespace {
+
+// HDF5 prints its own error stack on failure; we report errors ourselves with the file name.
+void SilenceHdf5() {
+  static bool done = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)done;
+}
+
+void Check(herr_t status, const std::string& what, const std::filesystem::path& path) {
+  if (status < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
+}
+
+hid_t CheckId(hid_t id, const std::string& what, const std::filesystem::path& path) {
+  if (id < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
+  return id;
+}
+
+void WriteStringAttribute(hid_t object, const std::string& name, const std::string& value,
+                          const std::filesystem::path& path) {
+  hid_t type = CheckId(H5Tcopy(H5T_C_S1), "copy a string type", path);
+  H5Tset_size(type, std::max<size_t>(1, value.size()));
+  H5Tset_strpad(type, H5T_STR_NULLPAD);
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t attr = CheckId(H5Acreate2(object, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
+                       "create attribute " + name, path);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  Check(H5Awrite(attr, type, padded.data()), "write attribute " + name, path);
+  H5Aclose(attr);
+  H5Sclose(space);
+  H5Tclose(type);
+}
+
+std::string ReadStringAttribute(hid_t object, const std::string& name, const std::filesystem::path& path) {
+  if (H5Aexists(object, name.c_str()) <= 0) {
+    throw CacheError(path.string() + ": attribute '" + name + "' is missing; this is not an iisan cache "
+                     "or it was not completed. Delete it and run `iisan cache build` again.");
+  }
+  hid_t attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), "open attribute " + name, path);
+  hid_t type = H5Aget_type(attr);
+  std::string value(H5Tget_size(type), '\0');
+  hid_t memtype = H5Tcopy(H5T_C_S1);
+  H5Tset_size(memtype, value.size());
+  H5Tset_strpad(memtype, H5T_STR_NULLPAD);
+  Check(H5Aread(attr, memtype, value.data()), "read attribute " + name, path);
+  H5Tclose(memtype);
+  H5Tclose(type);
+  H5Aclose(attr);
+  while (!value.empty() && value.back() == '\0') value.pop_back();
+  return value;
+}
+
+}  // namespace
+
+StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
+                                 int64_t kept_layers, int64_t text_dim, int64_t image_dim)
+    : final_path_(std::move(final_path)) {
+  SilenceHdf5();
+  if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
+  temp_path_ = final_path_;
+  temp_path_ += ".tmp." + std::to_string(::getpid());
+  file_ = CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                  "create the file", temp_path_);
+
+  const hsize_t rows = items.size();
+  for (const auto& [name, dim] : {std::pair{"text", text_dim}, std::pair{"image", image_dim}}) {
+    if (dim <= 0) continue;
+    hid_t group = CheckId(H5Gcreate2(file_, (std::string("/") + name).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                          std::string("create group ") + name, temp_path_);
+    const hsize_t dims[3] = {rows, static_cast<hsize_t>(kept_layers), static_cast<hsize_t>(dim)};
+    hid_t space = H5Screate_simple(3, dims, nullptr);
+    // Chunks of whole rows: the trainer reads the whole table, the builder writes row ranges.
+    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk[3] = {std::min<hsize_t>(rows, 256), dims[1], dims[2]};
+    H5Pset_chunk(plist, 3, chunk);
+    const float zero = 0.0f;
+    H5Pset_fill_value(plist, H5T_NATIVE_FLOAT, &zero);
+    hid_t dataset = CheckId(H5Dcreate2(group, "hidden", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT),
+                            std::string("create dataset ") + name + "/hidden", temp_path_);
+    H5Dclose(dataset);
+    H5Pclose(plist);
+    H5Sclose(space);
+    H5Gclose(group);
+  }
+
+  hid_t str_type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(str_type, H5T_VARIABLE);
+  const hsize_t item_dims[1] = {rows};
+  hid_t item_space = H5Screate_simple(1, item_dims, nullptr);
+  hid_t item_set = CheckId(H5Dcreate2(file_, "/items", str_type, item_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                           "create dataset items", temp_path_);
+  std::vector<const char*> pointers;
+  pointers.reserve(items.size());
+  for (const auto& item : items) pointers.push_back(item.c_str());
+  Check(H5Dwrite(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), "write items", temp_path_);
+  H5Dclose(item_set);
+  H5Sclose(item_space);
+  H5Tclose(str_type);
+}
+
+StateFileWriter::~StateFileWriter() {
+  if (committed_) return;
+  if (file_ >= 0) H5Fclose(file_);
+  std::error_code ignored;
+  std::filesystem::remove(temp_path_, ignored);
+}
+
+void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
+  auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
+  hid_t dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT),
+                          "open " + modality + "/hidden", temp_path_);
+  hid_t file_space = H5Dget_space(dataset);
+  hsize_t dims[3];
+  H5Sget_simple_extent_dims(file_space, dims, nullptr);
+  if (rows.dim() != 3 || rows.size(1) != static_cast<int64_t>(dims[1]) || rows.size(2) != static_cast<int64_t>(dims[2]) ||
+      row_begin + rows.size(0) > static_cast<int64_t>(dims[0])) {
+    throw CacheError(temp_path_.string() + ": rows of shape " + c10::str(rows.sizes()) + " at row " +
+                     std::to_string(row_begin) + " do not fit " + modality + "/hidden");
+  }
+  const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
+  const hsize_t count[3] = {static_cast<hsize_t>(rows.size(0)), dims[1], dims[2]};
+  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  hid_t mem_space = H5Screate_simple(3, count, nullptr);
+  Check(H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, rows.data_ptr<float>()),
+        "write rows of " + modality, temp_path_);
+  H5Sclose(mem_space);
+  H5Sclose(file_space);
+  H5Dclose(dataset);
+}
+
+void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
+  WriteStringAttribute(file_, "format_version", std::to_string(kStateFileFormatVersion), temp_path_);
+  WriteStringAttribute(file_, "fingerprint", fingerprint, temp_path_);
+  WriteStringAttribute(file_, "inputs", inputs.dump(), temp_path_);
+  Check(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flush", temp_path_);
+  Check(H5Fclose(file_), "close", temp_path_);
+  file_ = -1;
+  std::filesystem::rename(temp_path_, final_path_);
+  committed_ = true;
+}
+
+StateFile ReadStateFile(const std::filesystem::path& path) {
+  SilenceHdf5();
+  if (!std::filesystem::exists(path)) {
+    throw CacheError(path.string() + ": no such cache file; run `iisan cache build` first");
+  }
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0) {
+    throw CacheError(path.string() + ": not a readable HDF5 file (truncated or corrupt?); delete it and "
+                     "run `iisan cache build` again");
+  }
+  StateFile out;
+  try {
+    const std::string version = ReadStringAttribute(file, "format_version", path);
+    out.format_version = std::stoi(version);
+    if (out.format_version != kStateFileFormatVersion) {
+      throw CacheError(path.string() + ": cache format version " + version + ", this build reads version " +
+                       std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
+    }
+    out.fingerprint = ReadStringAttribute(file, "fingerprint", path);
+    out.inputs = nlohmann::json::parse(ReadStringAttribute(file, "inputs", path));
+
+    hid_t item_set = CheckId(H5Dopen2(file, "/items", H5P_DEFAULT), "open items", path);
+    hid_t item_space = H5Dget_space(item_set);
+    hsize_t rows = 0;
+    H5Sget_simple_extent_dims(item_space, &rows, nullptr);
+    hid_t str_type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str_type, H5T_VARIABLE);
+    std::vector<char*> pointers(rows, nullptr);
+    Check(H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), "read items", path);
+    for (char* p : pointers) out.items.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(str_type, item_space, H5P_DEFAULT, pointers.data());
+    H5Tclose(str_type);
+    H5Sclose(item_space);
+    H5Dclose(item_set);
+
+    for (const std::string name : {"text", "image"}) {
+      const std::string dataset_path = "/" + name + "/hidden";
+      if (H5Lexists(file, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
+      hid_t dataset = CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
+      hid_t space = H5Dget_space(dataset);
+      hsize_t dims[3];
+      if (H5Sget_simple_extent_ndims(space) != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
+      H5Sget_simple_extent_dims(space, dims, nullptr);
+      if (dims[0] != rows) {
+        throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[0]) +
+                         " rows but /items has " + std::to_string(rows));
+      }
+      auto tensor = torch::empty({static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1]),
+                                  static_cast<int64_t>(dims[2])}, torch::kFloat32);
+      Check(H5Dread(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr<float>()),
+            "read " + dataset_path + " (truncated file?)", path);
+      H5Sclose(space);
+      H5Dclose(dataset);
+      (name == "text" ? out.text : out.image) = tensor;
+    }
+  } catch (...) {
+    H5Fclose(file);
+    throw;
+  }
+  H5Fclose(file);
+  return out;
+}
+
+}  // namespace iisan::cache

@@ -1,0 +1,58 @@
+// The HDF5 file of cached frozen-backbone states (DESIGN.md, formats):
+//   /text/hidden, /image/hidden  float32 [N_items+1, K, D] (row 0 = padding, all zeros)
+//   /items                       item ids in row order (row 0 = "")
+//   attributes on /: format_version, fingerprint, inputs (JSON of everything that made it)
+// Written under a temporary name and renamed only when complete, so a reader never sees a
+// partial cache.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+namespace iisan::cache {
+
+inline constexpr int kStateFileFormatVersion = 1;
+
+class CacheError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class StateFileWriter {
+ public:
+  // `text_dim` / `image_dim` of 0 leave that modality out.
+  StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
+                  int64_t kept_layers, int64_t text_dim, int64_t image_dim);
+  ~StateFileWriter();
+  StateFileWriter(const StateFileWriter&) = delete;
+  StateFileWriter& operator=(const StateFileWriter&) = delete;
+
+  // Rows [row_begin, row_begin + n) of one modality ("text" or "image"); `rows` is [n, K, D].
+  void WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows);
+  // Records the attributes, closes the file and renames it into place.
+  void Commit(const std::string& fingerprint, const nlohmann::json& inputs);
+
+ private:
+  std::filesystem::path final_path_;
+  std::filesystem::path temp_path_;
+  int64_t file_ = -1;
+  bool committed_ = false;
+};
+
+struct StateFile {
+  std::vector<std::string> items;
+  torch::Tensor text;   // [N+1, K, D] float32, undefined when absent
+  torch::Tensor image;  // likewise
+  std::string fingerprint;
+  nlohmann::json inputs;
+  int format_version = 0;
+};
+
+// Reads a whole cache into host memory. A truncated or foreign file is a CacheError that names it.
+StateFile ReadStateFile(const std::filesystem::path& path);
+
+}  // namespace iisan::cache

@@ -1,0 +1,53 @@
+// The `iisan` subcommands, callable from main and from tests. Each returns normally on success
+// and throws with a message that names the file, key or value at fault otherwise.
+#pragma once
+
+#include <filesystem>
+#include <ostream>
+#include <string>
+
+#include "launcher/config.h"
+
+namespace iisan::launcher {
+
+// `iisan data stats DIR`: users, items, interactions after preprocessing.
+void DataStats(const std::filesystem::path& dir, std::ostream& out);
+
+struct SynthCommandOptions {
+  std::filesystem::path dir;
+  int users = 3000;
+  int items = 1200;
+  int categories = 12;
+  int image_size = 32;
+  uint64_t seed = 7;
+  bool overwrite = false;
+};
+// `iisan data synth DIR`: the built-in synthetic multimodal dataset.
+void DataSynth(const SynthCommandOptions& options, std::ostream& out);
+
+// `iisan cache build`: builds the job's cache unless a valid one exists; prints its path.
+void CacheBuild(const Json& config, std::ostream& out);
+
+// `iisan train`: cache (built if missing) → training → run directory. Returns summary.json.
+Json Train(const Json& config, std::ostream& out);
+
+// `iisan eval RUN_DIR`: re-evaluates a finished run's best checkpoint on valid and test.
+Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);
+
+struct DescribeOptions {
+  std::filesystem::path text_backbone;
+  std::filesystem::path image_backbone;
+  std::string modality = "text+image";
+  int max_seq_len = 10;
+};
+// `iisan describe`: trainable and frozen parameters per module; returns IISAN's trainable total.
+int64_t Describe(const DescribeOptions& options, std::ostream& out);
+
+// `iisan demo`: synthetic data → cache → IISAN training → test HR@10 / NDCG@10 of IISAN and of
+// the popularity baseline.
+void Demo(const std::filesystem::path& workdir, const std::vector<std::string>& overrides, std::ostream& out);
+
+// 12345678 → "12,345,678".
+std::string WithThousands(int64_t value);
+
+}  // namespace iisan::launcher

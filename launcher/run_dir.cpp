@@ -1,0 +1,56 @@
+// Run directory creation and atomic JSON writes.
+#include "launcher/run_dir.h"
+
+#include <chrono>
+#include <ctime>
+#include <stdexcept>
+
+namespace iisan::launcher {
+
+void WriteJsonAtomically(const std::filesystem::path& path, const nlohmann::ordered_json& value) {
+  auto temp = path;
+  temp += ".tmp";
+  {
+    std::ofstream out(temp);
+    if (!out) throw std::runtime_error(temp.string() + ": cannot write (is the directory writable?)");
+    out << value.dump(2) << "\n";
+    out.flush();
+    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
+  }
+  std::filesystem::rename(temp, path);
+}
+
+RunDirectory RunDirectory::Create(const std::filesystem::path& root, const std::string& name,
+                                  const nlohmann::ordered_json& config) {
+  const auto path = root / name;
+  if (std::filesystem::exists(path) && !std::filesystem::is_empty(path)) {
+    throw std::runtime_error(path.string() + ": a run directory with this name exists already; choose "
+                             "another name with --set name=... or move it away (nothing was overwritten)");
+  }
+  std::filesystem::create_directories(path / "log");
+  std::filesystem::create_directories(path / "checkpoints");
+  WriteJsonAtomically(path / "config.json", config);
+  return RunDirectory(path);
+}
+
+void RunDirectory::AppendMetrics(const nlohmann::ordered_json& line) {
+  std::ofstream out(path_ / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+  out.flush();
+  if (!out) throw std::runtime_error((path_ / "metrics.jsonl").string() + ": write failed (disk full?)");
+}
+
+void RunDirectory::WriteSummary(const nlohmann::ordered_json& summary) {
+  WriteJsonAtomically(path_ / "summary.json", summary);
+}
+
+std::string TimestampedName(const std::string& prefix) {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%Y%m%d-%H%M%S", &tm);
+  return prefix + "-" + buffer;
+}
+
+}  // namespace iisan::launcher

@@ -1,0 +1,37 @@
+// Run directories (DESIGN.md, formats): runs/<name>/ with the resolved config.json,
+// metrics.jsonl (one line per epoch), summary.json (written atomically at the end), log/ and
+// checkpoints/. A run never writes into a directory that already holds another run.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace iisan::launcher {
+
+// Writes to `path.tmp` and renames, so that a reader sees the old file or the new one.
+void WriteJsonAtomically(const std::filesystem::path& path, const nlohmann::ordered_json& value);
+
+class RunDirectory {
+ public:
+  // Creates root/name; an existing non-empty directory is an error that says what to do.
+  static RunDirectory Create(const std::filesystem::path& root, const std::string& name,
+                             const nlohmann::ordered_json& config);
+
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path log_dir() const { return path_ / "log"; }
+  std::filesystem::path checkpoint_dir() const { return path_ / "checkpoints"; }
+  void AppendMetrics(const nlohmann::ordered_json& line);
+  void WriteSummary(const nlohmann::ordered_json& summary);
+
+ private:
+  explicit RunDirectory(std::filesystem::path path) : path_(std::move(path)) {}
+  std::filesystem::path path_;
+};
+
+// A default run name from the time, e.g. "train-20261130-071502".
+std::string TimestampedName(const std::string& prefix);
+
+}  // namespace iisan::launcher

@@ -1,0 +1,120 @@
+// The `iisan` binary end to end: synthetic data → cache → training → run directory, the
+// reproducibility of two identical runs, and bad input failing cleanly.
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string output;
+};
+
+Result Run(const std::string& args) {
+  const std::string command = std::string(IISAN_BINARY) + " " + args + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  std::string output;
+  std::array<char, 4096> buffer{};
+  while (fgets(buffer.data(), buffer.size(), pipe.get())) output += buffer.data();
+  const int status = pclose(pipe.release());
+  return {WEXITSTATUS(status), output};
+}
+
+std::filesystem::path Fresh(const std::string& name) {
+  auto dir = std::filesystem::path(::testing::TempDir()) / ("e2e_" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+nlohmann::json ReadJson(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// A small but complete demo: the same pipeline `make demo` runs, on fewer users and epochs.
+TEST(EndToEndTest, DemoTrainsBeatsPopularityAndReproduces) {
+  const auto work = Fresh("demo");
+  ASSERT_EQ(Run("data synth " + (work / "data").string() + " --users 1200 --items 400 --categories 8").exit_code, 0);
+  std::vector<nlohmann::json> summaries;
+  for (int run = 0; run < 2; ++run) {
+    const auto result = Run("demo --workdir " + work.string() + " --set train.epochs=8 --set name=run" +
+                            std::to_string(run));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("| IISAN (cached)"), std::string::npos) << result.output;
+    const auto run_dir = work / "runs" / ("run" + std::to_string(run));
+    for (const char* file : {"config.json", "metrics.jsonl", "summary.json", "checkpoints/best.pt"}) {
+      EXPECT_TRUE(std::filesystem::exists(run_dir / file)) << file;
+    }
+    summaries.push_back(ReadJson(run_dir / "summary.json"));
+  }
+  const auto& summary = summaries[0];
+  EXPECT_GT(summary["test"]["HR@10"].get<double>(), summary["popularity_test"]["HR@10"].get<double>())
+      << summary.dump(2);
+  EXPECT_EQ(summaries[0]["test"], summaries[1]["test"]) << "two identical runs differ";
+  EXPECT_EQ(summaries[0]["valid"], summaries[1]["valid"]);
+
+  // The second run reused the first run's cache: one cache file only.
+  int caches = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(work / "cache")) caches += entry.path().extension() == ".h5";
+  EXPECT_EQ(caches, 1);
+
+  // `iisan eval` on the run reproduces the summary's test metrics from the checkpoint.
+  const auto eval = Run("eval " + (work / "runs" / "run0").string());
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const auto json_start = eval.output.find("{\n");
+  ASSERT_NE(json_start, std::string::npos) << eval.output;
+  const auto evaluated = nlohmann::json::parse(eval.output.substr(json_start));
+  EXPECT_NEAR(evaluated["test"]["HR@10"].get<double>(), summary["test"]["HR@10"].get<double>(), 1e-9);
+}
+
+TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
+  const auto work = Fresh("bad");
+  std::filesystem::create_directories(work / "data");
+  std::ofstream(work / "data" / "items.tsv") << "A\tfirst title\nB\tsecond title\n";
+  std::ofstream(work / "data" / "users.tsv") << "u1\tA B A B A\nu2 A B A B A\n";
+  const auto result = Run("train --set data.dir=" + (work / "data").string() + " --set model.modality=text" +
+                          " --set model.text_backbone=" + (work / "nowhere").string() +
+                          " --set run_root=" + (work / "runs").string());
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("users.tsv:2"), std::string::npos) << result.output;
+  EXPECT_FALSE(std::filesystem::exists(work / "runs"));
+}
+
+TEST(EndToEndTest, UnknownConfigKeyNamesTheNearest) {
+  const auto result = Run("train --set train.epoch=3");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("did you mean 'train.epochs'"), std::string::npos) << result.output;
+}
+
+TEST(EndToEndTest, ScientificStatsMatchTheReferenceCounts) {
+  const std::filesystem::path dir = std::filesystem::path(IISAN_SOURCE_DIR) / "../shared/data/amazon-scientific";
+  if (!std::filesystem::exists(dir / "users.tsv")) {
+    GTEST_SKIP() << dir << " is absent (the shared Amazon data is only on development machines)";
+  }
+  const auto result = Run("data stats " + dir.string());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("users:        12,076"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("items:        20,314"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("interactions: 81,711"), std::string::npos) << result.output;
+}
+
+TEST(EndToEndTest, DescribeCountsIisanAtBaseSize) {
+  const std::filesystem::path data = std::filesystem::path(IISAN_SOURCE_DIR) / "../shared/data";
+  if (!std::filesystem::exists(data / "bert-base-uncased/config.json")) {
+    GTEST_SKIP() << data << " is absent (the shared backbone configs are only on development machines)";
+  }
+  const auto result = Run("describe --text-backbone " + (data / "bert-base-uncased").string() +
+                          " --image-backbone " + (data / "vit-base-patch16-224").string());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("IISAN trainable parameters: 4,113,877"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("109,482,240"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("85,798,656"), std::string::npos) << result.output;
+}
+
+}  // namespace
