@@ -19,14 +19,14 @@ const char* kTinyBertConfig = R"({
   "num_attention_heads": 4, "intermediate_size": 256, "hidden_act": "gelu",
   "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
   "max_position_embeddings": 64, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-  "initializer_range": 0.02, "pad_token_id": 0
+  "initializer_range": 0.2, "pad_token_id": 0
 })";
 
 const char* kTinyVitConfig = R"({
   "model_type": "vit", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
   "intermediate_size": 256, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
   "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12, "image_size": 32,
-  "patch_size": 8, "num_channels": 3, "qkv_bias": true, "initializer_range": 0.02
+  "patch_size": 8, "num_channels": 3, "qkv_bias": true, "initializer_range": 0.2
 })";
 
 const char* kTinyVitPreprocessor = R"({

@@ -78,7 +78,7 @@ Job PrepareJob(const Json& config) {
   item.hidden_size = text_dim ? text_dim : image_dim;
 
   auto& user = job.user_config;
-  user.dim = item.embedding_dim;
+  user.embedding_dim = item.embedding_dim;
   user.max_len = preprocess.max_seq_len;
   user.num_blocks = At(config, "model.user_blocks").get<int64_t>();
   user.num_heads = At(config, "model.user_heads").get<int64_t>();

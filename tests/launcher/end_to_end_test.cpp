@@ -15,7 +15,7 @@ struct Result {
   std::string output;
 };
 
-Result Run(const std::string& args) {
+Result RunIisan(const std::string& args) {
   const std::string command = std::string(IISAN_BINARY) + " " + args + " 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
   std::string output;
@@ -40,10 +40,10 @@ nlohmann::json ReadJson(const std::filesystem::path& path) {
 // A small but complete demo: the same pipeline `make demo` runs, on fewer users and epochs.
 TEST(EndToEndTest, DemoTrainsBeatsPopularityAndReproduces) {
   const auto work = Fresh("demo");
-  ASSERT_EQ(Run("data synth " + (work / "data").string() + " --users 1200 --items 400 --categories 8").exit_code, 0);
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 1200 --items 400 --categories 8").exit_code, 0);
   std::vector<nlohmann::json> summaries;
   for (int run = 0; run < 2; ++run) {
-    const auto result = Run("demo --workdir " + work.string() + " --set train.epochs=8 --set name=run" +
+    const auto result = RunIisan("demo --workdir " + work.string() + " --set train.epochs=8 --set name=run" +
                             std::to_string(run));
     ASSERT_EQ(result.exit_code, 0) << result.output;
     EXPECT_NE(result.output.find("| IISAN (cached)"), std::string::npos) << result.output;
@@ -65,7 +65,7 @@ TEST(EndToEndTest, DemoTrainsBeatsPopularityAndReproduces) {
   EXPECT_EQ(caches, 1);
 
   // `iisan eval` on the run reproduces the summary's test metrics from the checkpoint.
-  const auto eval = Run("eval " + (work / "runs" / "run0").string());
+  const auto eval = RunIisan("eval " + (work / "runs" / "run0").string());
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   const auto json_start = eval.output.find("{\n");
   ASSERT_NE(json_start, std::string::npos) << eval.output;
@@ -78,7 +78,7 @@ TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
   std::filesystem::create_directories(work / "data");
   std::ofstream(work / "data" / "items.tsv") << "A\tfirst title\nB\tsecond title\n";
   std::ofstream(work / "data" / "users.tsv") << "u1\tA B A B A\nu2 A B A B A\n";
-  const auto result = Run("train --set data.dir=" + (work / "data").string() + " --set model.modality=text" +
+  const auto result = RunIisan("train --set data.dir=" + (work / "data").string() + " --set model.modality=text" +
                           " --set model.text_backbone=" + (work / "nowhere").string() +
                           " --set run_root=" + (work / "runs").string());
   EXPECT_NE(result.exit_code, 0);
@@ -87,7 +87,7 @@ TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
 }
 
 TEST(EndToEndTest, UnknownConfigKeyNamesTheNearest) {
-  const auto result = Run("train --set train.epoch=3");
+  const auto result = RunIisan("train --set train.epoch=3");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("did you mean 'train.epochs'"), std::string::npos) << result.output;
 }
@@ -97,7 +97,7 @@ TEST(EndToEndTest, ScientificStatsMatchTheReferenceCounts) {
   if (!std::filesystem::exists(dir / "users.tsv")) {
     GTEST_SKIP() << dir << " is absent (the shared Amazon data is only on development machines)";
   }
-  const auto result = Run("data stats " + dir.string());
+  const auto result = RunIisan("data stats " + dir.string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("users:        12,076"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("items:        20,314"), std::string::npos) << result.output;
@@ -109,7 +109,7 @@ TEST(EndToEndTest, DescribeCountsIisanAtBaseSize) {
   if (!std::filesystem::exists(data / "bert-base-uncased/config.json")) {
     GTEST_SKIP() << data << " is absent (the shared backbone configs are only on development machines)";
   }
-  const auto result = Run("describe --text-backbone " + (data / "bert-base-uncased").string() +
+  const auto result = RunIisan("describe --text-backbone " + (data / "bert-base-uncased").string() +
                           " --image-backbone " + (data / "vit-base-patch16-224").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("IISAN trainable parameters: 4,113,877"), std::string::npos) << result.output;

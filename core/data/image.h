@@ -1,0 +1,49 @@
+// Item images: decoding to RGB, PNG writing, and the ViT preprocessing of Hugging Face's
+// ViTImageProcessor (PIL bilinear resize, rescale, normalise) reproduced without Python.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+namespace iisan::data {
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgb;  // height rows of width RGB triples
+};
+
+// Decodes a PNG, JPEG, BMP, GIF, TGA or PNM file to RGB the way PIL's convert("RGB") does:
+// grey is replicated, alpha dropped. InputError naming the file if it is missing or corrupt.
+Image DecodeImage(const std::filesystem::path& path);
+
+// Writes image as a PNG; the bytes depend only on the pixels. InputError if it cannot be written.
+void WritePng(const std::filesystem::path& path, const Image& image);
+
+// PIL's Image.resize((width, height), Image.BILINEAR): a separable triangle filter whose support
+// widens with the downscale factor (antialiasing), horizontal pass first, 8-bit rounding after
+// each pass, fixed-point weights. Sizes must be positive.
+Image ResizeBilinear(const Image& image, int width, int height);
+
+struct ImagePreprocessConfig {
+  int height = 224;
+  int width = 224;
+  std::array<float, 3> mean{0.5f, 0.5f, 0.5f};
+  std::array<float, 3> std{0.5f, 0.5f, 0.5f};
+  bool do_resize = true;
+  bool do_rescale = true;
+  bool do_normalize = true;
+  double rescale_factor = 1.0 / 255.0;
+
+  // Reads a Hugging Face preprocessor_config.json. Keys it lacks keep the defaults above; a key
+  // of the wrong type or an unsupported value ("resample" other than bilinear) is an InputError.
+  static ImagePreprocessConfig FromJsonFile(const std::filesystem::path& path);
+};
+
+// Resize, rescale, normalise as configured; returns channel-major floats [3, height, width]
+// (the image's own size when do_resize is off).
+std::vector<float> PreprocessImage(const Image& image, const ImagePreprocessConfig& config);
+
+}  // namespace iisan::data

@@ -1,0 +1,105 @@
+// IISAN's side network, the trainable item encoder of IISAN.md §3.3/§4: intra-modal SANs for
+// text and image, the inter-modal SAN, linear heads and the fusion layer, fed with K kept
+// per-layer [CLS] states of each frozen backbone. Also the reference's optimizer groups (§6).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace iisan::models {
+
+enum class Modality { kText, kImage, kTextImage };
+
+// "text", "image" or "text+image"; anything else throws std::runtime_error naming the choices.
+Modality ParseModality(const std::string& name);
+std::string ModalityName(Modality modality);
+
+struct IisanConfig {
+  int64_t hidden_size = 768;    // width of the backbones' hidden states and of every SANB
+  int64_t bottleneck = 64;      // SANB inner width
+  int64_t embedding_dim = 64;   // item embedding width (= the user encoder's width)
+  int64_t num_blocks = 7;       // K: kept hidden states per modality, one SANB each
+  Modality modality = Modality::kTextImage;
+  double gate_temperature = 0.1;  // gate g = sigmoid(w / gate_temperature)
+
+  // Throws std::runtime_error naming the first bad field.
+  void Validate() const;
+};
+
+// Side adapted network block: x + W_up ReLU(W_down x + b_down) + b_up. Weights start at
+// N(0, 0.01²) and biases at 0, so a fresh block is close to the identity. The reference builds
+// a dropout here but never applies it, so this block has none.
+// Registered children: down, up.
+class SanBlockImpl : public torch::nn::Module {
+ public:
+  SanBlockImpl(int64_t hidden_size, int64_t bottleneck);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::Linear down_{nullptr};
+  torch::nn::Linear up_{nullptr};
+};
+TORCH_MODULE(SanBlock);
+
+// Parameter names, k = 0..K-1 (towers of an absent modality are not built):
+//   text_gates, image_gates, inter_gates                [K] gate logits w, initialised to 0
+//   {text,image,inter}_san.<k>.{down,up}.{weight,bias}   SANBs
+//   fc_bert, bert_pre_fc    text head  H -> H -> embedding_dim (the reference's fc_bert, title.fc)
+//   fc_cv, cv_pre_fc        image head H -> H -> embedding_dim (fc_cv, the replaced ViT classifier)
+//   fc_mm, fc_mm_down       inter head H -> H -> embedding_dim
+//   com_dense               fusion of the concatenated heads -> embedding_dim
+// The heads have no nonlinearity, as in the reference (IISAN.md §9.8).
+class IisanItemEncoderImpl : public torch::nn::Module {
+ public:
+  explicit IisanItemEncoderImpl(const IisanConfig& config);
+
+  // text_states, image_states: [N, K, H] floating (cast to the encoder's dtype), the kept
+  // [CLS] states of N items, oldest layer first; pass an undefined tensor for a modality the
+  // config does not use (a given one is ignored). Returns the item embeddings [N, embedding_dim].
+  torch::Tensor forward(const torch::Tensor& text_states, const torch::Tensor& image_states);
+
+  const IisanConfig& config() const { return config_; }
+
+ private:
+  std::vector<SanBlock> RegisterSanTower(const std::string& name);
+  torch::Tensor RunIntraTower(std::vector<SanBlock>& blocks, const torch::Tensor& gate_logits,
+                              const torch::Tensor& states);
+  torch::Tensor RunInterTower(const torch::Tensor& text_states, const torch::Tensor& image_states);
+  void CheckStates(const torch::Tensor& states, const char* argument) const;
+
+  IisanConfig config_;
+  bool uses_text_;
+  bool uses_image_;
+  torch::Tensor text_gates_;
+  torch::Tensor image_gates_;
+  torch::Tensor inter_gates_;
+  std::vector<SanBlock> text_san_;
+  std::vector<SanBlock> image_san_;
+  std::vector<SanBlock> inter_san_;
+  torch::nn::Linear fc_bert_{nullptr};
+  torch::nn::Linear bert_pre_fc_{nullptr};
+  torch::nn::Linear fc_cv_{nullptr};
+  torch::nn::Linear cv_pre_fc_{nullptr};
+  torch::nn::Linear fc_mm_{nullptr};
+  torch::nn::Linear fc_mm_down_{nullptr};
+  torch::nn::Linear com_dense_{nullptr};
+};
+TORCH_MODULE(IisanItemEncoder);
+
+// Learning-rate groups of the reference trainer (IISAN.md §6).
+enum class OptimizerGroup { kRecsys, kText, kImage, kAdapterText, kAdapterImage };
+
+// The group the reference's name-matching rules effectively give an IISAN parameter:
+// text SANBs -> kAdapterText; image and inter SANBs -> kAdapterImage; fc_cv and the image
+// gates -> kImage; fc_bert -> kText; everything else (text and inter gates, fc_mm,
+// fc_mm_down, cv_pre_fc, bert_pre_fc, com_dense, the user encoder) -> kRecsys. Matches whole
+// dot-separated components of `name`, so a prefix such as "item_encoder." does not matter.
+OptimizerGroup IisanParameterGroup(const std::string& name);
+
+}  // namespace iisan::models
