@@ -16,12 +16,14 @@
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
+#include "core/models/hf_checkpoint.h"
+#include "core/models/safetensors.h"
 #include "core/models/vit.h"
 
 namespace iisan::cache {
 namespace {
 
-uint64_t Fnv1a(std::string_view bytes, uint64_t hash = 1469598103934665603ULL) {
+uint64_t Fnv1a(std::string_view bytes, uint64_t hash = 14695981039346656037ULL) {
   for (unsigned char c : bytes) {
     hash ^= c;
     hash *= 1099511628211ULL;
@@ -57,6 +59,34 @@ void RequireFile(const std::filesystem::path& path, const std::string& what) {
   }
 }
 
+// Whether `folder` holds weights to load (their files are logged); without them the backbone
+// keeps its seeded random init, which is fine for smoke tests but meaningless for results.
+bool AnnounceBackboneWeights(const std::string& what, const std::filesystem::path& folder, uint64_t seed) {
+  if (!models::HasCheckpoint(folder)) {
+    LOG(WARNING) << what << " backbone " << folder << " has no weights (model.safetensors): its weights are random "
+                 << "(seed " << seed << "), so the cached states carry no pretrained knowledge";
+    return false;
+  }
+  std::string files;
+  for (const auto& file : models::CheckpointFiles(folder)) files += " " + file.filename().string();
+  LOG(INFO) << what << " backbone weights from " << folder << ":" << files;
+  return true;
+}
+
+// Records in a modality's inputs the backbone's weight files and one digest of their bytes,
+// so that new weights under the same names make a new cache. False: there are none.
+bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path& folder) {
+  if (!models::HasCheckpoint(folder)) return false;
+  std::vector<std::string> files;
+  uint64_t digest = Fnv1a("weights");
+  for (const auto& file : models::CheckpointFiles(folder)) {
+    files.push_back(file.filename().string());
+    digest = Fnv1a(files.back() + "\t" + models::SafetensorsDigest(file) + "\n", digest);
+  }
+  modality_inputs["weights"] = {{"files", files}, {"digest", Hex(digest)}};
+  return true;
+}
+
 // [CLS] rows of the kept hidden states: [B, K, D].
 torch::Tensor KeptClsStates(const std::vector<torch::Tensor>& hidden, const std::vector<int>& kept) {
   std::vector<torch::Tensor> rows;
@@ -71,6 +101,9 @@ void BuildText(const data::Dataset& dataset, const CacheBuildOptions& options, c
   const auto tokenizer = data::WordPieceTokenizer::FromVocabFile(options.text_backbone / "vocab.txt");
   torch::manual_seed(options.seed);
   models::BertModel bert(config);
+  if (AnnounceBackboneWeights("text", options.text_backbone, options.seed)) {
+    models::LoadBertCheckpoint(bert, options.text_backbone);
+  }
   bert->eval();
   bert->to(options.device);
   torch::NoGradGuard no_grad;
@@ -104,6 +137,9 @@ void BuildImage(const data::Dataset& dataset, const CacheBuildOptions& options, 
   const auto preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
   torch::manual_seed(options.seed + 1);
   models::ViTModel vit(config);
+  if (AnnounceBackboneWeights("image", options.image_backbone, options.seed + 1)) {
+    models::LoadViTCheckpoint(vit, options.image_backbone);
+  }
   vit->eval();
   vit->to(options.device);
   torch::NoGradGuard no_grad;
@@ -179,7 +215,8 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
   inputs["modality"] = models::ModalityName(options.modality);
   inputs["kept_layers"] = ResolveKeptLayers(options);
   inputs["dtype"] = "float32";
-  inputs["backbone_weights"] = "random-init seed " + std::to_string(options.seed);
+  // Backbones without a checkpoint are random, and then the seed determines the states.
+  bool random_weights = false;
 
   uint64_t items_digest = Fnv1a("items");
   for (int64_t item = 1; item <= dataset.num_items(); ++item) {
@@ -197,6 +234,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
                       {"config", nlohmann::json::parse(ReadFile(options.text_backbone / "config.json"))},
                       {"vocab_digest", FileDigest(options.text_backbone / "vocab.txt")},
                       {"max_tokens", options.title_max_tokens}};
+    random_weights |= !RecordWeights(inputs["text"], options.text_backbone);
   }
   if (UsesImage(options.modality)) {
     RequireFile(options.image_backbone / "config.json", "image backbone");
@@ -209,7 +247,9 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
                        {"config", nlohmann::json::parse(ReadFile(options.image_backbone / "config.json"))},
                        {"preprocessor", nlohmann::json::parse(ReadFile(options.image_backbone / "preprocessor_config.json"))},
                        {"images_digest", Hex(images_digest)}};
+    random_weights |= !RecordWeights(inputs["image"], options.image_backbone);
   }
+  if (random_weights) inputs["backbone_weights"] = "random-init seed " + std::to_string(options.seed);
   return inputs;
 }
 

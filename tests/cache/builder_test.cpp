@@ -12,6 +12,7 @@
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
+#include "core/models/safetensors.h"
 
 namespace iisan::cache {
 namespace {
@@ -100,6 +101,13 @@ TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
   EXPECT_TRUE(changed([&] {
     std::ofstream(dataset_.image_paths[5], std::ios::app) << "x";
   }));
+
+  // Checkpoint weights: adding a model.safetensors changes the key, and so do other bytes in it.
+  models::WriteSafetensors(root_ / "text2/model.safetensors", {{"pooler.dense.bias", torch::zeros({16})}});
+  const auto with_weights = Fingerprint();
+  EXPECT_NE(with_weights, base);
+  models::WriteSafetensors(root_ / "text2/model.safetensors", {{"pooler.dense.bias", torch::ones({16})}});
+  EXPECT_NE(Fingerprint(), with_weights);
 }
 
 TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
