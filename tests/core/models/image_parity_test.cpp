@@ -26,7 +26,9 @@ TEST(ImageParityTest, PreprocessedPixelsMatchViTImageProcessor) {
     const double max_abs = (ours - expected).abs().max().item<double>();
     EXPECT_LE(mean_abs, 0.01) << name;
     // PNG: only resize rounding (one uint8 level = 2/255 after normalisation) may differ.
-    if (name.ends_with(".png")) EXPECT_LE(max_abs, 2.0 / 255 + 1e-6) << name;
+    if (name.ends_with(".png")) {
+      EXPECT_LE(max_abs, 2.0 / 255 + 1e-6) << name;
+    }
     RecordProperty(name, std::to_string(mean_abs) + " mean / " + std::to_string(max_abs) + " max");
   }
 }
