@@ -2,8 +2,6 @@
 // resolved config to them, owns the run directory and prints what the user asked for.
 #include "launcher/commands.h"
 
-#include <sys/resource.h>
-
 #include <iomanip>
 
 #include <glog/logging.h>
@@ -14,33 +12,43 @@
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
 #include "core/models/vit.h"
+#include "core/train/method.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
 
 namespace iisan::launcher {
 namespace {
 
-int64_t CountParameters(const torch::nn::Module& module, bool trainable) {
-  int64_t total = 0;
-  for (const auto& p : module.parameters()) {
-    if (p.requires_grad() == trainable) total += p.numel();
-  }
-  return total;
-}
-
-double PeakRssGiB() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
-}
-
-void SaveCheckpoint(train::IisanRecommender& model, const std::filesystem::path& path) {
+// Checkpoints hold what trains (DESIGN.md): frozen weights come back from the backbone
+// folder or the seed. Written under a temporary name and renamed.
+void SaveCheckpoint(train::Recommender& model, const std::filesystem::path& path) {
   auto temp = path;
   temp += ".tmp";
   torch::serialize::OutputArchive archive;
-  model->save(archive);
+  for (const auto& item : model->named_parameters()) {
+    if (item.value().requires_grad()) archive.write(item.key(), item.value().detach().to(torch::kCPU));
+  }
   archive.save_to(temp.string());
   std::filesystem::rename(temp, path);
+}
+
+void LoadCheckpoint(train::Recommender& model, const std::filesystem::path& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path.string());
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    torch::Tensor value;
+    if (!archive.try_read(item.key(), value)) {
+      throw std::runtime_error(path.string() + ": no tensor '" + item.key() + "'; was it saved by a run of another "
+                               "method or model config?");
+    }
+    if (value.sizes() != item.value().sizes()) {
+      throw std::runtime_error(path.string() + ": '" + item.key() + "' has shape " + c10::str(value.sizes()) +
+                               ", the model needs " + c10::str(item.value().sizes()));
+    }
+    item.value().copy_(value);
+  }
 }
 
 std::string Percent(double fraction) {
@@ -84,6 +92,11 @@ void DataSynth(const SynthCommandOptions& options, std::ostream& out) {
       << options.items << " items, seed " << options.seed << ")\n";
 }
 
+void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int threads, std::ostream& out) {
+  const int64_t written = data::WriteItemImages(dir, size, seed, threads);
+  out << "wrote " << written << " images (" << size << "x" << size << " JPEG) to " << (dir / "images").string() << "\n";
+}
+
 void CacheBuild(const Json& config, std::ostream& out) {
   const auto job = PrepareJob(config);
   if (std::filesystem::exists(job.cache_path)) {
@@ -100,19 +113,18 @@ void CacheBuild(const Json& config, std::ostream& out) {
 }
 
 Json Train(const Json& config_in, std::ostream& out) {
-  Json config = config_in;
-  auto job = PrepareJob(config);
-  const auto states = EnsureCache(job);
+  auto job = PrepareJob(config_in);
+  Json config = job.config;
+  auto model = BuildModel(job);
 
   if (config["name"].get<std::string>().empty()) config["name"] = TimestampedName("train");
   auto run = RunDirectory::Create(At(config, "run_root").get<std::string>(), config["name"].get<std::string>(), config);
   google::SetLogDestination(google::GLOG_INFO, (run.log_dir() / "iisan.log.").string().c_str());
-  LOG(INFO) << "run directory " << run.path() << ", " << job.dataset.num_users() << " users, "
-            << job.dataset.num_items() << " items";
+  LOG(INFO) << "run directory " << run.path() << ": " << train::MethodLabel(job.method) << ", "
+            << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
+            << job.train_options.batch_size << ", device " << job.train_options.device;
 
-  torch::manual_seed(job.train_options.seed);
-  train::IisanRecommender model(job.item_config, job.user_config);
-  train::Trainer trainer(job.dataset, states, model, job.train_options);
+  train::Trainer trainer(job.dataset, model, job.train_options);
   const auto checkpoint = run.checkpoint_dir() / "best.pt";
   const auto result = trainer.Fit([&](const train::EpochRecord& record) {
     run.AppendMetrics(record.ToJson());
@@ -122,25 +134,33 @@ Json Train(const Json& config_in, std::ostream& out) {
 
   Json summary;
   summary["name"] = config["name"];
-  summary["method"] = "iisan-cached";
+  summary["method"] = train::MethodName(job.method);
+  summary["method_label"] = train::MethodLabel(job.method);
   summary["modality"] = At(config, "model.modality");
+  summary["device"] = job.train_options.device.str();
+  summary["batch_size"] = job.train_options.batch_size;
   summary["best_epoch"] = result.best_epoch;
   summary["epochs_run"] = result.epochs_run;
   summary["valid"] = result.best_valid.ToJson();
   summary["test"] = result.test.ToJson();
   summary["popularity_test"] = popularity.ToJson();
   summary["trainable_parameters"] = trainer.trainable_parameters();
-  summary["train_seconds_per_epoch"] = result.mean_train_seconds;
-  summary["eval_seconds_per_epoch"] = result.mean_eval_seconds;
-  summary["peak_memory_gib"] = PeakRssGiB();
-  summary["peak_memory_kind"] = "host RSS";
-  summary["cache"] = {{"path", job.cache_path.string()}, {"fingerprint", job.fingerprint}};
+  summary["measured_train_seconds_per_epoch"] = result.mean_train_seconds;
+  summary["measured_eval_seconds_per_epoch"] = result.mean_eval_seconds;
+  for (const auto& [key, value] : result.EfficiencyJson().items()) summary[key] = value;
+  if (!train::UsesLiveBackbones(job.method)) {
+    summary["cache"] = {{"path", job.cache_path.string()}, {"fingerprint", job.fingerprint}};
+  }
   summary["checkpoint"] = checkpoint.string();
   run.WriteSummary(summary);
 
-  out << "run " << run.path().string() << ": best epoch " << result.best_epoch << " of " << result.epochs_run
-      << ", test HR@10 " << Percent(result.test.hr(10)) << "%, NDCG@10 " << Percent(result.test.ndcg(10))
-      << "% (popularity HR@10 " << Percent(popularity.hr(10)) << "%)\n";
+  out << "run " << run.path().string() << " (" << train::MethodLabel(job.method) << "): best epoch "
+      << result.best_epoch << " of " << result.epochs_run << ", test HR@10 " << Percent(result.test.hr(10))
+      << "%, NDCG@10 " << Percent(result.test.ndcg(10)) << "% (popularity HR@10 " << Percent(popularity.hr(10))
+      << "%); " << std::fixed << std::setprecision(2) << result.train_seconds_per_epoch << " s/epoch training"
+      << (result.train_epoch_extrapolated ? " (extrapolated)" : "") << ", peak memory "
+      << static_cast<double>(result.peak_memory.bytes) / (1024.0 * 1024.0 * 1024.0) << " GiB ("
+      << result.peak_memory.kind << ")\n";
   return summary;
 }
 
@@ -155,12 +175,9 @@ Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
   }
   auto config = ResolveConfig(config_path, {});
   auto job = PrepareJob(config);
-  const auto states = EnsureCache(job);
-  train::IisanRecommender model(job.item_config, job.user_config);
-  torch::serialize::InputArchive archive;
-  archive.load_from(checkpoint.string());
-  model->load(archive);
-  train::Trainer trainer(job.dataset, states, model, job.train_options);
+  auto model = BuildModel(job);
+  LoadCheckpoint(model, checkpoint);
+  train::Trainer trainer(job.dataset, model, job.train_options);
   Json result;
   result["valid"] = trainer.Evaluate(train::Split::kValid).ToJson();
   result["test"] = trainer.Evaluate(train::Split::kTest).ToJson();
@@ -170,52 +187,43 @@ Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
 }
 
 int64_t Describe(const DescribeOptions& options, std::ostream& out) {
-  const auto modality = models::ParseModality(options.modality);
-  struct Row { std::string module; int64_t trainable; int64_t frozen; };
+  const auto method = train::ParseMethod(options.method);
+  train::RecommenderConfig config;
+  // Cached IISAN trains what uncached IISAN trains; the backbones are shown for scale.
+  config.method = method == train::Method::kIisan ? train::Method::kIisanUncached : method;
+  config.modality = models::ParseModality(options.modality);
+  config.user.max_len = options.max_seq_len;
+  const bool text = config.modality != models::Modality::kImage, image = config.modality != models::Modality::kText;
+  auto require = [](const std::filesystem::path& folder, const char* flag) {
+    if (folder.empty()) throw std::runtime_error(std::string("describe needs ") + flag + " FOLDER (with config.json)");
+  };
+  int num_layers = 0;
+  if (text) {
+    require(options.text_backbone, "--text-backbone");
+    config.text = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
+    num_layers = static_cast<int>(config.text.num_hidden_layers);
+  }
+  if (image) {
+    require(options.image_backbone, "--image-backbone");
+    config.image = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
+    num_layers = static_cast<int>(config.image.num_hidden_layers);
+  }
+  config.kept_layers = cache::DefaultKeptLayers(num_layers);
+  train::Recommender model(config);
+
+  struct Row { std::string module; int64_t trainable = 0; int64_t frozen = 0; };
   std::vector<Row> rows;
-  int64_t hidden = 0;
-  std::vector<int> kept;
-  if (modality != models::Modality::kImage) {
-    const auto config = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
-    models::BertModel bert(config);
-    for (auto& p : bert->parameters()) p.set_requires_grad(false);
-    rows.push_back({"text backbone (BERT, frozen)", CountParameters(*bert, true), CountParameters(*bert, false)});
-    hidden = config.hidden_size;
-    kept = cache::DefaultKeptLayers(config.num_hidden_layers);
-  }
-  if (modality != models::Modality::kText) {
-    const auto config = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
-    models::ViTModel vit(config);
-    for (auto& p : vit->parameters()) p.set_requires_grad(false);
-    rows.push_back({"image backbone (ViT, frozen)", CountParameters(*vit, true), CountParameters(*vit, false)});
-    if (hidden && hidden != config.hidden_size) {
-      throw std::runtime_error("the backbones' hidden sizes differ (" + std::to_string(hidden) + " vs " +
-                               std::to_string(config.hidden_size) + "); IISAN needs equal widths");
-    }
-    hidden = config.hidden_size;
-    kept = cache::DefaultKeptLayers(config.num_hidden_layers);
-  }
-  models::IisanConfig item_config;
-  item_config.modality = modality;
-  item_config.hidden_size = hidden;
-  item_config.num_blocks = static_cast<int64_t>(kept.size());
-  models::UserEncoderConfig user_config;
-  user_config.max_len = options.max_seq_len;
-  train::IisanRecommender model(item_config, user_config);
-
-  int64_t iisan_total = 0;
-  for (const auto& param : model->item_encoder->named_parameters(/*recurse=*/true)) {
+  for (const auto& param : model->named_parameters()) {
     const std::string& name = param.key();
-    const std::string module = "IISAN " + name.substr(0, name.find('.'));
-    if (rows.empty() || rows.back().module != module) rows.push_back({module, 0, 0});
-    rows.back().trainable += param.value().numel();
-    iisan_total += param.value().numel();
+    const auto first = name.find('.');
+    std::string module = name.substr(0, first);
+    if (module == "item_encoder") module += "." + name.substr(first + 1, name.find('.', first + 1) - first - 1);
+    if (rows.empty() || rows.back().module != module) rows.push_back({module});
+    (param.value().requires_grad() ? rows.back().trainable : rows.back().frozen) += param.value().numel();
   }
-  const int64_t user = CountParameters(*model->user_encoder, true);
-  rows.push_back({"user encoder (SASRec)", user, 0});
-  iisan_total += user;
-
   int64_t trainable = 0, frozen = 0;
+  out << "method: " << train::MethodLabel(method) << " (" << train::MethodName(method) << "), modality "
+      << options.modality << "\n";
   out << std::left << std::setw(34) << "module" << std::right << std::setw(16) << "trainable" << std::setw(16)
       << "frozen" << "\n";
   for (const auto& row : rows) {
@@ -226,10 +234,15 @@ int64_t Describe(const DescribeOptions& options, std::ostream& out) {
   }
   out << std::left << std::setw(34) << "total" << std::right << std::setw(16) << WithThousands(trainable)
       << std::setw(16) << WithThousands(frozen) << "\n";
-  out << "IISAN trainable parameters: " << WithThousands(iisan_total) << " (" << std::fixed << std::setprecision(2)
-      << 100.0 * static_cast<double>(iisan_total) / static_cast<double>(trainable + frozen) << "% of all), "
-      << kept.size() << " SAN blocks per tower, width " << hidden << "\n";
-  return iisan_total;
+  out << train::MethodLabel(method) << " trainable parameters: " << WithThousands(trainable) << " (" << std::fixed
+      << std::setprecision(2) << 100.0 * static_cast<double>(trainable) / static_cast<double>(trainable + frozen)
+      << "% of all)";
+  if (train::UsesSideNetwork(method)) {
+    out << "; " << config.kept_layers.size() << " SAN blocks per tower";
+    if (method == train::Method::kIisan) out << "; cached training holds no backbone";
+  }
+  out << "\n";
+  return trainable;
 }
 
 }  // namespace iisan::launcher

@@ -25,6 +25,9 @@ struct SynthCommandOptions {
 // `iisan data synth DIR`: the built-in synthetic multimodal dataset.
 void DataSynth(const SynthCommandOptions& options, std::ostream& out);
 
+// `iisan data images DIR --size S`: a generated JPEG for every item without an image.
+void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int threads, std::ostream& out);
+
 // `iisan cache build`: builds the job's cache unless a valid one exists; prints its path.
 void CacheBuild(const Json& config, std::ostream& out);
 
@@ -35,12 +38,14 @@ Json Train(const Json& config, std::ostream& out);
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);
 
 struct DescribeOptions {
+  std::string method = "iisan";
   std::filesystem::path text_backbone;
   std::filesystem::path image_backbone;
   std::string modality = "text+image";
   int max_seq_len = 10;
 };
-// `iisan describe`: trainable and frozen parameters per module; returns IISAN's trainable total.
+// `iisan describe`: trainable and frozen parameters per module of a method's model; returns
+// the method's trainable total (base size: IISAN 4,113,877, FFT 194,897,216, ...).
 int64_t Describe(const DescribeOptions& options, std::ostream& out);
 
 // `iisan demo`: synthetic data → cache → IISAN training → test HR@10 / NDCG@10 of IISAN and of

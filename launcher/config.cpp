@@ -1,5 +1,6 @@
 // Config defaults, merging and validation. The defaults below are the one place where every
-// knob and its default live (IISAN.md §6 for the training hyperparameters).
+// knob and its default live. train.batch_size and train.lr.* default to 0, which means the
+// reference's value for model.method (IISAN.md §6: batch 64 for IISAN, 32 for the baselines).
 #include "launcher/config.h"
 
 #include <algorithm>
@@ -20,6 +21,7 @@ Json BuildDefaults() {
       "max_seq_len": 10
     },
     "model": {
+      "method": "iisan",
       "modality": "text+image",
       "text_backbone": "",
       "image_backbone": "",
@@ -30,7 +32,10 @@ Json BuildDefaults() {
       "user_blocks": 2,
       "user_heads": 2,
       "dropout": 0.1,
-      "title_max_tokens": 30
+      "title_max_tokens": 30,
+      "adapter_bottleneck": 64,
+      "lora_rank": 8,
+      "lora_alpha": 1.0
     },
     "cache": {
       "path": "",
@@ -39,16 +44,16 @@ Json BuildDefaults() {
     },
     "train": {
       "device": "cpu",
-      "batch_size": 64,
+      "batch_size": 0,
       "epochs": 100,
       "patience": 10,
       "max_steps_per_epoch": 0,
       "lr": {
-        "recsys": 2e-4,
-        "text": 5e-5,
-        "image": 1e-4,
-        "adapter_text": 1e-4,
-        "adapter_image": 1e-4
+        "recsys": 0.0,
+        "text": 0.0,
+        "image": 0.0,
+        "adapter_text": 0.0,
+        "adapter_image": 0.0
       }
     },
     "eval": {

@@ -1,10 +1,15 @@
 // Config → job objects, and the cache check-or-build step shared by `cache build` and `train`.
 #include "launcher/job.h"
 
+#include <chrono>
+#include <sstream>
+
 #include <glog/logging.h>
 #include <torch/torch.h>
 
 #include "cache/state_file.h"
+#include "core/models/hf_checkpoint.h"
+#include "core/train/item_inputs.h"
 
 namespace iisan::launcher {
 namespace {
@@ -33,6 +38,8 @@ torch::Device ParseDevice(const std::string& name) {
 Job PrepareJob(const Json& config) {
   Job job;
   job.config = config;
+  job.method = train::ParseMethod(At(config, "model.method").get<std::string>());
+  const bool live = train::UsesLiveBackbones(job.method);
   const auto modality = models::ParseModality(At(config, "model.modality").get<std::string>());
 
   auto& cache = job.cache_options;
@@ -55,37 +62,60 @@ Job PrepareJob(const Json& config) {
   preprocess.require_images = modality != models::Modality::kText;
   job.dataset = data::LoadDataset(RequiredPath(config, "data.dir", "dataset folder (users.tsv, items.tsv, images/)"), preprocess);
 
-  const auto inputs = cache::CacheInputs(job.dataset, cache);
-  job.fingerprint = cache::CacheFingerprint(inputs);
-  const auto explicit_path = At(config, "cache.path").get<std::string>();
-  job.cache_path = explicit_path.empty()
-      ? std::filesystem::path(At(config, "cache.dir").get<std::string>()) / (job.fingerprint + ".h5")
-      : std::filesystem::path(explicit_path);
-
-  const auto kept = inputs["kept_layers"].get<std::vector<int>>();
-  auto& item = job.item_config;
-  item.modality = modality;
-  item.num_blocks = static_cast<int64_t>(kept.size());
-  item.bottleneck = At(config, "model.bottleneck").get<int64_t>();
-  item.embedding_dim = At(config, "model.embedding_dim").get<int64_t>();
-  item.gate_temperature = At(config, "model.gate_temperature").get<double>();
-  const int64_t text_dim = inputs.contains("text") ? inputs["text"]["config"]["hidden_size"].get<int64_t>() : 0;
-  const int64_t image_dim = inputs.contains("image") ? inputs["image"]["config"]["hidden_size"].get<int64_t>() : 0;
-  if (text_dim && image_dim && text_dim != image_dim) {
+  const auto kept = cache::ResolveKeptLayers(cache);
+  auto& model = job.model_config;
+  model.method = job.method;
+  model.modality = modality;
+  if (modality != models::Modality::kImage) model.text = models::BertConfig::FromJsonFile(cache.text_backbone / "config.json");
+  if (modality != models::Modality::kText) model.image = models::ViTConfig::FromJsonFile(cache.image_backbone / "config.json");
+  const int64_t text_dim = modality != models::Modality::kImage ? model.text.hidden_size : 0;
+  const int64_t image_dim = modality != models::Modality::kText ? model.image.hidden_size : 0;
+  if (train::UsesSideNetwork(job.method) && text_dim && image_dim && text_dim != image_dim) {
     throw ConfigError("the text backbone's hidden_size (" + std::to_string(text_dim) + ") differs from the image "
                       "backbone's (" + std::to_string(image_dim) + "); IISAN's inter-modal tower needs equal widths");
   }
-  item.hidden_size = text_dim ? text_dim : image_dim;
+  model.kept_layers = kept;
+  auto& side = model.side;
+  side.modality = modality;
+  side.num_blocks = static_cast<int64_t>(kept.size());
+  side.hidden_size = text_dim ? text_dim : image_dim;
+  side.bottleneck = At(config, "model.bottleneck").get<int64_t>();
+  side.embedding_dim = At(config, "model.embedding_dim").get<int64_t>();
+  side.gate_temperature = At(config, "model.gate_temperature").get<double>();
+  model.adapter_bottleneck = At(config, "model.adapter_bottleneck").get<int64_t>();
+  model.lora_rank = At(config, "model.lora_rank").get<int64_t>();
+  model.lora_alpha = At(config, "model.lora_alpha").get<double>();
+  if (model.adapter_bottleneck < 1) throw ConfigError("model.adapter_bottleneck must be at least 1");
+  if (model.lora_rank < 1) throw ConfigError("model.lora_rank must be at least 1");
 
-  auto& user = job.user_config;
-  user.embedding_dim = item.embedding_dim;
+  auto& user = model.user;
+  user.embedding_dim = side.embedding_dim;
   user.max_len = preprocess.max_seq_len;
   user.num_blocks = At(config, "model.user_blocks").get<int64_t>();
   user.num_heads = At(config, "model.user_heads").get<int64_t>();
   user.dropout = At(config, "model.dropout").get<double>();
 
+  // 0 means "the reference's value for this method" (IISAN.md §6); the resolved value is
+  // written back, so the run directory's config.json says what ran.
+  const auto reference = train::ReferenceHyperparameters(job.method);
+  auto resolve = [&](const std::string& key, auto fallback) {
+    using T = decltype(fallback);
+    auto& slot = job.config["train"];
+    Json* node = &slot;
+    std::stringstream stream(key.substr(6));
+    for (std::string part; std::getline(stream, part, '.');) node = &(*node)[part];
+    const T value = node->get<T>();
+    if (value < 0) throw ConfigError("config key '" + key + "' must not be negative (0 = the method's reference value)");
+    if (value == 0) *node = fallback;
+    return node->get<T>();
+  };
   auto& train = job.train_options;
-  train.batch_size = At(config, "train.batch_size").get<int64_t>();
+  train.batch_size = resolve("train.batch_size", reference.batch_size);
+  train.lr.recsys = resolve("train.lr.recsys", reference.lr.recsys);
+  train.lr.text = resolve("train.lr.text", reference.lr.text);
+  train.lr.image = resolve("train.lr.image", reference.lr.image);
+  train.lr.adapter_text = resolve("train.lr.adapter_text", reference.lr.adapter_text);
+  train.lr.adapter_image = resolve("train.lr.adapter_image", reference.lr.adapter_image);
   train.epochs = At(config, "train.epochs").get<int>();
   train.patience = At(config, "train.patience").get<int>();
   train.max_steps_per_epoch = At(config, "train.max_steps_per_epoch").get<int64_t>();
@@ -95,15 +125,21 @@ Job PrepareJob(const Json& config) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
   }
-  train.lr.recsys = At(config, "train.lr.recsys").get<double>();
-  train.lr.text = At(config, "train.lr.text").get<double>();
-  train.lr.image = At(config, "train.lr.image").get<double>();
-  train.lr.adapter_text = At(config, "train.lr.adapter_text").get<double>();
-  train.lr.adapter_image = At(config, "train.lr.adapter_image").get<double>();
   train.seed = cache.seed;
   train.device = cache.device;
   if (train.batch_size < 2) throw ConfigError("train.batch_size must be at least 2 (in-batch negatives)");
   if (train.epochs < 1) throw ConfigError("train.epochs must be at least 1");
+
+  if (!live) {
+    // Reading every input to fingerprint them costs a pass over the images; only the cached
+    // method needs it.
+    const auto inputs = cache::CacheInputs(job.dataset, cache);
+    job.fingerprint = cache::CacheFingerprint(inputs);
+    const auto explicit_path = At(config, "cache.path").get<std::string>();
+    job.cache_path = explicit_path.empty()
+        ? std::filesystem::path(At(config, "cache.dir").get<std::string>()) / (job.fingerprint + ".h5")
+        : std::filesystem::path(explicit_path);
+  }
   return job;
 }
 
@@ -123,6 +159,65 @@ train::ItemStates EnsureCache(const Job& job) {
   }
   LOG(INFO) << "loaded cache " << job.cache_path << " (" << file.items.size() - 1 << " items)";
   return {file.text, file.image};
+}
+
+namespace {
+
+// Copies every parameter of `from` into the parameter of the same name in `to` (which may
+// have more: adapters, LoRA factors).
+void CopyParameters(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard no_grad;
+  auto target = to.named_parameters();
+  for (const auto& item : from.named_parameters()) target[item.key()].copy_(item.value());
+}
+
+}  // namespace
+
+train::Recommender BuildModel(const Job& job) {
+  const auto& config = job.model_config;
+  torch::manual_seed(job.train_options.seed);
+  train::Recommender model(config);
+  train::ItemStates states;
+  train::ItemInputs inputs;
+  if (!train::UsesLiveBackbones(job.method)) {
+    states = EnsureCache(job);
+  } else {
+    const auto& cache = job.cache_options;
+    // Weights: the folder's checkpoint, else the cache builder's seeded random init.
+    if (model->text_backbone) {
+      if (models::HasCheckpoint(cache.text_backbone)) {
+        models::LoadBertCheckpoint(model->text_backbone, cache.text_backbone);
+      } else {
+        LOG(WARNING) << "text backbone " << cache.text_backbone << " has no weights (model.safetensors): random "
+                     << "weights (seed " << cache.seed << ")";
+        torch::manual_seed(cache.seed);
+        models::BertModel fresh(config.text);
+        CopyParameters(*fresh, *model->text_backbone);
+      }
+    }
+    if (model->image_backbone) {
+      if (models::HasCheckpoint(cache.image_backbone)) {
+        models::LoadViTCheckpoint(model->image_backbone, cache.image_backbone);
+      } else {
+        LOG(WARNING) << "image backbone " << cache.image_backbone << " has no weights (model.safetensors): random "
+                     << "weights (seed " << cache.seed + 1 << ")";
+        torch::manual_seed(cache.seed + 1);
+        models::ViTModel fresh(config.image);
+        CopyParameters(*fresh, *model->image_backbone);
+      }
+    }
+    train::ItemInputOptions options;
+    if (model->text_backbone) options.vocab = cache.text_backbone / "vocab.txt";
+    if (model->image_backbone) options.preprocessor = cache.image_backbone / "preprocessor_config.json";
+    options.max_tokens = cache.title_max_tokens;
+    const auto start = std::chrono::steady_clock::now();
+    inputs = train::LoadItemInputs(job.dataset, options);
+    LOG(INFO) << "item inputs ready in "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  }
+  model->Prepare(states, inputs, job.train_options.device);
+  torch::manual_seed(job.train_options.seed);
+  return model;
 }
 
 }  // namespace iisan::launcher

@@ -1,14 +1,13 @@
-// Turns a resolved config into what a job needs: the preprocessed dataset, the cache options
-// and path, the model configs and the training options. Everything is validated here, before
-// any run directory or cache file is created.
+// Turns a resolved config into what a job needs: the preprocessed dataset, the method, the
+// model config, the cache options and path (cached IISAN) and the training options. Everything
+// is validated here, before any run directory or cache file is created.
 #pragma once
 
 #include <filesystem>
 
 #include "cache/builder.h"
 #include "core/data/dataset.h"
-#include "core/models/iisan.h"
-#include "core/models/sasrec.h"
+#include "core/train/method.h"
 #include "core/train/recommender.h"
 #include "core/train/trainer.h"
 #include "launcher/config.h"
@@ -16,13 +15,13 @@
 namespace iisan::launcher {
 
 struct Job {
-  Json config;
+  Json config;  // as given, with the method's reference values filled in where it said 0
   data::Dataset dataset;
+  train::Method method = train::Method::kIisan;
   cache::CacheBuildOptions cache_options;
-  std::filesystem::path cache_path;  // resolved: cache.path, or cache.dir/<fingerprint>.h5
+  std::filesystem::path cache_path;  // cached IISAN: cache.path, or cache.dir/<fingerprint>.h5
   std::string fingerprint;
-  models::IisanConfig item_config;
-  models::UserEncoderConfig user_config;
+  train::RecommenderConfig model_config;
   train::TrainOptions train_options;
 };
 
@@ -31,6 +30,12 @@ Job PrepareJob(const Json& config);
 // Loads the job's cache, building it first when it does not exist; checks that it belongs to
 // this job (fingerprint and item list) and returns its states.
 train::ItemStates EnsureCache(const Job& job);
+
+// The job's model with its item data, ready on the training device: cached IISAN gets the
+// cache (built if missing); live methods get tokenised titles, decoded images and backbone
+// weights (the folder's checkpoint, or the cache builder's seeded random init without one, so
+// that uncached IISAN sees the states cached IISAN would).
+train::Recommender BuildModel(const Job& job);
 
 torch::Device ParseDevice(const std::string& name);
 

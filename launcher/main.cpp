@@ -1,10 +1,11 @@
-// The `iisan` command line: data, cache, train, eval, describe, demo.
+// The `iisan` command line: data, cache, train, eval, describe, report, demo.
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <glog/logging.h>
 
 #include "launcher/commands.h"
+#include "launcher/report.h"
 
 namespace {
 
@@ -48,13 +49,23 @@ int main(int argc, char** argv) {
   synth_cmd->add_option("--seed", synth.seed, "generator seed")->capture_default_str();
   synth_cmd->add_flag("--overwrite", synth.overwrite, "replace an existing folder");
 
+  std::string images_dir;
+  int images_size = 224, images_threads = 0;
+  uint64_t images_seed = 7;
+  auto* images_cmd = data->add_subcommand("images", "generate a JPEG for every item that has no image");
+  images_cmd->add_option("dir", images_dir, "dataset folder (users.tsv, items.tsv); images go to DIR/images")->required();
+  images_cmd->add_option("--size", images_size, "image side in pixels")->capture_default_str();
+  images_cmd->add_option("--seed", images_seed, "generator seed")->capture_default_str();
+  images_cmd->add_option("--threads", images_threads, "encoder threads (0 = all cores)")->capture_default_str();
+
   auto* cache = app.add_subcommand("cache", "frozen-backbone state cache")->require_subcommand(1);
   ConfigArgs cache_args;
   auto* cache_build = cache->add_subcommand("build", "run the frozen backbones over every item once");
   AddConfigOptions(cache_build, cache_args);
 
   ConfigArgs train_args;
-  auto* train = app.add_subcommand("train", "train IISAN from cached states; writes a run directory");
+  auto* train = app.add_subcommand("train", "train a model (model.method: iisan, iisan-uncached, fft, adapter, lora, "
+                                             "bitfit); writes a run directory");
   AddConfigOptions(train, train_args);
 
   std::string eval_dir;
@@ -63,6 +74,8 @@ int main(int argc, char** argv) {
 
   iisan::launcher::DescribeOptions describe;
   auto* describe_cmd = app.add_subcommand("describe", "trainable and frozen parameters per module");
+  describe_cmd->add_option("--method", describe.method, "iisan, iisan-uncached, fft, adapter, lora or bitfit")
+      ->capture_default_str();
   describe_cmd->add_option("--text-backbone", describe.text_backbone, "folder with the text backbone's config.json");
   describe_cmd->add_option("--image-backbone", describe.image_backbone, "folder with the image backbone's config.json");
   describe_cmd->add_option("--modality", describe.modality, "text, image or text+image")->capture_default_str();
@@ -73,6 +86,15 @@ int main(int argc, char** argv) {
   demo->add_option("--workdir", demo_dir, "where the demo writes data, cache and runs")->capture_default_str();
   demo->add_option("--set,-s", demo_overrides, "override a config key");
 
+  auto* report = app.add_subcommand("report", "tables and charts from finished runs")->require_subcommand(1);
+  std::vector<std::filesystem::path> report_runs;
+  std::filesystem::path report_out = ".";
+  auto* report_efficiency = report->add_subcommand(
+      "efficiency", "training time, trainable parameters, peak memory and TPME of runs (efficiency.md/.svg)");
+  report_efficiency->add_option("run_dirs", report_runs, "run directories, each with a summary.json")->required();
+  report_efficiency->add_option("--out,-o", report_out, "folder for efficiency.md and efficiency.svg")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -80,6 +102,8 @@ int main(int argc, char** argv) {
       iisan::launcher::DataStats(stats_dir, std::cout);
     } else if (synth_cmd->parsed()) {
       iisan::launcher::DataSynth(synth, std::cout);
+    } else if (images_cmd->parsed()) {
+      iisan::launcher::DataImages(images_dir, images_size, images_seed, images_threads, std::cout);
     } else if (cache_build->parsed()) {
       iisan::launcher::CacheBuild(iisan::launcher::ResolveConfig(cache_args.file, cache_args.overrides), std::cout);
     } else if (train->parsed()) {
@@ -88,6 +112,8 @@ int main(int argc, char** argv) {
       iisan::launcher::Evaluate(eval_dir, std::cout);
     } else if (describe_cmd->parsed()) {
       iisan::launcher::Describe(describe, std::cout);
+    } else if (report_efficiency->parsed()) {
+      iisan::launcher::ReportEfficiency(report_runs, report_out, std::cout);
     } else if (demo->parsed()) {
       iisan::launcher::Demo(demo_dir, demo_overrides, std::cout);
     }

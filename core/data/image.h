@@ -22,6 +22,9 @@ Image DecodeImage(const std::filesystem::path& path);
 // Writes image as a PNG; the bytes depend only on the pixels. InputError if it cannot be written.
 void WritePng(const std::filesystem::path& path, const Image& image);
 
+// Writes image as a baseline JPEG of the given quality (1..100). InputError if it cannot be written.
+void WriteJpeg(const std::filesystem::path& path, const Image& image, int quality = 90);
+
 // PIL's Image.resize((width, height), Image.BILINEAR): a separable triangle filter whose support
 // widens with the downscale factor (antialiasing), horizontal pass first, 8-bit rounding after
 // each pass, fixed-point weights. Sizes must be positive.

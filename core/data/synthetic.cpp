@@ -11,9 +11,14 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <atomic>
+#include <mutex>
+#include <exception>
 #include <unordered_set>
 #include <vector>
 
+#include "core/data/dataset.h"
 #include "core/data/image.h"
 #include "core/data/input_error.h"
 #include "core/data/progress.h"
@@ -358,6 +363,47 @@ void WriteSyntheticDataset(const fs::path& dir, const SynthOptions& options) {
   } catch (const fs::filesystem_error& error) {
     throw InputError(target, 0, std::string("cannot write the dataset: ") + error.what());
   }
+}
+
+int64_t WriteItemImages(const fs::path& dir, int size, uint64_t seed, int threads) {
+  if (size < 1 || size > 4096) throw std::invalid_argument("image size must be in 1..4096, got " + std::to_string(size));
+  PreprocessOptions options;
+  options.require_images = false;
+  const Dataset dataset = LoadDataset(dir, options);
+  fs::create_directories(dir / "images");
+  std::vector<int64_t> todo;
+  for (int64_t item = 1; item <= dataset.num_items(); ++item) {
+    if (dataset.image_paths[item].empty()) todo.push_back(item);
+  }
+  ProgressMeter progress("item images", static_cast<int64_t>(todo.size()), "images");
+  std::atomic<int64_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto work = [&] {
+    try {
+      for (int64_t i = next++; i < static_cast<int64_t>(todo.size()); i = next++) {
+        const int64_t item = todo[i];
+        uint64_t hash = seed ^ 0x9E3779B97F4A7C15ULL;
+        for (unsigned char c : dataset.titles[item]) hash = (hash ^ c) * 1099511628211ULL;
+        const auto final_path = dir / "images" / (dataset.item_ids[item] + ".jpg");
+        auto temp = final_path;
+        temp += ".tmp";
+        WriteJpeg(temp, MakeImage(static_cast<int>(hash % 16), static_cast<int>((hash >> 8) % 4), 16, size, hash));
+        fs::rename(temp, final_path);
+        progress.Advance(1);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      next = static_cast<int64_t>(todo.size());
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 0; t < std::max(1, threads); ++t) workers.emplace_back(work);
+  for (auto& worker : workers) worker.join();
+  if (failure) std::rethrow_exception(failure);
+  progress.Finish();
+  return static_cast<int64_t>(todo.size());
 }
 
 }  // namespace iisan::data

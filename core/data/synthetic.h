@@ -34,4 +34,12 @@ struct SynthOptions {
 // std::invalid_argument for impossible options.
 void WriteSyntheticDataset(const std::filesystem::path& dir, const SynthOptions& options = {});
 
+// For a real dataset that comes without images (the Amazon TSVs): writes images/<item>.jpg,
+// size x size, for every item of dir/items.tsv that has no image yet, so that image pipelines
+// and efficiency runs see realistic JPEG decoding. Each image is a patterned picture whose
+// hue and pattern derive from a hash of the item's title (similar titles, similar images is
+// not promised). Files are written under a temporary name and renamed; existing images are
+// kept. `threads` workers encode in parallel. Returns the number of images written.
+int64_t WriteItemImages(const std::filesystem::path& dir, int size, uint64_t seed, int threads);
+
 }  // namespace iisan::data

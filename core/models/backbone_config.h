@@ -9,6 +9,19 @@
 
 namespace iisan::models {
 
+// Parameter-efficient additions inside a backbone (IISAN.md §5); zero means absent.
+struct PeftConfig {
+  // Houlsby adapters: a SANB (hidden -> bottleneck -> hidden, ReLU, residual) after the
+  // attention output projection and after the feed-forward output projection of every layer.
+  int64_t adapter_bottleneck = 0;
+  // LoRA on every layer's query and value projections: W x + b + (alpha / rank) B A x, with A
+  // kaiming-uniform and B zero (loralib's init), so a fresh model computes what the
+  // pretrained one does. The pretrained W and b are kept (the reference discards them,
+  // IISAN.md §9.1; we do not reproduce that bug).
+  int64_t lora_rank = 0;
+  double lora_alpha = 1.0;
+};
+
 // The `hidden_act` values of Hugging Face configs that the backbones implement.
 enum class HiddenActivation {
   kGelu,      // "gelu": exact, erf-based

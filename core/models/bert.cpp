@@ -1,38 +1,25 @@
 // BERT encoder: embeddings, post-LayerNorm transformer layers, and the (unused) pooler.
 #include "core/models/bert.h"
 
-#include <limits>
 #include <stdexcept>
 
 #include <torch/torch.h>
 
+#include "core/models/iisan.h"
 #include "core/models/transformer_blocks.h"
 
 namespace iisan::models {
-namespace {
-
-// Hugging Face masks with torch.finfo(dtype).min rather than -inf, so that a fully padded
-// row still has a finite softmax.
-double LowestFinite(torch::ScalarType dtype) {
-  double lowest = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "LowestFinite", [&] {
-    lowest = static_cast<double>(std::numeric_limits<scalar_t>::lowest());
-  });
-  return lowest;
-}
-
-}  // namespace
 
 // One post-LayerNorm encoder layer: attention.{self,output}, intermediate, output.
 class BertLayerImpl : public torch::nn::Module {
  public:
-  explicit BertLayerImpl(const BertConfig& config) : activation_(config.hidden_act) {
+  BertLayerImpl(const BertConfig& config, const PeftConfig& peft) : activation_(config.hidden_act) {
     const int64_t hidden = config.hidden_size;
     const auto norm = torch::nn::LayerNormOptions({hidden}).eps(config.layer_norm_eps);
     auto attention = RegisterScope(*this, "attention");
     self_attention_ = attention->register_module(
         "self", MultiHeadSelfAttention(hidden, config.num_attention_heads, /*bias=*/true,
-                                       config.attention_probs_dropout_prob));
+                                       config.attention_probs_dropout_prob, peft.lora_rank, peft.lora_alpha));
     auto attention_output = RegisterScope(*attention, "output");
     attention_dense_ = attention_output->register_module("dense", torch::nn::Linear(hidden, hidden));
     attention_norm_ = attention_output->register_module("LayerNorm", torch::nn::LayerNorm(norm));
@@ -42,13 +29,22 @@ class BertLayerImpl : public torch::nn::Module {
     output_dense_ = output->register_module("dense", torch::nn::Linear(config.intermediate_size, hidden));
     output_norm_ = output->register_module("LayerNorm", torch::nn::LayerNorm(norm));
     dropout_ = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
+    if (peft.adapter_bottleneck > 0) {
+      attention_adapter_ = attention_output->register_module("adapter", SanBlock(hidden, peft.adapter_bottleneck));
+      output_adapter_ = output->register_module("adapter", SanBlock(hidden, peft.adapter_bottleneck));
+    }
   }
 
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& additive_mask) {
     const auto context = self_attention_->forward(hidden, additive_mask);
-    const auto attended = attention_norm_->forward(dropout_->forward(attention_dense_->forward(context)) + hidden);
+    // Houlsby adapters sit after each sublayer's projection and dropout, before the residual.
+    auto attention_out = dropout_->forward(attention_dense_->forward(context));
+    if (attention_adapter_) attention_out = attention_adapter_->forward(attention_out);
+    const auto attended = attention_norm_->forward(attention_out + hidden);
     const auto inner = Activate(activation_, intermediate_dense_->forward(attended));
-    return output_norm_->forward(dropout_->forward(output_dense_->forward(inner)) + attended);
+    auto output = dropout_->forward(output_dense_->forward(inner));
+    if (output_adapter_) output = output_adapter_->forward(output);
+    return output_norm_->forward(output + attended);
   }
 
  private:
@@ -60,9 +56,11 @@ class BertLayerImpl : public torch::nn::Module {
   torch::nn::Linear output_dense_{nullptr};
   torch::nn::LayerNorm output_norm_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
+  SanBlock attention_adapter_{nullptr};
+  SanBlock output_adapter_{nullptr};
 };
 
-BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
+BertModelImpl::BertModelImpl(const BertConfig& config, const PeftConfig& peft) : config_(config) {
   config_.Validate("BertConfig");
   const int64_t hidden = config_.hidden_size;
   auto embeddings = RegisterScope(*this, "embeddings");
@@ -79,7 +77,7 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
 
   auto layer_list = RegisterScope(*this, "encoder")->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    layers_.push_back(std::make_shared<BertLayerImpl>(config_));
+    layers_.push_back(std::make_shared<BertLayerImpl>(config_, peft));
     layer_list->push_back(layers_.back());
   }
   // IISAN never uses the pooler; it is built so that parameter names and counts match the
@@ -88,6 +86,8 @@ BertModelImpl::BertModelImpl(const BertConfig& config) : config_(config) {
 
   const double std = config_.initializer_range;
   InitializeTransformerWeights(*this, [std](const torch::Tensor& weight) { weight.normal_(0.0, std); });
+  // The PEFT additions keep their own init (SANB N(0, 0.01²), LoRA kaiming / zero).
+  if (peft.adapter_bottleneck > 0) ResetAdapters(*this);
 }
 
 std::vector<torch::Tensor> BertModelImpl::forward(const torch::Tensor& input_ids,
@@ -116,7 +116,7 @@ std::vector<torch::Tensor> BertModelImpl::forward(const torch::Tensor& input_ids
 
   const auto dtype = hidden.scalar_type();
   const auto keep = attention_mask.to(dtype).view({batch, 1, 1, length});
-  const auto additive_mask = (1.0 - keep) * LowestFinite(dtype);
+  const auto additive_mask = (1.0 - keep) * AttentionMaskValue(dtype);
 
   std::vector<torch::Tensor> states;
   states.reserve(layers_.size() + 1);

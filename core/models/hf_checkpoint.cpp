@@ -215,7 +215,9 @@ void LoadStateDict(torch::nn::Module& module, const NamedTensors& tensors, const
   std::vector<std::string> missing, kept_initialised;
   for (const auto& [name, target] : targets) {
     if (matched.count(name) != 0 || mis_shaped_targets.count(name) != 0) continue;
-    (StartsWithAny(name, mapping.optional) ? kept_initialised : missing).push_back(name);
+    // Adapters and LoRA factors are ours, added on top of the pretrained model: they keep their init.
+    const bool peft = name.find(".adapter.") != std::string::npos || name.find(".lora_") != std::string::npos;
+    (peft || StartsWithAny(name, mapping.optional) ? kept_initialised : missing).push_back(name);
   }
   if (!missing.empty() || !unexpected.empty() || !mis_shaped.empty()) {
     std::string message = source + ": the checkpoint does not fit the model (" + std::to_string(missing.size()) +

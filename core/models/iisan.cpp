@@ -60,6 +60,10 @@ void IisanConfig::Validate() const {
 SanBlockImpl::SanBlockImpl(int64_t hidden_size, int64_t bottleneck) {
   down_ = register_module("down", torch::nn::Linear(hidden_size, bottleneck));
   up_ = register_module("up", torch::nn::Linear(bottleneck, hidden_size));
+  Reset();
+}
+
+void SanBlockImpl::Reset() {
   torch::NoGradGuard no_grad;
   for (auto* linear : {down_.get(), up_.get()}) {
     linear->weight.normal_(0.0, kSanInitStd);
@@ -69,6 +73,40 @@ SanBlockImpl::SanBlockImpl(int64_t hidden_size, int64_t bottleneck) {
 
 torch::Tensor SanBlockImpl::forward(const torch::Tensor& x) {
   return x + up_->forward(torch::relu(down_->forward(x)));
+}
+
+void ResetAdapters(torch::nn::Module& root) {
+  root.apply([](torch::nn::Module& module) {
+    if (auto* block = dynamic_cast<SanBlockImpl*>(&module)) block->Reset();
+  });
+}
+
+IntraItemEncoderImpl::IntraItemEncoderImpl(Modality modality, int64_t text_hidden, int64_t image_hidden,
+                                           int64_t embedding_dim)
+    : modality_(modality) {
+  int64_t fused = 0;
+  if (modality != Modality::kText) {
+    RequirePositive("image hidden size", static_cast<double>(image_hidden));
+    cv_classifier_ = register_module("cv_classifier", torch::nn::Linear(image_hidden, embedding_dim));
+    torch::NoGradGuard no_grad;
+    torch::nn::init::xavier_normal_(cv_classifier_->weight);
+    cv_classifier_->bias.zero_();
+    fused += embedding_dim;
+  }
+  if (modality != Modality::kImage) {
+    RequirePositive("text hidden size", static_cast<double>(text_hidden));
+    bert_fc_ = register_module("bert_fc", torch::nn::Linear(text_hidden, embedding_dim));
+    fused += embedding_dim;
+  }
+  com_dense_ = register_module("com_dense", torch::nn::Linear(fused, embedding_dim));
+}
+
+torch::Tensor IntraItemEncoderImpl::forward(const torch::Tensor& text_cls, const torch::Tensor& image_cls) {
+  // Image first, as the reference concatenates (IISAN.md §3.2).
+  std::vector<torch::Tensor> parts;
+  if (cv_classifier_) parts.push_back(torch::gelu(cv_classifier_->forward(image_cls.to(torch::kFloat32))));
+  if (bert_fc_) parts.push_back(torch::gelu(bert_fc_->forward(text_cls.to(torch::kFloat32))));
+  return com_dense_->forward(parts.size() == 1 ? parts[0] : torch::cat(parts, 1)).to(torch::kFloat32);
 }
 
 IisanItemEncoderImpl::IisanItemEncoderImpl(const IisanConfig& config)

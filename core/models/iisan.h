@@ -40,12 +40,17 @@ class SanBlockImpl : public torch::nn::Module {
  public:
   SanBlockImpl(int64_t hidden_size, int64_t bottleneck);
   torch::Tensor forward(const torch::Tensor& x);
+  // Back to the initial distribution (weights N(0, 0.01²), biases 0).
+  void Reset();
 
  private:
   torch::nn::Linear down_{nullptr};
   torch::nn::Linear up_{nullptr};
 };
 TORCH_MODULE(SanBlock);
+
+// Resets every SanBlock under `root` (e.g. Houlsby adapters after a backbone's own init).
+void ResetAdapters(torch::nn::Module& root);
 
 // Parameter names, k = 0..K-1 (towers of an absent modality are not built):
 //   text_gates, image_gates, inter_gates                [K] gate logits w, initialised to 0
@@ -91,6 +96,28 @@ class IisanItemEncoderImpl : public torch::nn::Module {
   torch::nn::Linear com_dense_{nullptr};
 };
 TORCH_MODULE(IisanItemEncoder);
+
+// The item encoder of the baselines (FFT, Adapter, LoRA, BitFit; IISAN.md §3.2), on the last
+// hidden state's [CLS] row of each live backbone: e_txt = GELU(bert_fc(text)),
+// e_img = GELU(cv_classifier(image)) with the image row after ViT's final LayerNorm (the
+// caller applies it), e = com_dense([e_img; e_txt]). bert_fc has PyTorch's default init,
+// cv_classifier xavier_normal weights and zero bias (the reference's replaced ViT classifier).
+// Parameter names: bert_fc.*, cv_classifier.*, com_dense.*.
+class IntraItemEncoderImpl : public torch::nn::Module {
+ public:
+  IntraItemEncoderImpl(Modality modality, int64_t text_hidden, int64_t image_hidden, int64_t embedding_dim);
+
+  // text_cls [N, text_hidden], image_cls [N, image_hidden]; an unused modality's tensor is
+  // ignored. Returns [N, embedding_dim] in fp32.
+  torch::Tensor forward(const torch::Tensor& text_cls, const torch::Tensor& image_cls);
+
+ private:
+  Modality modality_;
+  torch::nn::Linear bert_fc_{nullptr};
+  torch::nn::Linear cv_classifier_{nullptr};
+  torch::nn::Linear com_dense_{nullptr};
+};
+TORCH_MODULE(IntraItemEncoder);
 
 // Learning-rate groups of the reference trainer (IISAN.md §6).
 enum class OptimizerGroup { kRecsys, kText, kImage, kAdapterText, kAdapterImage };

@@ -2,9 +2,12 @@
 #include "core/models/transformer_blocks.h"
 
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <stdexcept>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 namespace iisan::models {
 
@@ -23,17 +26,37 @@ torch::Tensor Activate(HiddenActivation activation, const torch::Tensor& x) {
 }
 
 MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool bias,
-                                                       double probs_dropout)
+                                                       double probs_dropout, int64_t lora_rank, double lora_alpha)
     : num_heads_(num_heads), head_dim_(hidden_size / num_heads) {
   if (num_heads <= 0 || hidden_size % num_heads != 0) {
     throw std::runtime_error("MultiHeadSelfAttention: hidden size " + std::to_string(hidden_size) +
                                 " must be a positive multiple of the head count " + std::to_string(num_heads));
   }
+  if (lora_rank < 0) throw std::runtime_error("MultiHeadSelfAttention: lora_rank must be >= 0");
   const auto projection = torch::nn::LinearOptions(hidden_size, hidden_size).bias(bias);
   query_ = register_module("query", torch::nn::Linear(projection));
   key_ = register_module("key", torch::nn::Linear(projection));
   value_ = register_module("value", torch::nn::Linear(projection));
   probs_dropout_ = register_module("dropout", torch::nn::Dropout(probs_dropout));
+  if (lora_rank > 0) {
+    lora_scaling_ = lora_alpha / static_cast<double>(lora_rank);
+    auto add_lora = [&](torch::nn::Linear& target, torch::Tensor& a, torch::Tensor& b) {
+      a = target->register_parameter("lora_A", torch::empty({lora_rank, hidden_size}));
+      b = target->register_parameter("lora_B", torch::zeros({hidden_size, lora_rank}));
+      torch::NoGradGuard no_grad;
+      torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
+    };
+    add_lora(query_, query_lora_a_, query_lora_b_);
+    add_lora(value_, value_lora_a_, value_lora_b_);
+  }
+}
+
+torch::Tensor MultiHeadSelfAttentionImpl::Project(torch::nn::Linear& projection, const torch::Tensor& lora_a,
+                                                  const torch::Tensor& lora_b, const torch::Tensor& hidden) {
+  auto out = projection->forward(hidden);
+  if (!lora_a.defined()) return out;
+  namespace F = torch::nn::functional;
+  return out + F::linear(F::linear(hidden, lora_a), lora_b) * lora_scaling_;
 }
 
 torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& hidden, const torch::Tensor& additive_mask) {
@@ -42,15 +65,31 @@ torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& hidden, c
   auto split_heads = [&](const torch::Tensor& x) {
     return x.view({batch, length, num_heads_, head_dim_}).transpose(1, 2);
   };
-  const auto query = split_heads(query_->forward(hidden));
+  const auto query = split_heads(Project(query_, query_lora_a_, query_lora_b_, hidden));
   const auto key = split_heads(key_->forward(hidden));
-  const auto value = split_heads(value_->forward(hidden));
+  const auto value = split_heads(Project(value_, value_lora_a_, value_lora_b_, hidden));
+#if TORCH_VERSION_MAJOR >= 2
+  std::optional<torch::Tensor> mask;
+  if (additive_mask.defined()) mask = additive_mask.to(query.scalar_type());
+  const double dropout = is_training() ? probs_dropout_->options.p() : 0.0;
+  const auto context = at::scaled_dot_product_attention(query, key, value, mask, dropout);
+#else
   auto scores = torch::matmul(query, key.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim_));
   if (additive_mask.defined()) scores = scores + additive_mask;
   // A mask kept in fp32 promotes half-precision scores; the softmax runs in that wider type
   // and the probabilities go back to the values' type for the product.
   const auto probs = probs_dropout_->forward(torch::softmax(scores, -1).to(value.scalar_type()));
-  return torch::matmul(probs, value).transpose(1, 2).reshape({batch, length, num_heads_ * head_dim_});
+  const auto context = torch::matmul(probs, value);
+#endif
+  return context.transpose(1, 2).reshape({batch, length, num_heads_ * head_dim_});
+}
+
+double AttentionMaskValue(torch::ScalarType dtype) {
+  double lowest = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "AttentionMaskValue", [&] {
+    lowest = static_cast<double>(std::numeric_limits<scalar_t>::lowest());
+  });
+  return std::max(lowest, -1e30);
 }
 
 std::shared_ptr<torch::nn::Module> RegisterScope(torch::nn::Module& parent, const std::string& name) {

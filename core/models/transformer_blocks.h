@@ -21,24 +21,38 @@ torch::Tensor Activate(HiddenActivation activation, const torch::Tensor& x);
 
 // Query/key/value projections and scaled dot-product attention over all heads. The output
 // projection is left to the caller: its name, residual and normalisation differ per encoder.
-// Registered children: query, key, value.
+// Registered children: query, key, value; with lora_rank > 0 also query.lora_{A,B} and
+// value.lora_{A,B} (loralib's names: A is [rank, in], B is [out, rank]).
+// With LibTorch 2 or later the product runs through at::scaled_dot_product_attention (flash or
+// memory-efficient kernels on GPU); LibTorch 1.x computes softmax(QKᵀ/√d + mask) V explicitly.
 class MultiHeadSelfAttentionImpl : public torch::nn::Module {
  public:
-  MultiHeadSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool bias, double probs_dropout);
+  MultiHeadSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool bias, double probs_dropout,
+                             int64_t lora_rank = 0, double lora_alpha = 1.0);
 
   // hidden: [B, T, H]. additive_mask: broadcastable to [B, heads, T, T] and added to the
   // scaled scores, or undefined for full attention. Returns the heads' contexts, [B, T, H].
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& additive_mask = {});
 
  private:
+  torch::Tensor Project(torch::nn::Linear& projection, const torch::Tensor& lora_a, const torch::Tensor& lora_b,
+                        const torch::Tensor& hidden);
+
   int64_t num_heads_;
   int64_t head_dim_;
+  double lora_scaling_ = 0.0;
+  torch::Tensor query_lora_a_, query_lora_b_, value_lora_a_, value_lora_b_;
   torch::nn::Linear query_{nullptr};
   torch::nn::Linear key_{nullptr};
   torch::nn::Linear value_{nullptr};
   torch::nn::Dropout probs_dropout_{nullptr};
 };
 TORCH_MODULE(MultiHeadSelfAttention);
+
+// The value that masks an attention score: the dtype's lowest finite value, but never below
+// -1e30, so that the mask survives a cast to bf16 (autocast) without becoming -inf, which
+// would turn a fully masked row (a padding item's title) into NaN.
+double AttentionMaskValue(torch::ScalarType dtype);
 
 // Registers under `name` an empty module with no computation of its own: a scope that makes
 // parameter names follow Hugging Face's nesting (e.g. "attention.output.dense").

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "core/models/iisan.h"
 #include "core/models/transformer_blocks.h"
 
 namespace iisan::models {
@@ -13,29 +14,38 @@ namespace iisan::models {
 // layernorm_before, layernorm_after (Hugging Face's registration order).
 class ViTLayerImpl : public torch::nn::Module {
  public:
-  explicit ViTLayerImpl(const ViTConfig& config) : activation_(config.hidden_act) {
+  ViTLayerImpl(const ViTConfig& config, const PeftConfig& peft) : activation_(config.hidden_act) {
     const int64_t hidden = config.hidden_size;
     const auto norm = torch::nn::LayerNormOptions({hidden}).eps(config.layer_norm_eps);
     auto attention = RegisterScope(*this, "attention");
     self_attention_ = attention->register_module(
         "attention", MultiHeadSelfAttention(hidden, config.num_attention_heads, config.qkv_bias,
-                                            config.attention_probs_dropout_prob));
-    attention_dense_ =
-        RegisterScope(*attention, "output")->register_module("dense", torch::nn::Linear(hidden, hidden));
+                                            config.attention_probs_dropout_prob, peft.lora_rank, peft.lora_alpha));
+    auto attention_output = RegisterScope(*attention, "output");
+    attention_dense_ = attention_output->register_module("dense", torch::nn::Linear(hidden, hidden));
     intermediate_dense_ = RegisterScope(*this, "intermediate")
                               ->register_module("dense", torch::nn::Linear(hidden, config.intermediate_size));
-    output_dense_ =
-        RegisterScope(*this, "output")->register_module("dense", torch::nn::Linear(config.intermediate_size, hidden));
+    auto output = RegisterScope(*this, "output");
+    output_dense_ = output->register_module("dense", torch::nn::Linear(config.intermediate_size, hidden));
     layernorm_before_ = register_module("layernorm_before", torch::nn::LayerNorm(norm));
     layernorm_after_ = register_module("layernorm_after", torch::nn::LayerNorm(norm));
     dropout_ = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
+    if (peft.adapter_bottleneck > 0) {
+      attention_adapter_ = attention_output->register_module("adapter", SanBlock(hidden, peft.adapter_bottleneck));
+      output_adapter_ = output->register_module("adapter", SanBlock(hidden, peft.adapter_bottleneck));
+    }
   }
 
   torch::Tensor forward(const torch::Tensor& hidden) {
     const auto context = self_attention_->forward(layernorm_before_->forward(hidden));
-    const auto attended = dropout_->forward(attention_dense_->forward(context)) + hidden;
+    // Houlsby adapters sit after each sublayer's projection and dropout, before the residual.
+    auto attention_out = dropout_->forward(attention_dense_->forward(context));
+    if (attention_adapter_) attention_out = attention_adapter_->forward(attention_out);
+    const auto attended = attention_out + hidden;
     const auto inner = Activate(activation_, intermediate_dense_->forward(layernorm_after_->forward(attended)));
-    return dropout_->forward(output_dense_->forward(inner)) + attended;
+    auto output = dropout_->forward(output_dense_->forward(inner));
+    if (output_adapter_) output = output_adapter_->forward(output);
+    return output + attended;
   }
 
  private:
@@ -47,9 +57,11 @@ class ViTLayerImpl : public torch::nn::Module {
   torch::nn::LayerNorm layernorm_before_{nullptr};
   torch::nn::LayerNorm layernorm_after_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
+  SanBlock attention_adapter_{nullptr};
+  SanBlock output_adapter_{nullptr};
 };
 
-ViTModelImpl::ViTModelImpl(const ViTConfig& config) : config_(config) {
+ViTModelImpl::ViTModelImpl(const ViTConfig& config, const PeftConfig& peft) : config_(config) {
   config_.Validate("ViTConfig");
   const int64_t hidden = config_.hidden_size;
   auto embeddings = RegisterScope(*this, "embeddings");
@@ -65,7 +77,7 @@ ViTModelImpl::ViTModelImpl(const ViTConfig& config) : config_(config) {
 
   auto layer_list = RegisterScope(*this, "encoder")->register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    layers_.push_back(std::make_shared<ViTLayerImpl>(config_));
+    layers_.push_back(std::make_shared<ViTLayerImpl>(config_, peft));
     layer_list->push_back(layers_.back());
   }
   layernorm_ = register_module(
@@ -76,6 +88,8 @@ ViTModelImpl::ViTModelImpl(const ViTConfig& config) : config_(config) {
   InitializeTransformerWeights(*this, truncated_normal);
   truncated_normal(cls_token_);
   truncated_normal(position_embeddings_);
+  // The PEFT additions keep their own init (SANB N(0, 0.01²), LoRA kaiming / zero).
+  if (peft.adapter_bottleneck > 0) ResetAdapters(*this);
 }
 
 std::vector<torch::Tensor> ViTModelImpl::forward(const torch::Tensor& pixel_values) {

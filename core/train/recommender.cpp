@@ -1,66 +1,251 @@
-// Cached IISAN forward passes for training and evaluation.
+// Item encoders of every method, the loss and the evaluation passes.
 #include "core/train/recommender.h"
+
+#include <optional>
+#include <stdexcept>
 
 #include <torch/torch.h>
 
 #include "core/models/loss.h"
+#include "core/train/device_stats.h"
 
 namespace iisan::train {
+namespace {
 
-int64_t ItemStates::num_rows() const {
-  return text.defined() ? text.size(0) : image.size(0);
+bool Contains(const std::string& name, const char* part) { return name.find(part) != std::string::npos; }
+bool EndsWith(const std::string& name, const std::string& suffix) {
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+
+// Whether a backbone parameter trains under `method` (names relative to the backbone).
+bool BackboneParameterTrains(Method method, const std::string& name, bool is_text) {
+  switch (method) {
+    case Method::kFft:
+      return !(is_text && name.rfind("pooler.", 0) == 0);  // the pooler is never used (IISAN.md §3.1)
+    case Method::kAdapter:
+      return Contains(name, ".adapter.");
+    case Method::kLora:
+      return Contains(name, ".lora_") || EndsWith(name, ".query.bias") || EndsWith(name, ".value.bias");
+    case Method::kBitfit:
+      return EndsWith(name, "bias");
+    case Method::kIisan:
+    case Method::kIisanUncached:
+      return false;
+  }
+  return false;
+}
+
+void SetBackboneTrainable(torch::nn::Module& backbone, Method method, bool is_text) {
+  for (auto& item : backbone.named_parameters()) {
+    item.value().set_requires_grad(BackboneParameterTrains(method, item.key(), is_text));
+  }
+}
+
+bool UsesText(models::Modality m) { return m != models::Modality::kImage; }
+bool UsesImage(models::Modality m) { return m != models::Modality::kText; }
+
+}  // namespace
+
+int64_t ItemStates::num_rows() const { return text.defined() ? text.size(0) : image.size(0); }
 
 ItemStates ItemStates::To(const torch::Device& device) const {
   return {text.defined() ? text.to(device) : text, image.defined() ? image.to(device) : image};
 }
 
-IisanRecommenderImpl::IisanRecommenderImpl(const models::IisanConfig& item_config,
-                                           const models::UserEncoderConfig& user_config) {
-  item_encoder = register_module("item_encoder", models::IisanItemEncoder(item_config));
-  user_encoder = register_module("user_encoder", models::UserEncoder(user_config));
+int64_t ItemInputs::num_rows() const { return token_ids.defined() ? token_ids.size(0) : pixels.size(0); }
+
+RecommenderImpl::RecommenderImpl(const RecommenderConfig& config) : config_(config) {
+  const Method method = config_.method;
+  const bool text = UsesText(config_.modality), image = UsesImage(config_.modality);
+  // The trained modules are built first, so that their initialisation draws the same random
+  // numbers whether or not backbones follow (cached and uncached IISAN start identical).
+  if (UsesSideNetwork(method)) {
+    auto side = config_.side;
+    side.modality = config_.modality;
+    side.embedding_dim = config_.user.embedding_dim;
+    if (method == Method::kIisanUncached) {
+      if (config_.kept_layers.empty()) throw std::runtime_error("iisan-uncached needs the kept hidden-state indices");
+      const int64_t layers = text ? config_.text.num_hidden_layers : config_.image.num_hidden_layers;
+      for (int index : config_.kept_layers) {
+        if (index < 0 || index > layers) {
+          throw std::runtime_error("kept layer " + std::to_string(index) + " is outside 0.." + std::to_string(layers));
+        }
+      }
+      side.num_blocks = static_cast<int64_t>(config_.kept_layers.size());
+      side.hidden_size = text ? config_.text.hidden_size : config_.image.hidden_size;
+    }
+    side_network = register_module("item_encoder", models::IisanItemEncoder(side));
+  } else {
+    head = register_module("item_encoder", models::IntraItemEncoder(config_.modality, config_.text.hidden_size,
+                                                                     config_.image.hidden_size,
+                                                                     config_.user.embedding_dim));
+  }
+  user_encoder = register_module("user_encoder", models::UserEncoder(config_.user));
+  if (UsesLiveBackbones(method)) {
+    models::PeftConfig peft;
+    if (method == Method::kAdapter) peft.adapter_bottleneck = config_.adapter_bottleneck;
+    if (method == Method::kLora) {
+      peft.lora_rank = config_.lora_rank;
+      peft.lora_alpha = config_.lora_alpha;
+    }
+    if (text) {
+      text_backbone = register_module("text_backbone", models::BertModel(config_.text, peft));
+      SetBackboneTrainable(*text_backbone, method, /*is_text=*/true);
+    }
+    if (image) {
+      image_backbone = register_module("image_backbone", models::ViTModel(config_.image, peft));
+      SetBackboneTrainable(*image_backbone, method, /*is_text=*/false);
+    }
+  }
 }
 
-torch::Tensor IisanRecommenderImpl::EmbedItems(const torch::Tensor& ids, const ItemStates& states) {
+void RecommenderImpl::Prepare(ItemStates states, ItemInputs inputs, const torch::Device& device) {
+  device_ = device;
+  to(device);
+  if (UsesLiveBackbones(config_.method)) {
+    if (UsesText(config_.modality) && !inputs.token_ids.defined()) {
+      throw std::runtime_error(MethodName(config_.method) + " needs the items' tokenised titles");
+    }
+    if (UsesImage(config_.modality) && !inputs.pixels.defined()) {
+      throw std::runtime_error(MethodName(config_.method) + " needs the items' images");
+    }
+    inputs_ = std::move(inputs);
+    if (inputs_.token_ids.defined()) {
+      device_tokens_ = inputs_.token_ids.to(device);
+      device_mask_ = inputs_.attention_mask.to(device);
+    }
+    if (device.is_cuda()) {
+      // What does not train is only read: bf16 halves its memory and its casts.
+      torch::NoGradGuard no_grad;
+      for (auto* backbone : {static_cast<torch::nn::Module*>(text_backbone.get()),
+                             static_cast<torch::nn::Module*>(image_backbone.get())}) {
+        if (!backbone) continue;
+        for (auto& p : backbone->parameters()) {
+          if (!p.requires_grad()) p.set_data(p.data().to(torch::kBFloat16));
+        }
+      }
+    }
+  } else {
+    if (!states.text.defined() && !states.image.defined()) {
+      throw std::runtime_error("cached IISAN needs the cached backbone states");
+    }
+    states_ = states.To(device);
+  }
+}
+
+int64_t RecommenderImpl::num_item_rows() const {
+  return UsesLiveBackbones(config_.method) ? inputs_.num_rows() : states_.num_rows();
+}
+
+void RecommenderImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (UsesSideNetwork(config_.method)) {
+    if (text_backbone) text_backbone->eval();
+    if (image_backbone) image_backbone->eval();
+  }
+}
+
+torch::Tensor RecommenderImpl::GatherPixels(const torch::Tensor& ids) {
+  const auto& pixels = inputs_.pixels;
+  auto sizes = pixels.sizes().vec();
+  sizes[0] = ids.size(0);
+  auto options = pixels.options();
+  // Pinned host memory lets the copy overlap the GPU's work on the previous batch; the
+  // caching host allocator keeps the block until that copy has finished.
+  if (device_.is_cuda()) options = options.pinned_memory(true);
+  auto gathered = torch::empty(sizes, options);
+  torch::index_select_out(gathered, pixels, 0, ids);
+  auto values = gathered.to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
+  const auto mean = torch::tensor(std::vector<float>(inputs_.mean.begin(), inputs_.mean.end()), values.options());
+  const auto std = torch::tensor(std::vector<float>(inputs_.std.begin(), inputs_.std.end()), values.options());
+  values = (values - mean.view({1, 3, 1, 1})) / std.view({1, 3, 1, 1});
+  // Padding is an all-zero normalised image, as in the reference.
+  const auto padding = (ids == 0).to(device_, /*non_blocking=*/true).view({-1, 1, 1, 1});
+  return values.masked_fill_(padding, 0.0);
+}
+
+torch::Tensor RecommenderImpl::EmbedLive(const torch::Tensor& ids) {
+  const bool text = UsesText(config_.modality), image = UsesImage(config_.modality);
+  const auto device_ids = ids.to(device_, /*non_blocking=*/true);
+  std::vector<torch::Tensor> text_states, image_states;
+  {
+    // IISAN never backpropagates into its backbones: no activation of theirs is kept.
+    std::optional<torch::NoGradGuard> no_grad;
+    if (UsesSideNetwork(config_.method)) no_grad.emplace();
+    AutocastGuard autocast(device_);
+    if (text) {
+      text_states = text_backbone->forward(device_tokens_.index_select(0, device_ids),
+                                           device_mask_.index_select(0, device_ids));
+    }
+    if (image) image_states = image_backbone->forward(GatherPixels(ids));
+    if (!UsesSideNetwork(config_.method) && image) {
+      // The baselines read ViT's last state after its final LayerNorm (IISAN.md §3.2).
+      image_states.back() = image_backbone->ApplyFinalLayerNorm(image_states.back().select(1, 0));
+    }
+  }
+  if (UsesSideNetwork(config_.method)) {
+    auto kept_cls = [&](const std::vector<torch::Tensor>& hidden) {
+      std::vector<torch::Tensor> rows;
+      for (int index : config_.kept_layers) rows.push_back(hidden.at(index).select(1, 0));
+      return torch::stack(rows, 1).to(torch::kFloat32);
+    };
+    return side_network->forward(text ? kept_cls(text_states) : torch::Tensor(),
+                                 image ? kept_cls(image_states) : torch::Tensor());
+  }
+  return head->forward(text ? text_states.back().select(1, 0) : torch::Tensor(),
+                       image ? image_states.back() : torch::Tensor());
+}
+
+torch::Tensor RecommenderImpl::EmbedItems(const torch::Tensor& ids) {
+  if (UsesLiveBackbones(config_.method)) return EmbedLive(ids);
+  const auto device_ids = ids.to(device_, /*non_blocking=*/true);
   auto gather = [&](const torch::Tensor& table) {
-    return table.defined() ? table.index_select(0, ids) : torch::Tensor();
+    return table.defined() ? table.index_select(0, device_ids) : torch::Tensor();
   };
-  return item_encoder->forward(gather(states.text), gather(states.image));
+  return side_network->forward(gather(states_.text), gather(states_.image));
 }
 
-torch::Tensor IisanRecommenderImpl::Loss(const SequenceBatch& batch, const ItemStates& states,
-                                         const torch::Tensor& log_popularity) {
-  const auto flat_ids = batch.item_ids.reshape({-1});
-  // Each distinct item (padding included) goes through the side network once.
+torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity) {
+  // Distinct items are found on the CPU, so that the step needs no device synchronisation.
+  const auto flat_ids = batch.item_ids.reshape({-1}).to(torch::kCPU);
   auto [unique_ids, inverse] = at::_unique(flat_ids, /*sorted=*/true, /*return_inverse=*/true);
-  auto embeddings = EmbedItems(unique_ids, states).index_select(0, inverse);
   const int64_t batch_size = batch.item_ids.size(0);
   const int64_t seq_len = batch.item_ids.size(1);
-  embeddings = embeddings.view({batch_size, seq_len, -1});
-  const int64_t inputs = seq_len - 1;
-  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, inputs), batch.log_mask);
-  return models::InBatchSoftmaxLoss(user_out, embeddings, batch.item_ids, batch.log_mask, log_popularity);
+  auto embeddings = EmbedItems(unique_ids)
+                        .index_select(0, inverse.to(device_, /*non_blocking=*/true))
+                        .view({batch_size, seq_len, -1});
+  const auto item_ids = batch.item_ids.to(device_, /*non_blocking=*/true);
+  const auto log_mask = batch.log_mask.to(device_, /*non_blocking=*/true);
+  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
+  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
 }
 
-torch::Tensor IisanRecommenderImpl::ItemTable(const ItemStates& states, int64_t chunk) {
+torch::Tensor RecommenderImpl::ItemTable(int64_t chunk) {
   torch::NoGradGuard no_grad;
-  const int64_t rows = states.num_rows();
-  const auto device = states.text.defined() ? states.text.device() : states.image.device();
+  const int64_t rows = num_item_rows();
   std::vector<torch::Tensor> parts;
   for (int64_t start = 0; start < rows; start += chunk) {
-    const int64_t end = std::min(rows, start + chunk);
-    parts.push_back(EmbedItems(torch::arange(start, end, torch::TensorOptions().dtype(torch::kInt64).device(device)), states));
+    parts.push_back(EmbedItems(torch::arange(start, std::min(rows, start + chunk), torch::kInt64)));
   }
   return torch::cat(parts, 0);
 }
 
-torch::Tensor IisanRecommenderImpl::UserVectors(const torch::Tensor& history_ids, const torch::Tensor& item_table) {
+torch::Tensor RecommenderImpl::UserVectors(const torch::Tensor& history_ids, const torch::Tensor& item_table) {
   torch::NoGradGuard no_grad;
   auto embeddings = item_table.index_select(0, history_ids.reshape({-1}))
                         .view({history_ids.size(0), history_ids.size(1), -1});
   auto log_mask = (history_ids != 0).to(item_table.scalar_type());
   auto out = user_encoder->forward(embeddings, log_mask);
   return out.select(1, history_ids.size(1) - 1);
+}
+
+models::OptimizerGroup RecommenderImpl::GroupOf(const std::string& name) const {
+  auto starts = [&](const char* prefix) { return name.rfind(prefix, 0) == 0; };
+  const bool peft = Contains(name, ".adapter.") || Contains(name, ".lora_");
+  if (starts("text_backbone.")) return peft ? models::OptimizerGroup::kAdapterText : models::OptimizerGroup::kText;
+  if (starts("image_backbone.")) return peft ? models::OptimizerGroup::kAdapterImage : models::OptimizerGroup::kImage;
+  if (starts("item_encoder.") && side_network) return models::IisanParameterGroup(name.substr(13));
+  return models::OptimizerGroup::kRecsys;
 }
 
 SequenceBatch MakeSequenceBatch(const std::vector<std::vector<int32_t>>& sequences, int64_t max_len) {

@@ -1,15 +1,28 @@
-// The trained part of cached IISAN: the side-network item encoder fed with cached backbone
-// states, the SASRec user encoder on top, and the in-batch softmax loss. The cached states
-// live on the training device; a batch gathers its rows by item id and embeds each distinct
-// item once (DESIGN.md, performance principles).
+// The trained model of every method in the comparison (IISAN.md §3–§5): an item encoder that
+// turns item ids into 64-d embeddings, the SASRec user encoder on top, and the in-batch
+// softmax loss. Only the item encoder differs between methods:
+//   iisan            IISAN's side network on cached per-layer [CLS] states (device-resident)
+//   iisan-uncached   the same side network on live frozen backbones (no autograd through them)
+//   fft/adapter/     the §3.2 head on live backbones, trained entirely (FFT), through Houlsby
+//   lora/bitfit      adapters, LoRA factors on query/value, or through their biases
+// A batch embeds each distinct item once. On CUDA the backbones run under bf16 autocast; their
+// frozen weights are stored in bf16 and what trains keeps fp32 master weights.
 #pragma once
+
+#include <array>
+#include <string>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "core/models/backbone_config.h"
+#include "core/models/bert.h"
 #include "core/models/iisan.h"
 #include "core/models/sasrec.h"
+#include "core/models/vit.h"
+#include "core/train/method.h"
 
 namespace iisan::train {
 
@@ -22,6 +35,17 @@ struct ItemStates {
   ItemStates To(const torch::Device& device) const;
 };
 
+// What the live backbones read per item. Row 0 is padding: no tokens (attention mask all 0)
+// and an all-zero normalised image, as the reference feeds it.
+struct ItemInputs {
+  torch::Tensor token_ids;       // [N+1, T] int64
+  torch::Tensor attention_mask;  // [N+1, T] int64
+  torch::Tensor pixels;          // [N+1, 3, S, S] uint8, resized; stays in host memory
+  std::array<float, 3> mean{0.5f, 0.5f, 0.5f};  // x -> (x / 255 - mean) / std per channel
+  std::array<float, 3> std{0.5f, 0.5f, 0.5f};
+  int64_t num_rows() const;
+};
+
 // Left-padded sequences of one batch: item_ids [B, L+1] (int64), log_mask [B, L] (float):
 // position k < L is an input, k + 1 its target (IISAN.md §2.6).
 struct SequenceBatch {
@@ -29,26 +53,69 @@ struct SequenceBatch {
   torch::Tensor log_mask;
 };
 
-class IisanRecommenderImpl : public torch::nn::Module {
- public:
-  IisanRecommenderImpl(const models::IisanConfig& item_config, const models::UserEncoderConfig& user_config);
+struct RecommenderConfig {
+  Method method = Method::kIisan;
+  models::Modality modality = models::Modality::kTextImage;
+  models::IisanConfig side;        // IISAN methods; side.modality follows `modality`
+  models::UserEncoderConfig user;  // user.embedding_dim is the item embedding width
+  models::BertConfig text;         // live methods that use text
+  models::ViTConfig image;         // live methods that use images
+  std::vector<int> kept_layers;    // iisan-uncached: hidden-state indices fed to the side network
+  int64_t adapter_bottleneck = 64;  // Adapter
+  int64_t lora_rank = 8;            // LoRA
+  double lora_alpha = 1.0;          // LoRA (loralib's default: scaling alpha / rank = 1/8)
+};
 
-  // Embeddings [M, d] of the given item ids [M].
-  torch::Tensor EmbedItems(const torch::Tensor& ids, const ItemStates& states);
-  // Mean in-batch softmax loss of one training batch.
-  torch::Tensor Loss(const SequenceBatch& batch, const ItemStates& states, const torch::Tensor& log_popularity);
-  // The whole item table [N+1, d], in chunks of `chunk` items, without autograd.
-  torch::Tensor ItemTable(const ItemStates& states, int64_t chunk);
-  // User vectors [U, d] from left-padded histories [U, L] looked up in `item_table`: the user
-  // encoder's output at the last position.
+class RecommenderImpl : public torch::nn::Module {
+ public:
+  // Builds the method's modules with their trainable flags set (IISAN.md §4, §5).
+  explicit RecommenderImpl(const RecommenderConfig& config);
+
+  // Moves the model and its item data to `device`. Cached IISAN needs `states`; live methods
+  // need `inputs` (the pixels stay in host memory and travel per batch). On CUDA, frozen
+  // backbone parameters are converted to bf16. Call once the weights are loaded.
+  void Prepare(ItemStates states, ItemInputs inputs, const torch::Device& device);
+
+  // Embeddings [M, d] (fp32, on the device) of item ids [M] (int64, on the CPU).
+  torch::Tensor EmbedItems(const torch::Tensor& ids);
+  // Mean in-batch softmax loss of one batch (built on the CPU; moved here).
+  torch::Tensor Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity);
+  // The whole item table [N+1, d], `chunk` items at a time, without autograd.
+  torch::Tensor ItemTable(int64_t chunk);
+  // User vectors [U, d] from left-padded histories [U, L] (on the device) looked up in
+  // `item_table`: the user encoder's output at the last position.
   torch::Tensor UserVectors(const torch::Tensor& history_ids, const torch::Tensor& item_table);
 
-  models::IisanItemEncoder item_encoder{nullptr};
-  models::UserEncoder user_encoder{nullptr};
-};
-TORCH_MODULE(IisanRecommender);
+  // The reference's optimizer group of a parameter name (IISAN.md §6).
+  models::OptimizerGroup GroupOf(const std::string& name) const;
+  // Frozen backbones of IISAN stay in eval mode (no dropout), so that uncached and cached
+  // IISAN compute the same states; the reference leaves BERT's dropout on (IISAN.md §9.7).
+  void train(bool on = true) override;
 
-// Builds a batch from sequences (each at most L+1 items, oldest first), left-padded with 0.
+  const RecommenderConfig& config() const { return config_; }
+  const torch::Device& device() const { return device_; }
+  int64_t num_item_rows() const;
+
+  // Registered as "item_encoder": IISAN's side network or the baselines' head (one of them).
+  models::IisanItemEncoder side_network{nullptr};
+  models::IntraItemEncoder head{nullptr};
+  models::BertModel text_backbone{nullptr};   // "text_backbone", live methods using text
+  models::ViTModel image_backbone{nullptr};   // "image_backbone", live methods using images
+  models::UserEncoder user_encoder{nullptr};  // "user_encoder"
+
+ private:
+  torch::Tensor EmbedLive(const torch::Tensor& ids);
+  torch::Tensor GatherPixels(const torch::Tensor& ids);
+
+  RecommenderConfig config_;
+  ItemStates states_;
+  ItemInputs inputs_;
+  torch::Tensor device_tokens_, device_mask_;
+  torch::Device device_ = torch::kCPU;
+};
+TORCH_MODULE(Recommender);
+
+// Builds a batch from sequences (each 2..L+1 items, oldest first), left-padded with 0.
 SequenceBatch MakeSequenceBatch(const std::vector<std::vector<int32_t>>& sequences, int64_t max_len);
 
 }  // namespace iisan::train

@@ -35,17 +35,12 @@ double LearningRateOf(models::OptimizerGroup group, const LearningRates& lr) {
   return lr.recsys;
 }
 
-// Adam over IISAN's optimizer groups; parameter names decide the group as in the reference.
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(IisanRecommender& model, const LearningRates& lr) {
+// Adam over the reference's optimizer groups; parameter names decide the group.
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(Recommender& model, const LearningRates& lr) {
   std::map<models::OptimizerGroup, std::vector<torch::Tensor>> grouped;
-  const std::string item_prefix = "item_encoder.";
   for (const auto& item : model->named_parameters()) {
     if (!item.value().requires_grad()) continue;
-    const std::string& name = item.key();
-    const auto group = name.rfind(item_prefix, 0) == 0
-                           ? models::IisanParameterGroup(name.substr(item_prefix.size()))
-                           : models::OptimizerGroup::kRecsys;
-    grouped[group].push_back(item.value());
+    grouped[model->GroupOf(item.key())].push_back(item.value());
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   for (auto& [group, params] : grouped) {
@@ -81,8 +76,12 @@ nlohmann::ordered_json EpochRecord::ToJson() const {
   out["epoch"] = epoch;
   out["train_loss"] = train_loss;
   out["train_steps"] = train_steps;
+  out["full_epoch_steps"] = full_epoch_steps;
   out["train_seconds"] = train_seconds;
+  out["steady_seconds_per_step"] = steady_seconds_per_step;
   out["eval_seconds"] = eval_seconds;
+  out["valid_seconds"] = valid_seconds;
+  out["gpu_utilization"] = gpu_utilization ? nlohmann::ordered_json(*gpu_utilization) : nlohmann::ordered_json();
   out["valid"] = valid.ToJson();
   if (test) out["test"] = test->ToJson();
   out["best"] = best;
@@ -100,9 +99,26 @@ std::vector<int64_t> SeededPermutation(int64_t n, uint64_t seed) {
   return order;
 }
 
-Trainer::Trainer(const data::Dataset& dataset, ItemStates states, IisanRecommender model, TrainOptions options)
-    : dataset_(dataset), states_(states.To(options.device)), model_(std::move(model)), options_(std::move(options)) {
-  model_->to(options_.device);
+nlohmann::ordered_json TrainResult::EfficiencyJson() const {
+  nlohmann::ordered_json out;
+  out["train_seconds_per_epoch"] = train_seconds_per_epoch;
+  out["train_epoch_extrapolated"] = train_epoch_extrapolated;
+  out["train_steps_per_epoch"] = full_epoch_steps;
+  out["train_steps_measured"] = steps_measured;
+  out["eval_seconds_per_epoch"] = valid_seconds_per_epoch;
+  out["peak_memory_bytes"] = peak_memory.bytes;
+  out["peak_memory_gib"] = static_cast<double>(peak_memory.bytes) / (1024.0 * 1024.0 * 1024.0);
+  out["peak_memory_kind"] = peak_memory.kind;
+  out["gpu_utilization"] = gpu_utilization ? nlohmann::ordered_json(*gpu_utilization) : nlohmann::ordered_json();
+  return out;
+}
+
+Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options)
+    : dataset_(dataset), model_(std::move(model)), options_(std::move(options)) {
+  if (model_->device() != options_.device) {
+    throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
+                           options_.device.str());
+  }
   std::vector<float> log_pop(dataset_.popularity.size());
   for (size_t i = 0; i < log_pop.size(); ++i) {
     // Items never seen in training have p = 0; clamp so that the correction stays finite.
@@ -120,18 +136,31 @@ int64_t Trainer::trainable_parameters() const {
   return total;
 }
 
-double Trainer::TrainEpoch(int epoch, int64_t& steps) {
+void Trainer::TrainEpoch(EpochRecord& record) {
   model_->train();
   const int64_t users = dataset_.num_users();
-  const auto order = SeededPermutation(users, options_.seed + static_cast<uint64_t>(epoch));
-  int64_t num_batches = (users + options_.batch_size - 1) / options_.batch_size;
+  const auto order = SeededPermutation(users, options_.seed + static_cast<uint64_t>(record.epoch));
+  record.full_epoch_steps = (users + options_.batch_size - 1) / options_.batch_size;
+  int64_t num_batches = record.full_epoch_steps;
   if (options_.max_steps_per_epoch > 0) num_batches = std::min(num_batches, options_.max_steps_per_epoch);
   const int64_t max_len = dataset_.max_seq_len;
+  // The first steps carry one-time costs (allocator growth, kernel selection); the steady rate
+  // is timed after them, with one device synchronisation at each end of that window.
+  const int64_t warmup = std::min<int64_t>(5, num_batches / 4);
 
-  data::ProgressMeter progress("epoch " + std::to_string(epoch) + " train", num_batches * options_.batch_size, "users");
+  GpuUtilizationSampler utilization(options_.device);
+  utilization.Start();
+  const auto start = Clock::now();
+  Clock::time_point steady_start = start;
+  data::ProgressMeter progress("epoch " + std::to_string(record.epoch) + " train", num_batches * options_.batch_size,
+                               "users");
   auto loss_sum = torch::zeros({}, torch::TensorOptions().device(options_.device));
   std::vector<std::vector<int32_t>> sequences;
   for (int64_t b = 0; b < num_batches; ++b) {
+    if (b == warmup) {
+      SynchronizeDevice(options_.device);
+      steady_start = Clock::now();
+    }
     const int64_t begin = b * options_.batch_size;
     const int64_t end = std::min(users, begin + options_.batch_size);
     sequences.clear();
@@ -139,26 +168,31 @@ double Trainer::TrainEpoch(int epoch, int64_t& steps) {
       const auto seq = dataset_.train_sequence(order[i]);
       sequences.emplace_back(seq.begin(), seq.end());
     }
-    auto batch = MakeSequenceBatch(sequences, max_len);
-    batch.item_ids = batch.item_ids.to(options_.device, /*non_blocking=*/true);
-    batch.log_mask = batch.log_mask.to(options_.device, /*non_blocking=*/true);
-
+    const auto batch = MakeSequenceBatch(sequences, max_len);
     optimizer_->zero_grad();
-    auto loss = model_->Loss(batch, states_, log_popularity_);
+    auto loss = model_->Loss(batch, log_popularity_);
     loss.backward();
     optimizer_->step();
     loss_sum += loss.detach();
     progress.Advance(end - begin);
   }
+  SynchronizeDevice(options_.device);
+  const auto stop = Clock::now();
+  utilization.Stop();
   progress.Finish();
-  steps = num_batches;
-  return num_batches ? loss_sum.item<double>() / static_cast<double>(num_batches) : 0.0;
+  record.train_steps = num_batches;
+  record.train_seconds = std::chrono::duration<double>(stop - start).count();
+  const int64_t steady_steps = num_batches - warmup;
+  record.steady_seconds_per_step = steady_steps > 0
+      ? std::chrono::duration<double>(stop - steady_start).count() / static_cast<double>(steady_steps) : 0.0;
+  record.gpu_utilization = utilization.Mean();
+  record.train_loss = num_batches ? loss_sum.item<double>() / static_cast<double>(num_batches) : 0.0;
 }
 
 RankingMetrics Trainer::Evaluate(Split split) {
   model_->eval();
   torch::NoGradGuard no_grad;
-  const auto table = model_->ItemTable(states_, options_.eval_batch_size);
+  const auto table = model_->ItemTable(options_.eval_batch_size);
   const int64_t users = dataset_.num_users();
   RankingMetrics metrics(options_.ks);
   for (int64_t begin = 0; begin < users; begin += options_.eval_batch_size) {
@@ -177,16 +211,19 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
   result.test = RankingMetrics(options_.ks);
   double best_hr = -1.0;
   int bad_epochs = 0;
-  double train_total = 0.0, eval_total = 0.0;
+  double train_total = 0.0, eval_total = 0.0, valid_total = 0.0, later_train_total = 0.0;
+  double steady_total = 0.0, utilization_total = 0.0;
+  int utilization_epochs = 0;
+  bool truncated = false;
+  ResetPeakMemory(options_.device);
   for (int epoch = 1; epoch <= options_.epochs; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
-    auto start = Clock::now();
-    record.train_loss = TrainEpoch(epoch, record.train_steps);
-    record.train_seconds = SecondsSince(start);
+    TrainEpoch(record);
 
-    start = Clock::now();
+    auto start = Clock::now();
     record.valid = Evaluate(Split::kValid);
+    record.valid_seconds = SecondsSince(start);
     const double hr = record.valid.hr(options_.selection_k);
     if (hr > best_hr) {
       best_hr = hr;
@@ -201,13 +238,21 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
     }
     record.eval_seconds = SecondsSince(start);
     train_total += record.train_seconds;
+    if (epoch > 1) later_train_total += record.train_seconds;
     eval_total += record.eval_seconds;
+    valid_total += record.valid_seconds;
+    steady_total += record.steady_seconds_per_step;
+    if (record.gpu_utilization) utilization_total += *record.gpu_utilization, ++utilization_epochs;
+    truncated |= record.train_steps < record.full_epoch_steps;
     result.epochs_run = epoch;
+    result.full_epoch_steps = record.full_epoch_steps;
+    result.steps_measured += record.train_steps;
 
     LOG(INFO) << "epoch " << epoch << ": loss " << record.train_loss << ", valid HR@"
               << options_.selection_k << " " << hr << ", NDCG@" << options_.selection_k << " "
               << record.valid.ndcg(options_.selection_k) << (record.best ? " (best)" : "") << ", "
-              << record.train_seconds << " s train, " << record.eval_seconds << " s eval";
+              << record.train_seconds << " s train (" << record.train_steps << " steps, "
+              << record.steady_seconds_per_step << " s/step steady), " << record.eval_seconds << " s eval";
     on_epoch(record);
     if (bad_epochs > options_.patience) {
       LOG(INFO) << "early stop: no new best validation HR@" << options_.selection_k << " for "
@@ -215,8 +260,18 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
       break;
     }
   }
-  result.mean_train_seconds = result.epochs_run ? train_total / result.epochs_run : 0.0;
-  result.mean_eval_seconds = result.epochs_run ? eval_total / result.epochs_run : 0.0;
+  const double epochs = std::max(1, result.epochs_run);
+  result.mean_train_seconds = train_total / epochs;
+  result.mean_eval_seconds = eval_total / epochs;
+  result.valid_seconds_per_epoch = valid_total / epochs;
+  result.train_epoch_extrapolated = truncated;
+  if (truncated) {
+    result.train_seconds_per_epoch = steady_total / epochs * static_cast<double>(result.full_epoch_steps);
+  } else {
+    result.train_seconds_per_epoch = result.epochs_run > 1 ? later_train_total / (epochs - 1) : train_total;
+  }
+  if (utilization_epochs > 0) result.gpu_utilization = utilization_total / utilization_epochs;
+  result.peak_memory = MeasurePeakMemory(options_.device);
   return result;
 }
 

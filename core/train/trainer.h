@@ -1,7 +1,9 @@
-// Training of cached IISAN: Adam with IISAN's optimizer groups (IISAN.md §6), one pass over the
-// users per epoch in a seeded order, validation HR@10 after every epoch, early stopping, and the
-// test metrics taken at the best validation epoch. Also the popularity baseline, ranked the same
-// way.
+// Training of every method: Adam with the reference's optimizer groups (IISAN.md §6), one pass
+// over the users per epoch in a seeded order, validation HR@10 after every epoch, early
+// stopping, and the test metrics taken at the best validation epoch. Also the popularity
+// baseline, ranked the same way. Each epoch is measured for the efficiency comparison
+// (IISAN.md §7.1): training seconds (evaluation excluded), steady-state seconds per step,
+// validation seconds, GPU utilisation, and the run's peak device memory.
 #pragma once
 
 #include <cstdint>
@@ -15,23 +17,17 @@
 
 #include "core/data/dataset.h"
 #include "core/train/ranking.h"
+#include "core/train/device_stats.h"
+#include "core/train/method.h"
 #include "core/train/recommender.h"
 
 namespace iisan::train {
-
-struct LearningRates {
-  double recsys = 2e-4;
-  double text = 5e-5;
-  double image = 1e-4;
-  double adapter_text = 1e-4;
-  double adapter_image = 1e-4;
-};
 
 struct TrainOptions {
   int64_t batch_size = 64;
   int epochs = 100;
   int patience = 10;               // stop after `patience` + 1 epochs without a new best
-  int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch
+  int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch; otherwise the epoch time is extrapolated
   int64_t eval_batch_size = 256;
   std::vector<int> ks = {5, 10, 20};
   int selection_k = 10;  // model selection on validation HR@selection_k
@@ -46,8 +42,12 @@ struct EpochRecord {
   int epoch = 0;
   double train_loss = 0.0;
   int64_t train_steps = 0;
-  double train_seconds = 0.0;
-  double eval_seconds = 0.0;
+  int64_t full_epoch_steps = 0;     // steps of an untruncated epoch
+  double train_seconds = 0.0;       // the steps actually run, evaluation excluded
+  double steady_seconds_per_step = 0.0;  // after the first steps (allocator, kernel selection)
+  double eval_seconds = 0.0;        // validation, plus test at a new best
+  double valid_seconds = 0.0;       // validation alone
+  std::optional<double> gpu_utilization;  // mean while training, fraction
   RankingMetrics valid;
   std::optional<RankingMetrics> test;  // evaluated when validation reached a new best
   bool best = false;
@@ -59,24 +59,35 @@ struct TrainResult {
   int epochs_run = 0;
   RankingMetrics best_valid;
   RankingMetrics test;  // at the best epoch
-  double mean_train_seconds = 0.0;
+  double mean_train_seconds = 0.0;  // over the epochs run, as measured
   double mean_eval_seconds = 0.0;
+  // One training epoch: the measured mean over epochs after the first (which carries one-time
+  // warm-up), or, when epochs were truncated by max_steps_per_epoch, the steady-state seconds
+  // per step times the steps of a full epoch.
+  double train_seconds_per_epoch = 0.0;
+  bool train_epoch_extrapolated = false;
+  int64_t full_epoch_steps = 0;
+  int64_t steps_measured = 0;
+  double valid_seconds_per_epoch = 0.0;
+  std::optional<double> gpu_utilization;
+  PeakMemory peak_memory;
+  nlohmann::ordered_json EfficiencyJson() const;
 };
 
 class Trainer {
  public:
-  Trainer(const data::Dataset& dataset, ItemStates states, IisanRecommender model, TrainOptions options);
+  // The model must be Prepare()d for options.device.
+  Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options);
 
   TrainResult Fit(const std::function<void(const EpochRecord&)>& on_epoch);
   RankingMetrics Evaluate(Split split);
   int64_t trainable_parameters() const;
 
  private:
-  double TrainEpoch(int epoch, int64_t& steps);
+  void TrainEpoch(EpochRecord& record);
 
   const data::Dataset& dataset_;
-  ItemStates states_;
-  IisanRecommender model_;
+  Recommender model_;
   TrainOptions options_;
   torch::Tensor log_popularity_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;

@@ -17,11 +17,13 @@ std::string ErrorOf(const std::function<void()>& action) {
   return "";
 }
 
-TEST(ConfigTest, DefaultsHoldTheReferenceHyperparameters) {
+TEST(ConfigTest, DefaultsLeaveBatchAndLearningRatesToTheMethod) {
+  // 0 = the reference's value for model.method, filled in by PrepareJob (IISAN.md §6).
   const auto config = ResolveConfig({}, {});
-  EXPECT_EQ(At(config, "train.batch_size").get<int>(), 64);
-  EXPECT_DOUBLE_EQ(At(config, "train.lr.recsys").get<double>(), 2e-4);
-  EXPECT_DOUBLE_EQ(At(config, "train.lr.text").get<double>(), 5e-5);
+  EXPECT_EQ(At(config, "model.method").get<std::string>(), "iisan");
+  EXPECT_EQ(At(config, "train.batch_size").get<int>(), 0);
+  EXPECT_DOUBLE_EQ(At(config, "train.lr.recsys").get<double>(), 0.0);
+  EXPECT_TRUE(At(config, "train.lr.text").is_number_float());
   EXPECT_EQ(At(config, "data.max_seq_len").get<int>(), 10);
   EXPECT_EQ(At(config, "model.bottleneck").get<int>(), 64);
 }

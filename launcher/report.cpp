@@ -1,0 +1,592 @@
+// The efficiency report: each run's summary.json → TPME within the set → a markdown table and
+// an SVG bar chart. Every run is read and checked before the first byte is written, so that a
+// bad run leaves no half-finished report behind.
+#include "launcher/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/train/efficiency.h"
+#include "core/train/method.h"
+
+namespace iisan::launcher {
+namespace {
+
+using Json = nlohmann::json;
+using Path = std::filesystem::path;
+
+constexpr double kBytesPerGiB = 1024.0 * 1024.0 * 1024.0;
+constexpr const char* kDash = "–";
+constexpr const char* kExtrapolatedMark = "*";
+constexpr const char* kOtherMethodColor = "#17becf";
+
+// Methods of train::AllMethods() get their table label; other method strings are shown as they
+// are.
+std::optional<train::Method> KnownMethod(const std::string& name) {
+  for (const train::Method method : train::AllMethods()) {
+    if (train::MethodName(method) == name) return method;
+  }
+  return std::nullopt;
+}
+
+std::string BarColor(const std::optional<train::Method>& method) {
+  if (!method) return kOtherMethodColor;
+  switch (*method) {
+    case train::Method::kIisan: return "#c0392b";
+    case train::Method::kIisanUncached: return "#e67e22";
+    case train::Method::kFft: return "#7f7f7f";
+    case train::Method::kAdapter: return "#1f77b4";
+    case train::Method::kLora: return "#2ca02c";
+    case train::Method::kBitfit: return "#9467bd";
+  }
+  return kOtherMethodColor;
+}
+
+// What the report needs from one summary.json.
+struct RunSummary {
+  Path dir;
+  std::string method;
+  std::string name;
+  int64_t trainable_parameters = 0;
+  double train_seconds_per_epoch = 0.0;
+  double eval_seconds_per_epoch = 0.0;
+  double peak_memory_bytes = 0.0;
+  std::string peak_memory_kind;
+  std::string device;
+  std::optional<double> gpu_utilization;
+  bool train_epoch_extrapolated = false;
+  std::optional<int64_t> train_steps_measured;
+  std::optional<int64_t> train_steps_per_epoch;
+  std::optional<double> test_hr10;
+  std::optional<double> test_ndcg10;
+
+  std::string label() const {
+    const auto known = KnownMethod(method);
+    return known ? train::MethodLabel(*known) : method;
+  }
+  bool is_baseline() const { return KnownMethod(method) == train::Method::kFft; }
+};
+
+// ---- reading summary.json ----
+
+enum class FieldType { kString, kInteger, kNumber, kBoolean, kObject };
+
+bool HasType(const Json& value, FieldType type) {
+  switch (type) {
+    case FieldType::kString: return value.is_string();
+    case FieldType::kInteger: return value.is_number_integer();
+    case FieldType::kNumber: return value.is_number();
+    case FieldType::kBoolean: return value.is_boolean();
+    case FieldType::kObject: return value.is_object();
+  }
+  return false;
+}
+
+const char* Describe(FieldType type) {
+  switch (type) {
+    case FieldType::kString: return "a string";
+    case FieldType::kInteger: return "an integer";
+    case FieldType::kNumber: return "a number";
+    case FieldType::kBoolean: return "true or false";
+    case FieldType::kObject: return "an object";
+  }
+  return "?";
+}
+
+// Typed access to one summary.json; every error names the file and the field.
+class SummaryFields {
+ public:
+  SummaryFields(const Path& file, const Json& json) : file_(file), json_(json) {}
+
+  // The field, or nullptr when it is absent or null. `name` is how messages call it ("test.HR@10").
+  const Json* Find(const Json& object, const std::string& key, const std::string& name, FieldType type) const {
+    const auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return nullptr;
+    if (!HasType(*it, type)) Fail(name, std::string("must be ") + Describe(type) + ", found " + it->dump());
+    return &*it;
+  }
+
+  const Json* Find(const std::string& field, FieldType type) const { return Find(json_, field, field, type); }
+
+  const Json& Require(const std::string& field, FieldType type) const {
+    const Json* value = Find(field, type);
+    if (value == nullptr) Fail(field, std::string("is missing (expected ") + Describe(type) + ")");
+    return *value;
+  }
+
+  void Expect(bool ok, const std::string& field, const std::string& requirement, double value) const {
+    if (!ok) Fail(field, requirement + ", found " + Json(value).dump());
+  }
+
+  [[noreturn]] void Fail(const std::string& field, const std::string& problem) const {
+    throw std::runtime_error(file_.string() + ": field \"" + field + "\" " + problem);
+  }
+
+ private:
+  const Path& file_;
+  const Json& json_;
+};
+
+std::optional<double> Fraction(const SummaryFields& fields, const Json& object, const std::string& key,
+                               const std::string& name) {
+  const Json* value = fields.Find(object, key, name, FieldType::kNumber);
+  if (value == nullptr) return std::nullopt;
+  const double fraction = value->get<double>();
+  fields.Expect(fraction >= 0.0 && fraction <= 1.0, name, "must be a fraction in [0, 1]", fraction);
+  return fraction;
+}
+
+RunSummary ReadSummary(const Path& run_dir) {
+  const Path file = run_dir / "summary.json";
+  if (!std::filesystem::is_regular_file(file)) {
+    throw std::runtime_error(file.string() + ": not found; the run may not have finished (summary.json is "
+                             "written at its end), or " + run_dir.string() + " is not a run directory");
+  }
+  Json json;
+  try {
+    std::ifstream in(file);
+    json = Json::parse(in);
+  } catch (const Json::parse_error& error) {
+    throw std::runtime_error(file.string() + ": not valid JSON (" + error.what() + ")");
+  }
+  if (!json.is_object()) throw std::runtime_error(file.string() + ": expected a JSON object");
+
+  const SummaryFields fields(file, json);
+  RunSummary run;
+  run.dir = run_dir;
+  run.method = fields.Require("method", FieldType::kString).get<std::string>();
+  run.name = fields.Require("name", FieldType::kString).get<std::string>();
+  run.trainable_parameters = fields.Require("trainable_parameters", FieldType::kInteger).get<int64_t>();
+  fields.Expect(run.trainable_parameters >= 0, "trainable_parameters", "must not be negative",
+                static_cast<double>(run.trainable_parameters));
+  run.train_seconds_per_epoch = fields.Require("train_seconds_per_epoch", FieldType::kNumber).get<double>();
+  fields.Expect(run.train_seconds_per_epoch > 0.0, "train_seconds_per_epoch", "must be positive",
+                run.train_seconds_per_epoch);
+  run.eval_seconds_per_epoch = fields.Require("eval_seconds_per_epoch", FieldType::kNumber).get<double>();
+  fields.Expect(run.eval_seconds_per_epoch >= 0.0, "eval_seconds_per_epoch", "must not be negative",
+                run.eval_seconds_per_epoch);
+  run.peak_memory_bytes = fields.Require("peak_memory_bytes", FieldType::kNumber).get<double>();
+  fields.Expect(run.peak_memory_bytes > 0.0, "peak_memory_bytes", "must be positive", run.peak_memory_bytes);
+  run.peak_memory_kind = fields.Require("peak_memory_kind", FieldType::kString).get<std::string>();
+  run.device = fields.Require("device", FieldType::kString).get<std::string>();
+
+  run.gpu_utilization = Fraction(fields, json, "gpu_utilization", "gpu_utilization");
+  if (const Json* value = fields.Find("train_epoch_extrapolated", FieldType::kBoolean)) {
+    run.train_epoch_extrapolated = value->get<bool>();
+  }
+  if (const Json* value = fields.Find("train_steps_measured", FieldType::kInteger)) {
+    run.train_steps_measured = value->get<int64_t>();
+  }
+  if (const Json* value = fields.Find("train_steps_per_epoch", FieldType::kInteger)) {
+    run.train_steps_per_epoch = value->get<int64_t>();
+  }
+  if (const Json* test = fields.Find("test", FieldType::kObject)) {
+    run.test_hr10 = Fraction(fields, *test, "HR@10", "test.HR@10");
+    run.test_ndcg10 = Fraction(fields, *test, "NDCG@10", "test.NDCG@10");
+  }
+  return run;
+}
+
+// "runs/a", "./runs/a" and "runs/a/" are the same run; a run counted twice would skew TPME.
+void CheckDistinct(const std::vector<Path>& run_dirs) {
+  std::map<Path, Path> given_as;
+  for (const auto& dir : run_dirs) {
+    Path key = std::filesystem::weakly_canonical(std::filesystem::absolute(dir)).lexically_normal();
+    if (!key.has_filename()) key = key.parent_path();
+    const auto [it, inserted] = given_as.emplace(key, dir);
+    if (!inserted) {
+      throw std::runtime_error("run directory given twice: '" + it->second.string() + "' and '" + dir.string() +
+                               "'; pass each run once");
+    }
+  }
+}
+
+// TPME normalises each axis within the set, so memory measured two ways would be compared as if
+// it were one quantity.
+void CheckSameMemoryKind(const std::vector<RunSummary>& runs) {
+  const auto& first = runs.front();
+  for (const auto& run : runs) {
+    if (run.peak_memory_kind != first.peak_memory_kind) {
+      throw std::runtime_error("peak memory was measured differently: " + first.dir.string() + " has \"" +
+                               first.peak_memory_kind + "\", " + run.dir.string() + " has \"" +
+                               run.peak_memory_kind + "\"; TPME must compare like with like, so report "
+                               "these runs in separate tables");
+    }
+  }
+}
+
+// ---- formatting ----
+
+std::string Fixed(double value, int decimals) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.*f", decimals, value);
+  return buffer;
+}
+
+// Fewer decimals as values grow: 443, 38.2, 0.35.
+std::string Compact(double value) { return Fixed(value, value >= 100.0 ? 0 : value >= 10.0 ? 1 : 2); }
+
+std::string Thousands(int64_t value) {
+  const std::string digits = std::to_string(value < 0 ? -value : value);
+  std::string grouped;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+    grouped += digits[i];
+  }
+  return value < 0 ? "-" + grouped : grouped;
+}
+
+std::string PercentOrDash(const std::optional<double>& fraction, int decimals) {
+  return fraction ? Fixed(100.0 * *fraction, decimals) : kDash;
+}
+
+double GiB(double bytes) { return bytes / kBytesPerGiB; }
+
+// The method label, with the run name added where two rows would otherwise read the same.
+std::string DisplayName(const RunSummary& run, const std::vector<RunSummary>& runs) {
+  int same_label = 0;
+  for (const auto& other : runs) same_label += other.label() == run.label();
+  return same_label > 1 ? run.label() + " (" + run.name + ")" : run.label();
+}
+
+std::string TpmeDefinition() {
+  const train::TpmeWeights weights;
+  char buffer[256];
+  std::snprintf(buffer, sizeof(buffer),
+                "TPME = %g·time + %g·trainable params + %g·peak memory, each min–max normalised over the runs "
+                "compared here (IISAN.md §7.1); lower is better.",
+                weights.time, weights.parameters, weights.memory);
+  return buffer;
+}
+
+// Columns are padded to equal width (counted in characters, not bytes) so the table also reads
+// well in a terminal.
+size_t DisplayWidth(const std::string& text) {
+  size_t width = 0;
+  for (const unsigned char c : text) width += (c & 0xC0) != 0x80;
+  return width;
+}
+
+std::string MarkdownCell(const std::string& text) {
+  std::string escaped;
+  for (const char c : text) {
+    if (c == '|') escaped += '\\';
+    escaped += c;
+  }
+  return escaped;
+}
+
+std::string MarkdownTable(const std::vector<std::string>& header, const std::vector<bool>& right_aligned,
+                          const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(header.size(), 3);
+  for (size_t c = 0; c < header.size(); ++c) widths[c] = std::max(widths[c], DisplayWidth(header[c]));
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], DisplayWidth(row[c]));
+  }
+  const auto line = [&](const std::vector<std::string>& cells) {
+    std::string text = "|";
+    for (size_t c = 0; c < cells.size(); ++c) {
+      const std::string padding(widths[c] - DisplayWidth(cells[c]), ' ');
+      text += " " + (right_aligned[c] ? padding + cells[c] : cells[c] + padding) + " |";
+    }
+    return text + "\n";
+  };
+  std::string table = line(header) + "|";
+  for (size_t c = 0; c < header.size(); ++c) {
+    table += right_aligned[c] ? std::string(widths[c] + 1, '-') + ":|" : ":" + std::string(widths[c] + 1, '-') + "|";
+  }
+  table += "\n";
+  for (const auto& row : rows) table += line(row);
+  return table;
+}
+
+std::string Ratio(double value) { return Fixed(value, 1) + "×"; }
+
+// "X is N.N× faster per training epoch and uses 1/M.M of FFT's peak memory", or the converse
+// wording where X is slower or larger.
+std::string ComparisonWithBaseline(const RunSummary& run, const RunSummary& baseline, const std::string& name) {
+  const double speedup = baseline.train_seconds_per_epoch / run.train_seconds_per_epoch;
+  const double memory = run.peak_memory_bytes / baseline.peak_memory_bytes;
+  const std::string baseline_label = baseline.label();
+  std::string text = name + " is " +
+                     (speedup >= 1.0 ? Ratio(speedup) + " faster" : Ratio(1.0 / speedup) + " slower") +
+                     " per training epoch and uses ";
+  text += memory <= 1.0 ? "1/" + Fixed(1.0 / memory, 1) + " of " + baseline_label + "'s peak memory"
+                        : Ratio(memory) + " " + baseline_label + "'s peak memory";
+  return text + ".";
+}
+
+std::string ExtrapolationNote(const std::vector<RunSummary>& runs) {
+  std::string note;
+  for (const auto& run : runs) {
+    if (!run.train_epoch_extrapolated) continue;
+    note += note.empty() ? "Train s/epoch marked " + std::string(kExtrapolatedMark) +
+                               " is extrapolated from part of an epoch: "
+                         : "; ";
+    note += run.label() + " (" + run.name + ")";
+    if (run.train_steps_measured && run.train_steps_per_epoch) {
+      note += ", " + Thousands(*run.train_steps_measured) + " of " + Thousands(*run.train_steps_per_epoch) +
+              " steps timed";
+    }
+  }
+  return note.empty() ? note : note + ".\n";
+}
+
+std::string DeviceNote(const std::vector<RunSummary>& runs) {
+  std::vector<std::string> devices;
+  for (const auto& run : runs) {
+    if (std::find(devices.begin(), devices.end(), run.device) == devices.end()) devices.push_back(run.device);
+  }
+  std::string note = "Peak memory: " + runs.front().peak_memory_kind + ". ";
+  if (devices.size() == 1) return note + "Device: " + devices.front() + ".\n";
+  note += "Devices differ between runs (";
+  for (size_t i = 0; i < devices.size(); ++i) note += (i ? "; " : "") + devices[i];
+  return note + "), so times and memory are only roughly comparable.\n";
+}
+
+std::string TrainSeconds(const RunSummary& run) {
+  return Fixed(run.train_seconds_per_epoch, 2) + (run.train_epoch_extrapolated ? kExtrapolatedMark : "");
+}
+
+std::string Markdown(const std::vector<RunSummary>& runs, const std::vector<double>& tpme) {
+  const std::vector<std::string> header = {"method",       "run",          "trainable params",
+                                           "train s/epoch", "eval s/epoch", "peak memory (GiB)",
+                                           "GPU util (%)",  "HR@10 (%)",    "NDCG@10 (%)",
+                                           "TPME"};
+  const std::vector<bool> right_aligned = {false, false, true, true, true, true, true, true, true, true};
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& run = runs[i];
+    rows.push_back({MarkdownCell(run.label()), MarkdownCell(run.name), Thousands(run.trainable_parameters),
+                    TrainSeconds(run), Fixed(run.eval_seconds_per_epoch, 2), Fixed(GiB(run.peak_memory_bytes), 2),
+                    PercentOrDash(run.gpu_utilization, 1), PercentOrDash(run.test_hr10, 2),
+                    PercentOrDash(run.test_ndcg10, 2), Fixed(tpme[i], 3)});
+  }
+  std::string markdown = "# Efficiency: training time, trainable parameters and peak memory\n\n" +
+                         TpmeDefinition() + "\n" + DeviceNote(runs) + "\n" +
+                         MarkdownTable(header, right_aligned, rows);
+  const std::string extrapolation = ExtrapolationNote(runs);
+  if (!extrapolation.empty()) markdown += "\n" + extrapolation;
+
+  const auto baseline = std::find_if(runs.begin(), runs.end(),
+                                     [](const RunSummary& run) { return run.is_baseline(); });
+  if (baseline != runs.end() && runs.size() > 1) {
+    markdown += "\nCompared with " + baseline->label() + " (" + baseline->name + "):\n\n";
+    for (const auto& run : runs) {
+      if (&run == &*baseline) continue;
+      markdown += "- " + ComparisonWithBaseline(run, *baseline, DisplayName(run, runs)) + "\n";
+    }
+  }
+  return markdown;
+}
+
+// ---- SVG ----
+
+std::string XmlEscape(const std::string& text) {
+  std::string escaped;
+  for (const char c : text) {
+    switch (c) {
+      case '&': escaped += "&amp;"; break;
+      case '<': escaped += "&lt;"; break;
+      case '>': escaped += "&gt;"; break;
+      case '"': escaped += "&quot;"; break;
+      case '\'': escaped += "&apos;"; break;
+      default: escaped += c;
+    }
+  }
+  return escaped;
+}
+
+// Longer names would run into the bars.
+std::string Shortened(const std::string& text, size_t max_characters) {
+  if (DisplayWidth(text) <= max_characters) return text;
+  std::string shortened;
+  size_t characters = 0;
+  for (const char c : text) {
+    const bool starts_character = (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    if (starts_character && ++characters > max_characters - 1) break;
+    shortened += c;
+  }
+  return shortened + "…";
+}
+
+// The smallest 1-2-5 step that covers max_value in at most `intervals` ticks.
+double NiceStep(double max_value, int intervals) {
+  if (max_value <= 0.0) return 1.0;
+  const double raw = max_value / intervals;
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  for (const double multiple : {1.0, 2.0, 5.0}) {
+    if (multiple * magnitude >= raw) return multiple * magnitude;
+  }
+  return 10.0 * magnitude;
+}
+
+std::string Num(double value) { return Fixed(value, 1); }
+
+std::string Text(double x, double y, const std::string& text, const std::string& attributes = "") {
+  return "<text x=\"" + Num(x) + "\" y=\"" + Num(y) + "\"" + (attributes.empty() ? "" : " " + attributes) + ">" +
+         XmlEscape(text) + "</text>\n";
+}
+
+std::string Line(double x1, double y1, double x2, double y2, const std::string& stroke) {
+  return "<line x1=\"" + Num(x1) + "\" y1=\"" + Num(y1) + "\" x2=\"" + Num(x2) + "\" y2=\"" + Num(y2) +
+         "\" stroke=\"" + stroke + "\"/>\n";
+}
+
+struct SvgLayout {
+  static constexpr double kMargin = 20;
+  static constexpr double kNameWidth = 230;     // method and run names, right-aligned, left of the bars
+  static constexpr double kPanelGap = 36;
+  static constexpr double kValueRoom = 70;      // right of the longest bar, for its value
+  static constexpr double kPlotTop = 110;
+  static constexpr double kRowHeight = 40;
+  static constexpr double kBarHeight = 22;
+  static constexpr size_t kMaxNameCharacters = 30;
+};
+
+struct BarPanel {
+  std::string title;
+  std::string axis_label;
+  double width;                          // including kValueRoom
+  double axis_max;                       // 0 for a 1-2-5 axis fitted to the values
+  std::vector<double> values;
+  std::vector<std::string> value_labels;
+};
+
+std::string RenderPanel(const BarPanel& panel, const std::vector<RunSummary>& runs, double left) {
+  const double plot_width = panel.width - SvgLayout::kValueRoom;
+  const double bottom = SvgLayout::kPlotTop + SvgLayout::kRowHeight * static_cast<double>(runs.size());
+  double max_value = 0.0;
+  for (const double value : panel.values) max_value = std::max(max_value, value);
+  const double step = panel.axis_max > 0.0 ? panel.axis_max / 2.0 : NiceStep(max_value, 4);
+  const double axis_max = panel.axis_max > 0.0 ? panel.axis_max : step * std::ceil(max_value / step - 1e-9);
+  const auto x_of = [&](double value) { return left + plot_width * value / axis_max; };
+
+  std::string svg = Text(left, SvgLayout::kPlotTop - 16, panel.title, "font-size=\"15\" font-weight=\"bold\"");
+  for (int tick = 0; step * tick <= axis_max * (1.0 + 1e-9); ++tick) {
+    const double value = step * tick;
+    svg += Line(x_of(value), SvgLayout::kPlotTop, x_of(value), bottom, "#e0e0e0");
+    char label[32];
+    std::snprintf(label, sizeof(label), "%g", value);
+    svg += Text(x_of(value), bottom + 18, label, "text-anchor=\"middle\" fill=\"#444\"");
+  }
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const double top = SvgLayout::kPlotTop + SvgLayout::kRowHeight * static_cast<double>(i) +
+                       (SvgLayout::kRowHeight - SvgLayout::kBarHeight) / 2.0;
+    const double width = x_of(panel.values[i]) - left;
+    svg += "<rect x=\"" + Num(left) + "\" y=\"" + Num(top) + "\" width=\"" + Num(width) + "\" height=\"" +
+           Num(SvgLayout::kBarHeight) + "\" fill=\"" + BarColor(KnownMethod(runs[i].method)) + "\"/>\n";
+    svg += Text(left + width + 5, top + SvgLayout::kBarHeight / 2.0 + 5, panel.value_labels[i]);
+  }
+  svg += Line(left, SvgLayout::kPlotTop, left, bottom, "#333");
+  svg += Line(left, bottom, left + plot_width, bottom, "#333");
+  svg += Text(left + plot_width / 2.0, bottom + 40, panel.axis_label, "text-anchor=\"middle\"");
+  return svg;
+}
+
+std::string Svg(const std::vector<RunSummary>& runs, const std::vector<double>& tpme) {
+  BarPanel time{"Training time per epoch", "seconds per training epoch", 340, 0, {}, {}};
+  BarPanel memory{"Peak memory", "GiB (" + runs.front().peak_memory_kind + ")", 340, 0, {}, {}};
+  BarPanel score{"TPME (lower is better)", "TPME within this set", 220, 1.0, {}, {}};
+  for (size_t i = 0; i < runs.size(); ++i) {
+    time.values.push_back(runs[i].train_seconds_per_epoch);
+    time.value_labels.push_back(Compact(runs[i].train_seconds_per_epoch) +
+                                (runs[i].train_epoch_extrapolated ? kExtrapolatedMark : ""));
+    memory.values.push_back(GiB(runs[i].peak_memory_bytes));
+    memory.value_labels.push_back(Fixed(GiB(runs[i].peak_memory_bytes), 2));
+    score.values.push_back(tpme[i]);
+    score.value_labels.push_back(Fixed(tpme[i], 3));
+  }
+
+  const double bottom = SvgLayout::kPlotTop + SvgLayout::kRowHeight * static_cast<double>(runs.size());
+  const bool any_extrapolated =
+      std::any_of(runs.begin(), runs.end(), [](const RunSummary& run) { return run.train_epoch_extrapolated; });
+  const double height = bottom + 64 + (any_extrapolated ? 20 : 0);
+  const double time_left = SvgLayout::kMargin + SvgLayout::kNameWidth;
+  const double memory_left = time_left + time.width + SvgLayout::kPanelGap;
+  const double score_left = memory_left + memory.width + SvgLayout::kPanelGap;
+  const double width = score_left + score.width + SvgLayout::kMargin;
+
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << Num(width) << "\" height=\"" << Num(height)
+      << "\" viewBox=\"0 0 " << Num(width) << " " << Num(height)
+      << "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"13\">\n"
+      << "<title>Efficiency: training time, peak memory and TPME</title>\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << Text(SvgLayout::kMargin, 32, "Efficiency: training time, peak memory and TPME",
+              "font-size=\"20\" font-weight=\"bold\"")
+      << Text(SvgLayout::kMargin, 56, TpmeDefinition(), "fill=\"#555\"");
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const double middle = SvgLayout::kPlotTop + SvgLayout::kRowHeight * (static_cast<double>(i) + 0.5);
+    const double name_right = time_left - 12;
+    svg << Text(name_right, middle - 2, Shortened(runs[i].label(), SvgLayout::kMaxNameCharacters),
+                "text-anchor=\"end\" font-weight=\"bold\"")
+        << Text(name_right, middle + 13, Shortened(runs[i].name, SvgLayout::kMaxNameCharacters),
+                "text-anchor=\"end\" font-size=\"11\" fill=\"#666\"");
+  }
+  svg << RenderPanel(time, runs, time_left) << RenderPanel(memory, runs, memory_left)
+      << RenderPanel(score, runs, score_left);
+  if (any_extrapolated) {
+    svg << Text(SvgLayout::kMargin, height - 12,
+                std::string(kExtrapolatedMark) + " training time extrapolated from part of an epoch",
+                "font-size=\"11\" fill=\"#555\"");
+  }
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+// ---- output ----
+
+// Writes `path.tmp` and renames it, so that a reader sees the old file or the new one.
+void WriteTextAtomically(const Path& path, const std::string& text) {
+  auto temp = path;
+  temp += ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary);
+    if (!out) throw std::runtime_error(temp.string() + ": cannot write (is the directory writable?)");
+    out << text;
+    out.flush();
+    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
+  }
+  std::filesystem::rename(temp, path);
+}
+
+}  // namespace
+
+void ReportEfficiency(const std::vector<Path>& run_dirs, const Path& out_dir, std::ostream& out) {
+  if (run_dirs.empty()) {
+    throw std::runtime_error("report efficiency: no runs given; pass one or more run directories, each with a "
+                             "summary.json (e.g. iisan report efficiency runs/fft runs/iisan)");
+  }
+  CheckDistinct(run_dirs);
+  std::vector<RunSummary> runs;
+  for (const auto& dir : run_dirs) runs.push_back(ReadSummary(dir));
+  CheckSameMemoryKind(runs);
+
+  std::vector<train::EfficiencyInput> inputs;
+  for (const auto& run : runs) {
+    inputs.push_back({run.dir.string(), run.train_seconds_per_epoch, run.trainable_parameters,
+                      run.peak_memory_bytes});
+  }
+  const auto tpme = train::Tpme(inputs);
+  const std::string markdown = Markdown(runs, tpme);
+  const std::string svg = Svg(runs, tpme);
+
+  std::filesystem::create_directories(out_dir);
+  const Path markdown_path = out_dir / "efficiency.md";
+  const Path svg_path = out_dir / "efficiency.svg";
+  WriteTextAtomically(markdown_path, markdown);
+  WriteTextAtomically(svg_path, svg);
+  out << markdown << "\nwrote " << markdown_path.string() << " and " << svg_path.string() << "\n";
+}
+
+}  // namespace iisan::launcher
