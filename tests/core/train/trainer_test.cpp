@@ -3,6 +3,8 @@
 #include "core/train/trainer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 #include <numeric>
 
 #include <gtest/gtest.h>
@@ -108,8 +110,14 @@ TrainedRun TrainWalk(uint64_t seed) {
   options.seed = seed;
   options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
   torch::manual_seed(seed);
-  IisanRecommender model(item, user);
-  Trainer trainer(dataset, states, model, options);
+  RecommenderConfig config;
+  config.method = Method::kIisan;
+  config.modality = models::Modality::kText;
+  config.side = item;
+  config.user = user;
+  Recommender model(config);
+  model->Prepare(states, {}, torch::kCPU);
+  Trainer trainer(dataset, model, options);
   TrainedRun run;
   run.result = trainer.Fit([&](const EpochRecord& record) { run.losses.push_back(record.train_loss); });
   return run;
@@ -124,6 +132,207 @@ TEST(TrainerTest, TrainingLowersTheLossAndIsReproducible) {
   EXPECT_EQ(first.result.best_epoch, second.result.best_epoch);
   EXPECT_EQ(first.result.test.hit_sum, second.result.test.hit_sum);
   EXPECT_EQ(first.result.test.users, 40);
+}
+
+
+// ---- The methods of the comparison (IISAN.md §5) on tiny live backbones ----
+
+models::BertConfig TinyBert() {
+  models::BertConfig config;
+  config.vocab_size = 50;
+  config.hidden_size = 16;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  config.max_position_embeddings = 16;
+  return config;
+}
+
+models::ViTConfig TinyViT() {
+  models::ViTConfig config;
+  config.hidden_size = 16;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  config.image_size = 8;
+  config.patch_size = 4;
+  return config;
+}
+
+// Titles and images for WalkDataset's 30 items; row 0 is padding.
+ItemInputs TinyInputs() {
+  torch::manual_seed(11);
+  ItemInputs inputs;
+  inputs.token_ids = torch::randint(1, 50, {31, 6}, torch::kInt64);
+  inputs.attention_mask = torch::ones({31, 6}, torch::kInt64);
+  inputs.attention_mask.narrow(1, 4, 2).zero_();
+  inputs.token_ids[0].zero_();
+  inputs.attention_mask[0].zero_();
+  inputs.pixels = torch::randint(0, 256, {31, 3, 8, 8}, torch::kInt64).to(torch::kUInt8);
+  inputs.pixels[0].zero_();
+  return inputs;
+}
+
+RecommenderConfig TinyConfig(Method method) {
+  RecommenderConfig config;
+  config.method = method;
+  config.text = TinyBert();
+  config.image = TinyViT();
+  config.kept_layers = {0, 1, 2};
+  config.side.hidden_size = 16;
+  config.side.num_blocks = 3;
+  config.side.bottleneck = 4;
+  config.adapter_bottleneck = 4;
+  config.lora_rank = 2;
+  return config;
+}
+
+TEST(MethodTest, BaseSizeTrainableParametersMatchTheReference) {
+  // IISAN.md §4, §5: the counts computed from the reference code.
+  const std::vector<std::pair<Method, int64_t>> expected = {
+      {Method::kIisanUncached, 4113877}, {Method::kFft, 194897216}, {Method::kAdapter, 4965440},
+      {Method::kLora, 833600},          {Method::kBitfit, 412736}};
+  for (const auto& [method, count] : expected) {
+    RecommenderConfig config;  // base-size BERT and ViT, 7 kept layers
+    config.method = method;
+    config.kept_layers = {0, 2, 4, 6, 8, 10, 12};
+    Recommender model(config);
+    int64_t trainable = 0;
+    for (const auto& p : model->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+    EXPECT_EQ(trainable, count) << MethodName(method);
+  }
+}
+
+TEST(MethodTest, OptimizerGroupsFollowTheReferenceRules) {
+  Recommender lora(TinyConfig(Method::kLora));
+  EXPECT_EQ(lora->GroupOf("text_backbone.encoder.layer.0.attention.self.query.lora_A"),
+            models::OptimizerGroup::kAdapterText);
+  EXPECT_EQ(lora->GroupOf("text_backbone.encoder.layer.0.attention.self.query.bias"), models::OptimizerGroup::kText);
+  EXPECT_EQ(lora->GroupOf("image_backbone.encoder.layer.1.attention.attention.value.lora_B"),
+            models::OptimizerGroup::kAdapterImage);
+  EXPECT_EQ(lora->GroupOf("item_encoder.cv_classifier.weight"), models::OptimizerGroup::kRecsys);
+  Recommender adapter(TinyConfig(Method::kAdapter));
+  EXPECT_EQ(adapter->GroupOf("image_backbone.encoder.layer.0.output.adapter.up.weight"),
+            models::OptimizerGroup::kAdapterImage);
+  Recommender iisan(TinyConfig(Method::kIisanUncached));
+  EXPECT_EQ(iisan->GroupOf("item_encoder.fc_bert.weight"), models::OptimizerGroup::kText);
+  EXPECT_EQ(iisan->GroupOf("item_encoder.text_san.0.down.weight"), models::OptimizerGroup::kAdapterText);
+  EXPECT_EQ(iisan->GroupOf("user_encoder.position_embedding.weight"), models::OptimizerGroup::kRecsys);
+  EXPECT_EQ(ReferenceHyperparameters(Method::kFft).batch_size, 32);
+  EXPECT_DOUBLE_EQ(ReferenceHyperparameters(Method::kFft).lr.recsys, 1e-4);
+  EXPECT_DOUBLE_EQ(ReferenceHyperparameters(Method::kAdapter).lr.adapter_image, 4e-4);
+  EXPECT_EQ(ReferenceHyperparameters(Method::kIisan).batch_size, 64);
+  EXPECT_THROW(ParseMethod("prompt"), std::runtime_error);
+}
+
+TEST(MethodTest, FreshPeftBackbonesComputeWhatThePretrainedOnesDo) {
+  // LoRA keeps the pretrained W and b (B starts at 0), so a fresh LoRA model is the
+  // pretrained model; the reference's LoRA discards them (IISAN.md §9.1).
+  torch::manual_seed(5);
+  models::BertModel plain(TinyBert());
+  models::PeftConfig lora;
+  lora.lora_rank = 2;
+  models::BertModel with_lora(TinyBert(), lora);
+  {
+    torch::NoGradGuard no_grad;
+    auto target = with_lora->named_parameters();
+    for (const auto& item : plain->named_parameters()) target[item.key()].copy_(item.value());
+  }
+  plain->eval();
+  with_lora->eval();
+  const auto inputs = TinyInputs();
+  const auto a = plain->forward(inputs.token_ids.narrow(0, 1, 5), inputs.attention_mask.narrow(0, 1, 5));
+  const auto b = with_lora->forward(inputs.token_ids.narrow(0, 1, 5), inputs.attention_mask.narrow(0, 1, 5));
+  EXPECT_TRUE(torch::allclose(a.back(), b.back(), 0, 1e-6));
+  // A nonzero B changes the output: the LoRA path is live.
+  {
+    torch::NoGradGuard no_grad;
+    with_lora->named_parameters()["encoder.layer.0.attention.self.value.lora_B"].fill_(0.5);
+  }
+  const auto c = with_lora->forward(inputs.token_ids.narrow(0, 1, 5), inputs.attention_mask.narrow(0, 1, 5));
+  EXPECT_FALSE(torch::allclose(a.back(), c.back(), 0, 1e-3));
+}
+
+TEST(MethodTest, EachMethodTrainsExactlyItsParameters) {
+  const auto dataset = WalkDataset();
+  for (Method method : {Method::kFft, Method::kAdapter, Method::kLora, Method::kBitfit, Method::kIisanUncached}) {
+    torch::manual_seed(1);
+    Recommender model(TinyConfig(method));
+    model->Prepare({}, TinyInputs(), torch::kCPU);
+    std::map<std::string, torch::Tensor> before;
+    for (const auto& item : model->named_parameters()) before[item.key()] = item.value().detach().clone();
+    TrainOptions options;
+    options.batch_size = 8;
+    options.epochs = 1;
+    options.max_steps_per_epoch = 3;
+    options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
+    Trainer trainer(dataset, model, options);
+    EpochRecord last;
+    const auto result = trainer.Fit([&](const EpochRecord& record) { last = record; });
+    EXPECT_TRUE(std::isfinite(last.train_loss)) << MethodName(method);
+    EXPECT_EQ(last.train_steps, 3);
+    EXPECT_EQ(last.full_epoch_steps, 5);
+    EXPECT_TRUE(result.train_epoch_extrapolated);
+    EXPECT_EQ(result.peak_memory.kind, "host peak RSS");
+    int moved = 0, frozen_moved = 0;
+    for (const auto& item : model->named_parameters()) {
+      const bool changed = !torch::equal(before[item.key()], item.value());
+      if (item.value().requires_grad()) {
+        moved += changed;
+      } else {
+        frozen_moved += changed;
+      }
+    }
+    EXPECT_GT(moved, 0) << MethodName(method);
+    EXPECT_EQ(frozen_moved, 0) << MethodName(method) << ": a frozen parameter changed";
+    if (method == Method::kBitfit) {
+      for (const auto& item : model->named_parameters()) {
+        if (item.key().rfind("text_backbone.", 0) == 0 && item.value().requires_grad()) {
+          EXPECT_EQ(item.key().substr(item.key().size() - 4), "bias") << item.key();
+        }
+      }
+    }
+  }
+}
+
+TEST(MethodTest, UncachedIisanComputesWhatCachedIisanComputes) {
+  // The side network on live frozen backbones and on their cached [CLS] states must agree.
+  const auto dataset = WalkDataset();
+  torch::manual_seed(2);
+  Recommender uncached(TinyConfig(Method::kIisanUncached));
+  const auto inputs = TinyInputs();
+  uncached->Prepare({}, inputs, torch::kCPU);
+  ItemStates states;
+  {
+    torch::NoGradGuard no_grad;
+    uncached->eval();
+    auto kept = [](const std::vector<torch::Tensor>& hidden) {
+      return torch::stack({hidden[0].select(1, 0), hidden[1].select(1, 0), hidden[2].select(1, 0)}, 1);
+    };
+    states.text = kept(uncached->text_backbone->forward(inputs.token_ids, inputs.attention_mask));
+    auto pixels = (inputs.pixels.to(torch::kFloat32) / 255.0 - 0.5) / 0.5;
+    pixels[0].zero_();
+    states.image = kept(uncached->image_backbone->forward(pixels));
+  }
+  torch::manual_seed(2);
+  auto cached_config = TinyConfig(Method::kIisan);
+  Recommender cached(cached_config);
+  cached->Prepare(states, {}, torch::kCPU);
+
+  const auto ids = torch::arange(0, 31, torch::kInt64);
+  EXPECT_TRUE(torch::allclose(uncached->EmbedItems(ids), cached->EmbedItems(ids), 1e-4, 1e-5));
+
+  TrainOptions options;
+  options.batch_size = 8;
+  options.epochs = 2;
+  options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
+  std::vector<double> losses_uncached, losses_cached;
+  torch::manual_seed(3);
+  Trainer(dataset, uncached, options).Fit([&](const EpochRecord& r) { losses_uncached.push_back(r.train_loss); });
+  torch::manual_seed(3);
+  Trainer(dataset, cached, options).Fit([&](const EpochRecord& r) { losses_cached.push_back(r.train_loss); });
+  ASSERT_EQ(losses_uncached.size(), 2u);
+  for (size_t i = 0; i < losses_cached.size(); ++i) EXPECT_NEAR(losses_uncached[i], losses_cached[i], 1e-4);
 }
 
 }  // namespace
