@@ -147,7 +147,8 @@ Json Train(const Json& config_in, std::ostream& out) {
   summary["trainable_parameters"] = trainer.trainable_parameters();
   summary["measured_train_seconds_per_epoch"] = result.mean_train_seconds;
   summary["measured_eval_seconds_per_epoch"] = result.mean_eval_seconds;
-  for (const auto& [key, value] : result.EfficiencyJson().items()) summary[key] = value;
+  const auto efficiency = result.EfficiencyJson();  // items() must not outlive its object
+  for (const auto& [key, value] : efficiency.items()) summary[key] = value;
   if (!train::UsesLiveBackbones(job.method)) {
     summary["cache"] = {{"path", job.cache_path.string()}, {"fingerprint", job.fingerprint}};
   }

@@ -48,6 +48,7 @@ Json BuildDefaults() {
       "epochs": 100,
       "patience": 10,
       "max_steps_per_epoch": 0,
+      "cuda_graph": true,
       "lr": {
         "recsys": 0.0,
         "text": 0.0,

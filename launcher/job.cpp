@@ -119,6 +119,7 @@ Job PrepareJob(const Json& config) {
   train.epochs = At(config, "train.epochs").get<int>();
   train.patience = At(config, "train.patience").get<int>();
   train.max_steps_per_epoch = At(config, "train.max_steps_per_epoch").get<int64_t>();
+  train.cuda_graph = At(config, "train.cuda_graph").get<bool>();
   train.eval_batch_size = At(config, "eval.batch_size").get<int64_t>();
   train.ks = At(config, "eval.ks").get<std::vector<int>>();
   if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {

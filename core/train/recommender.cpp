@@ -1,9 +1,11 @@
 // Item encoders of every method, the loss and the evaluation passes.
 #include "core/train/recommender.h"
 
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "core/models/loss.h"
@@ -154,7 +156,15 @@ torch::Tensor RecommenderImpl::GatherPixels(const torch::Tensor& ids) {
   // caching host allocator keeps the block until that copy has finished.
   if (device_.is_cuda()) options = options.pinned_memory(true);
   auto gathered = torch::empty(sizes, options);
-  torch::index_select_out(gathered, pixels, 0, ids);
+  // Whole rows are copied in parallel: ATen's index_select walks uint8 element by element.
+  const int64_t row_bytes = pixels.stride(0);
+  const auto* source = pixels.data_ptr<uint8_t>();
+  auto* target = gathered.data_ptr<uint8_t>();
+  const auto contiguous_ids = ids.contiguous();
+  const auto* index = contiguous_ids.data_ptr<int64_t>();
+  at::parallel_for(0, ids.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) std::memcpy(target + i * row_bytes, source + index[i] * row_bytes, row_bytes);
+  });
   auto values = gathered.to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
   const auto mean = torch::tensor(std::vector<float>(inputs_.mean.begin(), inputs_.mean.end()), values.options());
   const auto std = torch::tensor(std::vector<float>(inputs_.std.begin(), inputs_.std.end()), values.options());
@@ -216,6 +226,20 @@ torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Ten
                         .view({batch_size, seq_len, -1});
   const auto item_ids = batch.item_ids.to(device_, /*non_blocking=*/true);
   const auto log_mask = batch.log_mask.to(device_, /*non_blocking=*/true);
+  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
+  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+}
+
+torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
+                                           const torch::Tensor& log_popularity) {
+  if (UsesLiveBackbones(config_.method)) throw std::logic_error("LossOnDevice is for cached IISAN");
+  const auto flat = item_ids.reshape({-1});
+  auto gather = [&](const torch::Tensor& table) {
+    return table.defined() ? table.index_select(0, flat) : torch::Tensor();
+  };
+  const int64_t seq_len = item_ids.size(1);
+  auto embeddings =
+      side_network->forward(gather(states_.text), gather(states_.image)).view({item_ids.size(0), seq_len, -1});
   auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
   return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
 }

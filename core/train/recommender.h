@@ -80,6 +80,11 @@ class RecommenderImpl : public torch::nn::Module {
   torch::Tensor EmbedItems(const torch::Tensor& ids);
   // Mean in-batch softmax loss of one batch (built on the CPU; moved here).
   torch::Tensor Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity);
+  // The same loss for cached IISAN from a batch already on the device, every position embedded
+  // (no de-duplication, so shapes are fixed): no host work and no synchronisation, as a
+  // captured CUDA graph needs. Rows of all-zero ids and mask are padding and change nothing.
+  torch::Tensor LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
+                             const torch::Tensor& log_popularity);
   // The whole item table [N+1, d], `chunk` items at a time, without autograd.
   torch::Tensor ItemTable(int64_t chunk);
   // User vectors [U, d] from left-padded histories [U, L] (on the device) looked up in

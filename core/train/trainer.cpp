@@ -36,17 +36,26 @@ double LearningRateOf(models::OptimizerGroup group, const LearningRates& lr) {
 }
 
 // Adam over the reference's optimizer groups; parameter names decide the group.
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(Recommender& model, const LearningRates& lr) {
+std::unique_ptr<FlatAdam> MakeOptimizer(Recommender& model, const LearningRates& lr) {
   std::map<models::OptimizerGroup, std::vector<torch::Tensor>> grouped;
   for (const auto& item : model->named_parameters()) {
     if (!item.value().requires_grad()) continue;
     grouped[model->GroupOf(item.key())].push_back(item.value());
   }
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  for (auto& [group, params] : grouped) {
-    groups.emplace_back(params, std::make_unique<torch::optim::AdamOptions>(LearningRateOf(group, lr)));
-  }
-  return std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(lr.recsys));
+  std::vector<FlatAdam::Group> groups;
+  for (auto& [group, params] : grouped) groups.push_back({params, LearningRateOf(group, lr)});
+  return std::make_unique<FlatAdam>(std::move(groups));
+}
+
+// Pads a batch with all-zero rows (no items, no targets) up to `rows` users.
+SequenceBatch PadBatch(const SequenceBatch& batch, int64_t rows) {
+  const int64_t have = batch.item_ids.size(0);
+  if (have == rows) return batch;
+  SequenceBatch padded{torch::zeros({rows, batch.item_ids.size(1)}, batch.item_ids.options()),
+                       torch::zeros({rows, batch.log_mask.size(1)}, batch.log_mask.options())};
+  padded.item_ids.narrow(0, 0, have).copy_(batch.item_ids);
+  padded.log_mask.narrow(0, 0, have).copy_(batch.log_mask);
+  return padded;
 }
 
 struct SplitBatch {
@@ -126,6 +135,15 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   }
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
   optimizer_ = MakeOptimizer(model_, options_.lr);
+  loss_sum_ = torch::zeros({}, torch::TensorOptions().device(options_.device));
+  use_graph_ = options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported() &&
+               !UsesLiveBackbones(model_->config().method);
+  if (use_graph_) {
+    const auto on_device = torch::TensorOptions().device(options_.device);
+    static_ids_ = torch::zeros({options_.batch_size, dataset_.max_seq_len + 1}, on_device.dtype(torch::kInt64));
+    static_mask_ = torch::zeros({options_.batch_size, dataset_.max_seq_len}, on_device.dtype(torch::kFloat32));
+    LOG(INFO) << "training steps run as a CUDA graph (captured after 3 warm-up steps)";
+  }
 }
 
 int64_t Trainer::trainable_parameters() const {
@@ -154,7 +172,9 @@ void Trainer::TrainEpoch(EpochRecord& record) {
   Clock::time_point steady_start = start;
   data::ProgressMeter progress("epoch " + std::to_string(record.epoch) + " train", num_batches * options_.batch_size,
                                "users");
-  auto loss_sum = torch::zeros({}, torch::TensorOptions().device(options_.device));
+  loss_sum_.zero_();
+  double phase_forward = 0, phase_backward = 0, phase_optimizer = 0;
+  int64_t profiled = 0;
   std::vector<std::vector<int32_t>> sequences;
   for (int64_t b = 0; b < num_batches; ++b) {
     if (b == warmup) {
@@ -169,11 +189,30 @@ void Trainer::TrainEpoch(EpochRecord& record) {
       sequences.emplace_back(seq.begin(), seq.end());
     }
     const auto batch = MakeSequenceBatch(sequences, max_len);
-    optimizer_->zero_grad();
-    auto loss = model_->Loss(batch, log_popularity_);
-    loss.backward();
-    optimizer_->step();
-    loss_sum += loss.detach();
+    if (use_graph_) {
+      GraphStep(batch);
+    } else {
+      // Warm-up steps after the first are timed phase by phase (with synchronisation), which
+      // leaves the steady-state measurement untouched.
+      const bool profile = b >= 1 && b < warmup;
+      auto mark = [&](double& total, Clock::time_point& since) {
+        if (!profile) return;
+        SynchronizeDevice(options_.device);
+        const auto now = Clock::now();
+        total += std::chrono::duration<double>(now - since).count();
+        since = now;
+      };
+      auto since = Clock::now();
+      optimizer_->ZeroGrad();
+      auto loss = model_->Loss(batch, log_popularity_);
+      mark(phase_forward, since);
+      loss.backward();
+      mark(phase_backward, since);
+      optimizer_->Step();
+      loss_sum_.add_(loss.detach());
+      mark(phase_optimizer, since);
+      profiled += profile;
+    }
     progress.Advance(end - begin);
   }
   SynchronizeDevice(options_.device);
@@ -186,7 +225,33 @@ void Trainer::TrainEpoch(EpochRecord& record) {
   record.steady_seconds_per_step = steady_steps > 0
       ? std::chrono::duration<double>(stop - steady_start).count() / static_cast<double>(steady_steps) : 0.0;
   record.gpu_utilization = utilization.Mean();
-  record.train_loss = num_batches ? loss_sum.item<double>() / static_cast<double>(num_batches) : 0.0;
+  if (profiled > 0) {
+    LOG(INFO) << "step phases (mean of " << profiled << " synchronised warm-up steps): forward with batch gather "
+              << 1e3 * phase_forward / profiled << " ms, backward " << 1e3 * phase_backward / profiled
+              << " ms, optimizer " << 1e3 * phase_optimizer / profiled << " ms";
+  }
+  record.train_loss = num_batches ? loss_sum_.item<double>() / static_cast<double>(num_batches) : 0.0;
+}
+
+void Trainer::GraphStep(const SequenceBatch& batch) {
+  const auto padded = PadBatch(batch, options_.batch_size);
+  static_ids_.copy_(padded.item_ids);
+  static_mask_.copy_(padded.log_mask);
+  auto step = [this] {
+    optimizer_->ZeroGrad();
+    auto loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
+    loss.backward();
+    optimizer_->Step();
+    loss_sum_.add_(loss.detach());
+  };
+  if (!graph_) graph_ = std::make_unique<CudaGraphStep>(options_.device);
+  if (graph_warmups_ < 3) {
+    graph_->Warmup(step);
+    ++graph_warmups_;
+  } else {
+    if (!graph_->captured()) graph_->Capture(step);
+    graph_->Replay();
+  }
 }
 
 RankingMetrics Trainer::Evaluate(Split split) {

@@ -12,12 +12,13 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include "core/data/dataset.h"
 #include "core/train/ranking.h"
+#include "core/train/cuda_graph.h"
 #include "core/train/device_stats.h"
+#include "core/train/flat_adam.h"
 #include "core/train/method.h"
 #include "core/train/recommender.h"
 
@@ -34,6 +35,9 @@ struct TrainOptions {
   LearningRates lr;
   uint64_t seed = 12345;
   torch::Device device = torch::kCPU;
+  // Cached IISAN on CUDA: capture the training step as a CUDA graph after three warm-up steps
+  // and replay it (batches are padded to batch_size so that shapes never change).
+  bool cuda_graph = true;
 };
 
 enum class Split { kValid, kTest };
@@ -90,7 +94,13 @@ class Trainer {
   Recommender model_;
   TrainOptions options_;
   torch::Tensor log_popularity_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  void GraphStep(const SequenceBatch& batch);
+
+  std::unique_ptr<FlatAdam> optimizer_;
+  bool use_graph_ = false;
+  std::unique_ptr<CudaGraphStep> graph_;
+  int graph_warmups_ = 0;
+  torch::Tensor static_ids_, static_mask_, loss_sum_;
 };
 
 // The popularity baseline: every user gets items ranked by train-split popularity, with the
