@@ -29,7 +29,13 @@ echo "cache build: $(( ($(date +%s%N) - start) / 1000000 )) ms (tokenise, decode
 # A method that fails does not stop the others; the report covers the runs that finished.
 done_runs=()
 if "$iisan" train "${common[@]}" --set model.method=iisan --set train.epochs=3 --set train.patience=100 \
-    --set name=iisan; then done_runs+=("$work/runs/iisan"); fi
+    --set name=iisan; then
+  done_runs+=("$work/runs/iisan")
+elif "$iisan" train "${common[@]}" --set model.method=iisan --set train.epochs=3 --set train.patience=100 \
+    --set train.cuda_graph=false --set name=iisan-eager; then
+  echo "FAILED: iisan with a CUDA graph; measured without one" >&2
+  done_runs+=("$work/runs/iisan-eager")
+fi
 for method in ${METHODS:-iisan-uncached fft adapter lora bitfit}; do
   if "$iisan" train "${common[@]}" --set model.method=$method --set train.epochs=1 \
       --set train.max_steps_per_epoch="$steps" --set name=$method; then
