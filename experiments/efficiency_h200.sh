@@ -21,7 +21,7 @@ for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-sc
 
 common=(--set data.dir="$work/data" --set model.text_backbone="$shared/bert-base-uncased"
         --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device="$device"
-        --set cache.dir="$work/cache" --set run_root="$work/runs" --set eval.batch_size=1024)
+        --set cache.dir="$work/cache" --set run_root="$work/runs")
 start=$(date +%s%N)
 "$iisan" cache build "${common[@]}"
 echo "cache build: $(( ($(date +%s%N) - start) / 1000000 )) ms (tokenise, decode, both forwards, write)" \

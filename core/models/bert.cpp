@@ -92,6 +92,16 @@ BertModelImpl::BertModelImpl(const BertConfig& config, const PeftConfig& peft) :
 
 std::vector<torch::Tensor> BertModelImpl::forward(const torch::Tensor& input_ids,
                                                   const torch::Tensor& attention_mask) {
+  return Run(input_ids, attention_mask, /*cls_only=*/false);
+}
+
+std::vector<torch::Tensor> BertModelImpl::ClsStates(const torch::Tensor& input_ids,
+                                                    const torch::Tensor& attention_mask) {
+  return Run(input_ids, attention_mask, /*cls_only=*/true);
+}
+
+std::vector<torch::Tensor> BertModelImpl::Run(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                              bool cls_only) {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     throw std::runtime_error("BertModel::forward: input_ids must be an int64 tensor [B, T], got " +
                                 std::string(c10::toString(input_ids.scalar_type())) + " " +
@@ -120,10 +130,10 @@ std::vector<torch::Tensor> BertModelImpl::forward(const torch::Tensor& input_ids
 
   std::vector<torch::Tensor> states;
   states.reserve(layers_.size() + 1);
-  states.push_back(hidden);
+  states.push_back(cls_only ? hidden.select(1, 0) : hidden);
   for (const auto& layer : layers_) {
     hidden = layer->forward(hidden, additive_mask);
-    states.push_back(hidden);
+    states.push_back(cls_only ? hidden.select(1, 0) : hidden);
   }
   return states;
 }

@@ -32,9 +32,15 @@ class BertModelImpl : public torch::nn::Module {
   // [B, T, hidden]: index 0 is the embedding output, index i the output of layer i.
   std::vector<torch::Tensor> forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
 
+  // Only the [CLS] row of every hidden state, [B, hidden] each (index as forward's): without
+  // autograd no full hidden state outlives its layer, which keeps evaluation and frozen
+  // backbones small in memory.
+  std::vector<torch::Tensor> ClsStates(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+
   const BertConfig& config() const { return config_; }
 
  private:
+  std::vector<torch::Tensor> Run(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, bool cls_only);
   BertConfig config_;
   torch::nn::Embedding word_embeddings_{nullptr};
   torch::nn::Embedding position_embeddings_{nullptr};

@@ -93,6 +93,14 @@ ViTModelImpl::ViTModelImpl(const ViTConfig& config, const PeftConfig& peft) : co
 }
 
 std::vector<torch::Tensor> ViTModelImpl::forward(const torch::Tensor& pixel_values) {
+  return Run(pixel_values, /*cls_only=*/false);
+}
+
+std::vector<torch::Tensor> ViTModelImpl::ClsStates(const torch::Tensor& pixel_values) {
+  return Run(pixel_values, /*cls_only=*/true);
+}
+
+std::vector<torch::Tensor> ViTModelImpl::Run(const torch::Tensor& pixel_values, bool cls_only) {
   const int64_t side = config_.image_size;
   if (pixel_values.dim() != 4 || pixel_values.size(1) != config_.num_channels || pixel_values.size(2) != side ||
       pixel_values.size(3) != side || !pixel_values.is_floating_point()) {
@@ -110,10 +118,10 @@ std::vector<torch::Tensor> ViTModelImpl::forward(const torch::Tensor& pixel_valu
 
   std::vector<torch::Tensor> states;
   states.reserve(layers_.size() + 1);
-  states.push_back(hidden);
+  states.push_back(cls_only ? hidden.select(1, 0) : hidden);
   for (const auto& layer : layers_) {
     hidden = layer->forward(hidden);
-    states.push_back(hidden);
+    states.push_back(cls_only ? hidden.select(1, 0) : hidden);
   }
   return states;
 }

@@ -33,12 +33,18 @@ class ViTModelImpl : public torch::nn::Module {
   // embedding output, index i the output of layer i, all before the final LayerNorm.
   std::vector<torch::Tensor> forward(const torch::Tensor& pixel_values);
 
+  // Only the [CLS] row of every hidden state, [B, hidden] each (index as forward's): without
+  // autograd no full hidden state outlives its layer, which keeps evaluation and frozen
+  // backbones small in memory.
+  std::vector<torch::Tensor> ClsStates(const torch::Tensor& pixel_values);
+
   // The final `layernorm`, which Hugging Face applies to the last hidden state only.
   torch::Tensor ApplyFinalLayerNorm(const torch::Tensor& hidden);
 
   const ViTConfig& config() const { return config_; }
 
  private:
+  std::vector<torch::Tensor> Run(const torch::Tensor& pixel_values, bool cls_only);
   ViTConfig config_;
   torch::Tensor cls_token_;
   torch::Tensor position_embeddings_;

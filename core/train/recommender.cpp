@@ -112,6 +112,9 @@ void RecommenderImpl::Prepare(ItemStates states, ItemInputs inputs, const torch:
       throw std::runtime_error(MethodName(config_.method) + " needs the items' images");
     }
     inputs_ = std::move(inputs);
+    // Built once: a tensor made from host values per batch would synchronise with the device.
+    pixel_mean_ = torch::tensor(std::vector<float>(inputs_.mean.begin(), inputs_.mean.end())).view({1, 3, 1, 1}).to(device);
+    pixel_std_ = torch::tensor(std::vector<float>(inputs_.std.begin(), inputs_.std.end())).view({1, 3, 1, 1}).to(device);
     if (inputs_.token_ids.defined()) {
       device_tokens_ = inputs_.token_ids.to(device);
       device_mask_ = inputs_.attention_mask.to(device);
@@ -131,7 +134,13 @@ void RecommenderImpl::Prepare(ItemStates states, ItemInputs inputs, const torch:
     if (!states.text.defined() && !states.image.defined()) {
       throw std::runtime_error("cached IISAN needs the cached backbone states");
     }
+    // On GPU the states are kept in bf16 (half the memory; the backbones ran in bf16 anyway)
+    // and the side network computes in fp32.
     states_ = states.To(device);
+    if (device.is_cuda()) {
+      if (states_.text.defined()) states_.text = states_.text.to(torch::kBFloat16);
+      if (states_.image.defined()) states_.image = states_.image.to(torch::kBFloat16);
+    }
   }
 }
 
@@ -166,9 +175,7 @@ torch::Tensor RecommenderImpl::GatherPixels(const torch::Tensor& ids) {
     for (int64_t i = begin; i < end; ++i) std::memcpy(target + i * row_bytes, source + index[i] * row_bytes, row_bytes);
   });
   auto values = gathered.to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
-  const auto mean = torch::tensor(std::vector<float>(inputs_.mean.begin(), inputs_.mean.end()), values.options());
-  const auto std = torch::tensor(std::vector<float>(inputs_.std.begin(), inputs_.std.end()), values.options());
-  values = (values - mean.view({1, 3, 1, 1})) / std.view({1, 3, 1, 1});
+  values = (values - pixel_mean_) / pixel_std_;
   // Padding is an all-zero normalised image, as in the reference.
   const auto padding = (ids == 0).to(device_, /*non_blocking=*/true).view({-1, 1, 1, 1});
   return values.masked_fill_(padding, 0.0);
@@ -184,25 +191,25 @@ torch::Tensor RecommenderImpl::EmbedLive(const torch::Tensor& ids) {
     if (UsesSideNetwork(config_.method)) no_grad.emplace();
     AutocastGuard autocast(device_);
     if (text) {
-      text_states = text_backbone->forward(device_tokens_.index_select(0, device_ids),
-                                           device_mask_.index_select(0, device_ids));
+      text_states = text_backbone->ClsStates(device_tokens_.index_select(0, device_ids),
+                                             device_mask_.index_select(0, device_ids));
     }
-    if (image) image_states = image_backbone->forward(GatherPixels(ids));
+    if (image) image_states = image_backbone->ClsStates(GatherPixels(ids));
     if (!UsesSideNetwork(config_.method) && image) {
       // The baselines read ViT's last state after its final LayerNorm (IISAN.md §3.2).
-      image_states.back() = image_backbone->ApplyFinalLayerNorm(image_states.back().select(1, 0));
+      image_states.back() = image_backbone->ApplyFinalLayerNorm(image_states.back());
     }
   }
   if (UsesSideNetwork(config_.method)) {
     auto kept_cls = [&](const std::vector<torch::Tensor>& hidden) {
       std::vector<torch::Tensor> rows;
-      for (int index : config_.kept_layers) rows.push_back(hidden.at(index).select(1, 0));
+      for (int index : config_.kept_layers) rows.push_back(hidden.at(index));
       return torch::stack(rows, 1).to(torch::kFloat32);
     };
     return side_network->forward(text ? kept_cls(text_states) : torch::Tensor(),
                                  image ? kept_cls(image_states) : torch::Tensor());
   }
-  return head->forward(text ? text_states.back().select(1, 0) : torch::Tensor(),
+  return head->forward(text ? text_states.back() : torch::Tensor(),
                        image ? image_states.back() : torch::Tensor());
 }
 

@@ -115,7 +115,7 @@ class RecommenderImpl : public torch::nn::Module {
   RecommenderConfig config_;
   ItemStates states_;
   ItemInputs inputs_;
-  torch::Tensor device_tokens_, device_mask_;
+  torch::Tensor device_tokens_, device_mask_, pixel_mean_, pixel_std_;
   torch::Device device_ = torch::kCPU;
 };
 TORCH_MODULE(Recommender);
