@@ -22,12 +22,26 @@ torch::Tensor InBatchSoftmaxLoss(const torch::Tensor& user_out, const torch::Ten
                                  const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                                  const torch::Tensor& log_popularity) {
   if (!log_mask.defined() || log_mask.dim() != 2) ThrowShape("log_mask must be [B, L]", log_mask);
+  if (!user_out.defined() || user_out.dim() != 3 || user_out.size(0) != log_mask.size(0)) {
+    ThrowShape("user_out must be [B, L, d] with [B, L] = " + c10::str(log_mask.sizes()), user_out);
+  }
+  return InBatchSoftmaxLossShard(user_out, 0, item_emb, item_ids, log_mask, log_popularity);
+}
+
+torch::Tensor InBatchSoftmaxLossShard(const torch::Tensor& user_out, int64_t row_offset,
+                                      const torch::Tensor& item_emb, const torch::Tensor& item_ids,
+                                      const torch::Tensor& log_mask, const torch::Tensor& log_popularity) {
+  if (!log_mask.defined() || log_mask.dim() != 2) ThrowShape("log_mask must be [B, L]", log_mask);
   const int64_t batch = log_mask.size(0);
   const int64_t length = log_mask.size(1);
   const int64_t columns_per_user = length + 1;
-  if (!user_out.defined() || user_out.dim() != 3 || user_out.size(0) != batch || user_out.size(1) != length) {
-    ThrowShape("user_out must be [B, L, d] with [B, L] = " + c10::str(log_mask.sizes()), user_out);
+  if (!user_out.defined() || user_out.dim() != 3 || user_out.size(1) != length || row_offset < 0 ||
+      row_offset + user_out.size(0) > batch) {
+    ThrowShape("user_out must be [b, L, d], rows " + std::to_string(row_offset) + ".. of the global batch " +
+                   c10::str(log_mask.sizes()),
+               user_out);
   }
+  const int64_t rows = user_out.size(0);
   const int64_t dim = user_out.size(2);
   if (!item_emb.defined() || item_emb.dim() != 3 || item_emb.size(0) != batch ||
       item_emb.size(1) != columns_per_user || item_emb.size(2) != dim) {
@@ -47,14 +61,14 @@ torch::Tensor InBatchSoftmaxLoss(const torch::Tensor& user_out, const torch::Ten
 
   const auto flat_ids = item_ids.reshape({-1});  // [C], C = B(L+1) columns
   const auto logit_dtype = at::promote_types(user_out.scalar_type(), torch::kFloat32);
-  auto logits = torch::matmul(user_out.reshape({batch * length, dim}), item_emb.reshape({-1, dim}).t())
-                    .to(logit_dtype);  // [R, C], R = B·L rows
+  auto logits = torch::matmul(user_out.reshape({rows * length, dim}), item_emb.reshape({-1, dim}).t())
+                    .to(logit_dtype);  // [R, C], R = b·L rows
   logits = logits - log_popularity.index_select(0, flat_ids).to(logit_dtype).unsqueeze(0);
 
   const auto device = logits.device();
   const auto long_options = torch::TensorOptions().dtype(torch::kInt64).device(device);
-  // Row (i, j) -> its positive column i(L+1) + j + 1.
-  const auto labels = (torch::arange(batch, long_options).unsqueeze(1) * columns_per_user +
+  // Row (i, j) of global user i -> its positive column i(L+1) + j + 1.
+  const auto labels = (torch::arange(row_offset, row_offset + rows, long_options).unsqueeze(1) * columns_per_user +
                        torch::arange(length, long_options).unsqueeze(0) + 1)
                           .reshape({-1});  // [R]
   const auto is_label = torch::arange(batch * columns_per_user, long_options).unsqueeze(0) == labels.unsqueeze(1);
@@ -66,16 +80,18 @@ torch::Tensor InBatchSoftmaxLoss(const torch::Tensor& user_out, const torch::Ten
           .logical_not();
   // own_item[i, c]: column c holds an id that occurs among user i's L+1 ids; each of user i's
   // L rows inherits that row of the mask.
-  const auto own_item = (item_ids.unsqueeze(2) == flat_ids.view({1, 1, -1})).any(1);  // [B, C]
-  const auto own_item_rows = own_item.unsqueeze(1).expand({batch, length, -1}).reshape({batch * length, -1});
+  const auto own_item =
+      (item_ids.narrow(0, row_offset, rows).unsqueeze(2) == flat_ids.view({1, 1, -1})).any(1);  // [b, C]
+  const auto own_item_rows = own_item.unsqueeze(1).expand({rows, length, -1}).reshape({rows * length, -1});
   const auto masked = own_item_rows.logical_and(is_label.logical_not()).logical_or(column_is_padding);
   logits = logits.masked_fill(masked, kMaskedLogit);
 
   // Mean over the rows that predict a real item, as a weighted sum so that no boolean
   // indexing (and no host synchronisation) is needed.
   const auto row_losses = torch::logsumexp(logits, 1) - logits.gather(1, labels.unsqueeze(1)).squeeze(1);
-  const auto weights = (log_mask.reshape({-1}) != 0).to(logit_dtype);
-  return (row_losses * weights).sum() / weights.sum();
+  const auto weights = (log_mask.narrow(0, row_offset, rows).reshape({-1}) != 0).to(logit_dtype);
+  const auto total_rows = (log_mask != 0).sum().to(logit_dtype);
+  return (row_losses * weights).sum() / total_rows;
 }
 
 }  // namespace iisan::models

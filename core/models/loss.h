@@ -17,4 +17,13 @@ torch::Tensor InBatchSoftmaxLoss(const torch::Tensor& user_out, const torch::Ten
                                  const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                                  const torch::Tensor& log_popularity);
 
+// The same objective split by users, for data-parallel training: user_out holds the rows of
+// global users row_offset .. row_offset + b - 1 only ([b, L, d]), while item_emb, item_ids and
+// log_mask describe the whole global batch (every rank's users, gathered). Returns this shard's
+// summed row losses divided by the global number of predicting rows, so that the shards'
+// values (and gradients) add up to InBatchSoftmaxLoss of the global batch.
+torch::Tensor InBatchSoftmaxLossShard(const torch::Tensor& user_out, int64_t row_offset,
+                                      const torch::Tensor& item_emb, const torch::Tensor& item_ids,
+                                      const torch::Tensor& log_mask, const torch::Tensor& log_popularity);
+
 }  // namespace iisan::models

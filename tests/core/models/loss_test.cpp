@@ -95,6 +95,29 @@ TEST(InBatchSoftmaxLossTest, FloatInputsAndGradients) {
   EXPECT_TRUE(torch::equal(user_out.grad()[1].slice(0, 0, 3), torch::zeros({3, 5})));
 }
 
+TEST(InBatchSoftmaxLossTest, ShardsByUserAddUpToTheWholeBatch) {
+  // Data-parallel form: each rank scores its own users' rows against the whole batch's items;
+  // the shards' losses and gradients add up to the one-process loss and gradients.
+  const auto b = MakeBatch(torch::kDouble);
+  const auto user_out = b.user_out.clone().requires_grad_();
+  const auto item_emb = b.item_emb.clone().requires_grad_();
+  const auto whole = InBatchSoftmaxLoss(user_out, item_emb, b.item_ids, b.log_mask, b.log_popularity);
+  whole.backward();
+  const auto user_grad = user_out.grad().clone();
+  const auto item_grad = item_emb.grad().clone();
+  user_out.mutable_grad().zero_();
+  item_emb.mutable_grad().zero_();
+  auto first = InBatchSoftmaxLossShard(user_out.narrow(0, 0, 1), 0, item_emb, b.item_ids, b.log_mask, b.log_popularity);
+  auto rest = InBatchSoftmaxLossShard(user_out.narrow(0, 1, 2), 1, item_emb, b.item_ids, b.log_mask, b.log_popularity);
+  EXPECT_NEAR((first + rest).item<double>(), whole.item<double>(), 1e-12);
+  (first + rest).backward();
+  EXPECT_TRUE(torch::allclose(user_out.grad(), user_grad, 1e-10, 1e-12));
+  EXPECT_TRUE(torch::allclose(item_emb.grad(), item_grad, 1e-10, 1e-12));
+  EXPECT_THROW(InBatchSoftmaxLossShard(user_out.narrow(0, 1, 2), 2, item_emb, b.item_ids, b.log_mask,
+                                       b.log_popularity),
+               std::runtime_error);
+}
+
 TEST(InBatchSoftmaxLossTest, KeepsTheRepeatedPositiveAndMasksItsTwin) {
   // Item 5 is at columns 1 and 3 of user 0 and in user 1's sequence too. Column 3 is the
   // positive of row (0, 2); column 1 is the positive of no counted row, so every counted row
