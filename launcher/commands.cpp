@@ -13,6 +13,11 @@
 #include "core/models/bert.h"
 #include "core/models/vit.h"
 #include "core/train/method.h"
+#include "distributed/local_launch.h"
+#include "distributed/process_group.h"
+#include "distributed/rank_log.h"
+#include "distributed/rendezvous.h"
+#include "distributed/trainer_parallel.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
 
@@ -58,6 +63,18 @@ std::string Percent(double fraction) {
 }
 
 }  // namespace
+
+int Launch(int nproc, const std::vector<std::string>& args, std::ostream& err) {
+  if (nproc < 1) throw std::runtime_error("--nproc must be at least 1, got " + std::to_string(nproc));
+  if (args.empty()) throw std::runtime_error("launch needs the iisan command to run after --, e.g. -- train -c c.json");
+  distributed::LocalLaunchOptions options;
+  options.nproc = nproc;
+  options.command.push_back(std::filesystem::read_symlink("/proc/self/exe").string());
+  options.command.insert(options.command.end(), args.begin(), args.end());
+  const auto result = distributed::LaunchLocal(options);
+  if (result.exit_code != 0) err << "iisan launch: " << result.message << "\n";
+  return result.exit_code;
+}
 
 std::string WithThousands(int64_t value) {
   std::string digits = std::to_string(value < 0 ? -value : value);
@@ -113,23 +130,60 @@ void CacheBuild(const Json& config, std::ostream& out) {
 }
 
 Json Train(const Json& config_in, std::ostream& out) {
+  // mpirun, srun or `iisan launch` make this process one rank of a data-parallel job; nothing
+  // set is a world of one, anything partial is an error (never a silent world of one).
+  const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
   auto job = PrepareJob(config_in);
   Json config = job.config;
+  std::optional<distributed::ProcessGroup> group;
+  std::unique_ptr<distributed::RankLogPrefix> log_prefix;
+  if (world.world_size > 1) {
+    log_prefix = std::make_unique<distributed::RankLogPrefix>(world.rank, world.world_size);
+    job.train_options.device = distributed::LocalDevice(world, job.train_options.device);
+    job.cache_options.device = job.train_options.device;
+    group = distributed::JoinProcessGroup(world, job.train_options.device);
+    LOG(INFO) << "data-parallel job: " << world.Describe();
+    // One rank builds a missing cache; the others wait for it.
+    if (!train::UsesLiveBackbones(job.method)) {
+      if (world.rank == 0 && !std::filesystem::exists(job.cache_path)) EnsureCache(job);
+      group->host->Barrier();
+    }
+  }
+  const bool lead = world.rank == 0;
   auto model = BuildModel(job);
 
-  if (config["name"].get<std::string>().empty()) config["name"] = TimestampedName("train");
-  auto run = RunDirectory::Create(At(config, "run_root").get<std::string>(), config["name"].get<std::string>(), config);
-  google::SetLogDestination(google::GLOG_INFO, (run.log_dir() / "iisan.log.").string().c_str());
-  LOG(INFO) << "run directory " << run.path() << ": " << train::MethodLabel(job.method) << ", "
-            << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
-            << job.train_options.batch_size << ", device " << job.train_options.device;
+  if (config["name"].get<std::string>().empty()) {
+    if (world.world_size > 1) {
+      throw ConfigError("a data-parallel run needs --set name=...: every rank must agree on the run directory");
+    }
+    config["name"] = TimestampedName("train");
+  }
+  std::optional<RunDirectory> run;
+  if (lead) {
+    run = RunDirectory::Create(At(config, "run_root").get<std::string>(), config["name"].get<std::string>(), config);
+    google::SetLogDestination(google::GLOG_INFO, (run->log_dir() / "iisan.log.").string().c_str());
+    LOG(INFO) << "run directory " << run->path() << ": " << train::MethodLabel(job.method) << ", "
+              << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
+              << job.train_options.batch_size << ", device " << job.train_options.device << ", "
+              << world.world_size << " rank(s)";
+  }
 
-  train::Trainer trainer(job.dataset, model, job.train_options);
-  const auto checkpoint = run.checkpoint_dir() / "best.pt";
+  std::unique_ptr<distributed::ProcessGroupParallel> parallel;
+  if (group) {
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : model->parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    parallel = std::make_unique<distributed::ProcessGroupParallel>(*group, job.train_options.device, trainable);
+  }
+  train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
+  const auto checkpoint = lead ? run->checkpoint_dir() / "best.pt" : std::filesystem::path();
   const auto result = trainer.Fit([&](const train::EpochRecord& record) {
-    run.AppendMetrics(record.ToJson());
+    if (!lead) return;
+    run->AppendMetrics(record.ToJson());
     if (record.best) SaveCheckpoint(model, checkpoint);
   });
+  if (!lead) return Json();
   const auto popularity = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks);
 
   Json summary;
@@ -145,6 +199,7 @@ Json Train(const Json& config_in, std::ostream& out) {
   summary["test"] = result.test.ToJson();
   summary["popularity_test"] = popularity.ToJson();
   summary["trainable_parameters"] = trainer.trainable_parameters();
+  summary["world_size"] = world.world_size;
   summary["measured_train_seconds_per_epoch"] = result.mean_train_seconds;
   summary["measured_eval_seconds_per_epoch"] = result.mean_eval_seconds;
   const auto efficiency = result.EfficiencyJson();  // items() must not outlive its object
@@ -153,9 +208,9 @@ Json Train(const Json& config_in, std::ostream& out) {
     summary["cache"] = {{"path", job.cache_path.string()}, {"fingerprint", job.fingerprint}};
   }
   summary["checkpoint"] = checkpoint.string();
-  run.WriteSummary(summary);
+  run->WriteSummary(summary);
 
-  out << "run " << run.path().string() << " (" << train::MethodLabel(job.method) << "): best epoch "
+  out << "run " << run->path().string() << " (" << train::MethodLabel(job.method) << "): best epoch "
       << result.best_epoch << " of " << result.epochs_run << ", test HR@10 " << Percent(result.test.hr(10))
       << "%, NDCG@10 " << Percent(result.test.ndcg(10)) << "% (popularity HR@10 " << Percent(popularity.hr(10))
       << "%); " << std::fixed << std::setprecision(2) << result.train_seconds_per_epoch << " s/epoch training"

@@ -52,6 +52,11 @@ int64_t Describe(const DescribeOptions& options, std::ostream& out);
 // the popularity baseline.
 void Demo(const std::filesystem::path& workdir, const std::vector<std::string>& overrides, std::ostream& out);
 
+// `iisan launch --nproc N -- ARGS…`: runs N local ranks of `iisan ARGS…` (the TCP rendezvous
+// of distributed/local_launch.h, no MPI). Returns the job's exit code (0 when every rank
+// succeeded); a failure names the ranks on `err`.
+int Launch(int nproc, const std::vector<std::string>& args, std::ostream& err);
+
 // 12345678 → "12,345,678".
 std::string WithThousands(int64_t value);
 

@@ -86,6 +86,12 @@ int main(int argc, char** argv) {
   demo->add_option("--workdir", demo_dir, "where the demo writes data, cache and runs")->capture_default_str();
   demo->add_option("--set,-s", demo_overrides, "override a config key");
 
+  int launch_nproc = 1;
+  std::vector<std::string> launch_args;
+  auto* launch = app.add_subcommand("launch", "run N local ranks of an iisan command (data parallel, no MPI needed)");
+  launch->add_option("--nproc", launch_nproc, "number of ranks")->required();
+  launch->add_option("args", launch_args, "the iisan command and its arguments, after --")->required();
+
   auto* report = app.add_subcommand("report", "tables and charts from finished runs")->require_subcommand(1);
   std::vector<std::filesystem::path> report_runs;
   std::filesystem::path report_out = ".";
@@ -112,6 +118,8 @@ int main(int argc, char** argv) {
       iisan::launcher::Evaluate(eval_dir, std::cout);
     } else if (describe_cmd->parsed()) {
       iisan::launcher::Describe(describe, std::cout);
+    } else if (launch->parsed()) {
+      return iisan::launcher::Launch(launch_nproc, launch_args, std::cerr);
     } else if (report_efficiency->parsed()) {
       iisan::launcher::ReportEfficiency(report_runs, report_out, std::cout);
     } else if (demo->parsed()) {

@@ -237,6 +237,22 @@ torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Ten
   return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
 }
 
+torch::Tensor RecommenderImpl::LossShard(const SequenceBatch& global, int64_t row_offset, int64_t rows,
+                                        const torch::Tensor& log_popularity,
+                                        const std::function<torch::Tensor(const torch::Tensor&)>& gather) {
+  const auto local_ids = global.item_ids.narrow(0, row_offset, rows).to(torch::kCPU);
+  auto [unique_ids, inverse] = at::_unique(local_ids.reshape({-1}), /*sorted=*/true, /*return_inverse=*/true);
+  const int64_t seq_len = global.item_ids.size(1);
+  auto local = EmbedItems(unique_ids)
+                   .index_select(0, inverse.to(device_, /*non_blocking=*/true))
+                   .view({rows, seq_len, -1});
+  const auto embeddings = gather(local);  // [world * rows, L+1, d]
+  const auto item_ids = global.item_ids.to(device_, /*non_blocking=*/true);
+  const auto log_mask = global.log_mask.to(device_, /*non_blocking=*/true);
+  auto user_out = user_encoder->forward(local.narrow(1, 0, seq_len - 1), log_mask.narrow(0, row_offset, rows));
+  return models::InBatchSoftmaxLossShard(user_out, row_offset, embeddings, item_ids, log_mask, log_popularity);
+}
+
 torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                                            const torch::Tensor& log_popularity) {
   if (UsesLiveBackbones(config_.method)) throw std::logic_error("LossOnDevice is for cached IISAN");

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,12 @@ class RecommenderImpl : public torch::nn::Module {
   torch::Tensor EmbedItems(const torch::Tensor& ids);
   // Mean in-batch softmax loss of one batch (built on the CPU; moved here).
   torch::Tensor Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity);
+  // Data-parallel form: `global` is the whole global batch (every rank's users, rank r's rows at
+  // r * rows), this rank embeds its rows' items, `gather` all-gathers the embeddings, and the
+  // result is this rank's share of the global loss (the ranks' values add up to it).
+  torch::Tensor LossShard(const SequenceBatch& global, int64_t row_offset, int64_t rows,
+                          const torch::Tensor& log_popularity,
+                          const std::function<torch::Tensor(const torch::Tensor&)>& gather);
   // The same loss for cached IISAN from a batch already on the device, every position embedded
   // (no de-duplication, so shapes are fixed): no host work and no synchronisation, as a
   // captured CUDA graph needs. Rows of all-zero ids and mask are padding and change nothing.

@@ -91,6 +91,8 @@ nlohmann::ordered_json EpochRecord::ToJson() const {
   out["eval_seconds"] = eval_seconds;
   out["valid_seconds"] = valid_seconds;
   out["gpu_utilization"] = gpu_utilization ? nlohmann::ordered_json(*gpu_utilization) : nlohmann::ordered_json();
+  out["allreduce_bytes_per_step"] = allreduce_bytes_per_step;
+  out["allreduce_ms_per_step"] = allreduce_ms_per_step;
   out["valid"] = valid.ToJson();
   if (test) out["test"] = test->ToJson();
   out["best"] = best;
@@ -122,8 +124,9 @@ nlohmann::ordered_json TrainResult::EfficiencyJson() const {
   return out;
 }
 
-Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options)
-    : dataset_(dataset), model_(std::move(model)), options_(std::move(options)) {
+Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options, DataParallel* parallel)
+    : dataset_(dataset), model_(std::move(model)), options_(std::move(options)), parallel_(parallel) {
+  if (parallel_ && parallel_->world_size() <= 1) parallel_ = nullptr;
   if (model_->device() != options_.device) {
     throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
                            options_.device.str());
@@ -136,7 +139,7 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
   optimizer_ = MakeOptimizer(model_, options_.lr);
   loss_sum_ = torch::zeros({}, torch::TensorOptions().device(options_.device));
-  use_graph_ = options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported() &&
+  use_graph_ = !parallel_ && options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported() &&
                !UsesLiveBackbones(model_->config().method);
   if (use_graph_) {
     const auto on_device = torch::TensorOptions().device(options_.device);
@@ -173,6 +176,8 @@ void Trainer::TrainEpoch(EpochRecord& record) {
   data::ProgressMeter progress("epoch " + std::to_string(record.epoch) + " train", num_batches * options_.batch_size,
                                "users");
   loss_sum_.zero_();
+  int64_t comm_bytes = 0;
+  double comm_seconds = 0.0;
   double phase_forward = 0, phase_backward = 0, phase_optimizer = 0;
   int64_t profiled = 0;
   std::vector<std::vector<int32_t>> sequences;
@@ -183,6 +188,13 @@ void Trainer::TrainEpoch(EpochRecord& record) {
     }
     const int64_t begin = b * options_.batch_size;
     const int64_t end = std::min(users, begin + options_.batch_size);
+    if (parallel_) {
+      const auto stats = ParallelStep(std::vector<int64_t>(order.begin() + begin, order.begin() + end));
+      comm_bytes += stats.bytes;
+      comm_seconds += stats.seconds;
+      progress.Advance(end - begin);
+      continue;
+    }
     sequences.clear();
     for (int64_t i = begin; i < end; ++i) {
       const auto seq = dataset_.train_sequence(order[i]);
@@ -230,7 +242,49 @@ void Trainer::TrainEpoch(EpochRecord& record) {
               << 1e3 * phase_forward / profiled << " ms, backward " << 1e3 * phase_backward / profiled
               << " ms, optimizer " << 1e3 * phase_optimizer / profiled << " ms";
   }
-  record.train_loss = num_batches ? loss_sum_.item<double>() / static_cast<double>(num_batches) : 0.0;
+  double loss_total = loss_sum_.item<double>();
+  if (parallel_) {
+    loss_total = parallel_->Sum(loss_total);  // each rank holds its share of every step's loss
+    record.allreduce_bytes_per_step = num_batches ? comm_bytes / num_batches : 0;
+    record.allreduce_ms_per_step = num_batches ? 1e3 * comm_seconds / static_cast<double>(num_batches) : 0.0;
+  }
+  record.train_loss = num_batches ? loss_total / static_cast<double>(num_batches) : 0.0;
+}
+
+CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
+  const int world = parallel_->world_size();
+  const int rank = parallel_->rank();
+  const int64_t rows = (static_cast<int64_t>(users.size()) + world - 1) / world;
+  // Deal the users to the ranks in snake order of their sequence lengths: equal counts (within
+  // one) and nearly equal interactions. Every rank computes the same deal.
+  std::vector<int64_t> by_length = users;
+  std::stable_sort(by_length.begin(), by_length.end(), [&](int64_t a, int64_t b) {
+    return dataset_.train_sequence(a).size() > dataset_.train_sequence(b).size();
+  });
+  std::vector<std::vector<std::vector<int32_t>>> per_rank(world);
+  for (size_t i = 0; i < by_length.size(); ++i) {
+    const int64_t round = static_cast<int64_t>(i) / world, position = static_cast<int64_t>(i) % world;
+    const int64_t target = round % 2 == 0 ? position : world - 1 - position;
+    const auto seq = dataset_.train_sequence(by_length[i]);
+    per_rank[target].emplace_back(seq.begin(), seq.end());
+  }
+  std::vector<torch::Tensor> ids, masks;
+  for (const auto& sequences : per_rank) {
+    const auto padded = PadBatch(MakeSequenceBatch(sequences, dataset_.max_seq_len), rows);
+    ids.push_back(padded.item_ids);
+    masks.push_back(padded.log_mask);
+  }
+  const SequenceBatch global{torch::cat(ids, 0), torch::cat(masks, 0)};
+
+  optimizer_->ZeroGrad();
+  auto loss = model_->LossShard(global, rank * rows, rows, log_popularity_,
+                                [this](const torch::Tensor& local) { return parallel_->AllGather(local); });
+  parallel_->BeforeBackward();
+  loss.backward();
+  const auto stats = parallel_->AfterBackward();
+  optimizer_->Step();
+  loss_sum_.add_(loss.detach());
+  return stats;
 }
 
 void Trainer::GraphStep(const SequenceBatch& batch) {
@@ -259,15 +313,18 @@ RankingMetrics Trainer::Evaluate(Split split) {
   torch::NoGradGuard no_grad;
   const auto table = model_->ItemTable(options_.eval_batch_size);
   const int64_t users = dataset_.num_users();
+  // Data-parallel: each rank ranks one contiguous range of users; the sums are reduced.
+  const int64_t world = parallel_ ? parallel_->world_size() : 1, rank = parallel_ ? parallel_->rank() : 0;
+  const int64_t first = users * rank / world, last = users * (rank + 1) / world;
   RankingMetrics metrics(options_.ks);
-  for (int64_t begin = 0; begin < users; begin += options_.eval_batch_size) {
-    const int64_t end = std::min(users, begin + options_.eval_batch_size);
+  for (int64_t begin = first; begin < last; begin += options_.eval_batch_size) {
+    const int64_t end = std::min(last, begin + options_.eval_batch_size);
     auto batch = MakeSplitBatch(dataset_, split, begin, end, dataset_.max_seq_len);
     auto user_vectors = model_->UserVectors(batch.histories.to(options_.device), table);
     auto scores = torch::matmul(user_vectors, table.t());
     AccumulateRanks(TargetRanks(scores, batch.targets, batch.excluded), metrics);
   }
-  return metrics;
+  return parallel_ ? parallel_->ReduceMetrics(metrics, users) : metrics;
 }
 
 TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch) {
@@ -281,6 +338,14 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
   int utilization_epochs = 0;
   bool truncated = false;
   ResetPeakMemory(options_.device);
+  if (parallel_) {
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : model_->parameters()) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    torch::NoGradGuard no_grad;
+    parallel_->Broadcast(trainable);  // every rank starts from rank 0's initialisation
+  }
   for (int epoch = 1; epoch <= options_.epochs; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;

@@ -17,6 +17,7 @@
 #include "core/data/dataset.h"
 #include "core/train/ranking.h"
 #include "core/train/cuda_graph.h"
+#include "core/train/data_parallel.h"
 #include "core/train/device_stats.h"
 #include "core/train/flat_adam.h"
 #include "core/train/method.h"
@@ -52,6 +53,8 @@ struct EpochRecord {
   double eval_seconds = 0.0;        // validation, plus test at a new best
   double valid_seconds = 0.0;       // validation alone
   std::optional<double> gpu_utilization;  // mean while training, fraction
+  int64_t allreduce_bytes_per_step = 0;   // data-parallel runs: gradient bytes this rank sent
+  double allreduce_ms_per_step = 0.0;     // time waiting for the gradient all-reduce
   RankingMetrics valid;
   std::optional<RankingMetrics> test;  // evaluated when validation reached a new best
   bool best = false;
@@ -80,8 +83,9 @@ struct TrainResult {
 
 class Trainer {
  public:
-  // The model must be Prepare()d for options.device.
-  Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options);
+  // The model must be Prepare()d for options.device. With `parallel` (which must outlive the
+  // trainer) this process is one rank of a data-parallel job; see data_parallel.h.
+  Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options, DataParallel* parallel = nullptr);
 
   TrainResult Fit(const std::function<void(const EpochRecord&)>& on_epoch);
   RankingMetrics Evaluate(Split split);
@@ -95,7 +99,10 @@ class Trainer {
   TrainOptions options_;
   torch::Tensor log_popularity_;
   void GraphStep(const SequenceBatch& batch);
+  // One data-parallel step over the global batch users[0..n); returns the comm stats.
+  CommStats ParallelStep(const std::vector<int64_t>& users);
 
+  DataParallel* parallel_ = nullptr;
   std::unique_ptr<FlatAdam> optimizer_;
   bool use_graph_ = false;
   std::unique_ptr<CudaGraphStep> graph_;
