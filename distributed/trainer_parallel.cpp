@@ -40,4 +40,9 @@ train::RankingMetrics ProcessGroupParallel::ReduceMetrics(const train::RankingMe
   return ReduceRankingMetrics(*group_.host, local, expected_users);
 }
 
+void ProcessGroupParallel::CheckInSync(const std::vector<torch::Tensor>& tensors,
+                                       const std::vector<std::string>& names, int64_t step) {
+  CheckTensorsInSync(device_comm_, tensors, names, step);
+}
+
 }  // namespace iisan::distributed

@@ -28,6 +28,8 @@ class ProcessGroupParallel : public train::DataParallel {
   void Broadcast(const std::vector<torch::Tensor>& tensors) override;
   double Sum(double value) override;
   train::RankingMetrics ReduceMetrics(const train::RankingMetrics& local, int64_t expected_users) override;
+  void CheckInSync(const std::vector<torch::Tensor>& tensors, const std::vector<std::string>& names,
+                   int64_t step) override;
 
   // Trainable bytes all-reduced per step (= the trainable parameters' bytes).
   int64_t bytes_per_step() const { return sync_->bytes_per_step(); }

@@ -141,7 +141,10 @@ Json Train(const Json& config_in, std::ostream& out) {
     log_prefix = std::make_unique<distributed::RankLogPrefix>(world.rank, world.world_size);
     job.train_options.device = distributed::LocalDevice(world, job.train_options.device);
     job.cache_options.device = job.train_options.device;
-    group = distributed::JoinProcessGroup(world, job.train_options.device);
+    distributed::CollectiveOptions collective;
+    collective.timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(1000.0 * At(config, "train.collective_timeout_s").get<double>()));
+    group = distributed::JoinProcessGroup(world, job.train_options.device, collective);
     LOG(INFO) << "data-parallel job: " << world.Describe();
     // One rank builds a missing cache; the others wait for it.
     if (!train::UsesLiveBackbones(job.method)) {

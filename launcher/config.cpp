@@ -49,6 +49,8 @@ Json BuildDefaults() {
       "patience": 10,
       "max_steps_per_epoch": 0,
       "cuda_graph": true,
+      "check_sync_every": 0,
+      "collective_timeout_s": 300.0,
       "lr": {
         "recsys": 0.0,
         "text": 0.0,

@@ -120,6 +120,11 @@ Job PrepareJob(const Json& config) {
   train.patience = At(config, "train.patience").get<int>();
   train.max_steps_per_epoch = At(config, "train.max_steps_per_epoch").get<int64_t>();
   train.cuda_graph = At(config, "train.cuda_graph").get<bool>();
+  train.check_sync_every = At(config, "train.check_sync_every").get<int64_t>();
+  if (train.check_sync_every < 0) throw ConfigError("train.check_sync_every must be >= 0 (0 = never)");
+  if (At(config, "train.collective_timeout_s").get<double>() <= 0) {
+    throw ConfigError("train.collective_timeout_s must be positive");
+  }
   train.eval_batch_size = At(config, "eval.batch_size").get<int64_t>();
   train.ks = At(config, "eval.ks").get<std::vector<int>>();
   if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <torch/types.h>
@@ -41,6 +42,10 @@ class DataParallel {
   // Sums over ranks.
   virtual double Sum(double value) = 0;
   virtual RankingMetrics ReduceMetrics(const RankingMetrics& local, int64_t expected_users) = 0;
+  // Debug check: throws, naming the first differing tensor and the step, unless every rank
+  // holds the same values.
+  virtual void CheckInSync(const std::vector<torch::Tensor>& tensors, const std::vector<std::string>& names,
+                           int64_t step) = 0;
 };
 
 }  // namespace iisan::train

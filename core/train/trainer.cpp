@@ -284,6 +284,17 @@ CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
   const auto stats = parallel_->AfterBackward();
   optimizer_->Step();
   loss_sum_.add_(loss.detach());
+  ++parallel_steps_;
+  if (options_.check_sync_every > 0 && parallel_steps_ % options_.check_sync_every == 0) {
+    std::vector<torch::Tensor> tensors;
+    std::vector<std::string> names;
+    for (const auto& item : model_->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      tensors.push_back(item.value());
+      names.push_back(item.key());
+    }
+    parallel_->CheckInSync(tensors, names, parallel_steps_);
+  }
   return stats;
 }
 

@@ -39,6 +39,9 @@ struct TrainOptions {
   // Cached IISAN on CUDA: capture the training step as a CUDA graph after three warm-up steps
   // and replay it (batches are padded to batch_size so that shapes never change).
   bool cuda_graph = true;
+  // Data-parallel runs: every this many steps, check that all ranks hold the same trainable
+  // parameters (0 = never; a debugging aid that costs one all-gather per check).
+  int64_t check_sync_every = 0;
 };
 
 enum class Split { kValid, kTest };
@@ -103,6 +106,7 @@ class Trainer {
   CommStats ParallelStep(const std::vector<int64_t>& users);
 
   DataParallel* parallel_ = nullptr;
+  int64_t parallel_steps_ = 0;
   std::unique_ptr<FlatAdam> optimizer_;
   bool use_graph_ = false;
   std::unique_ptr<CudaGraphStep> graph_;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -80,7 +81,7 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
   const std::string mpirun = std::string(IISAN_MPIEXEC) + " " + IISAN_MPIEXEC_FLAGS + " -np ";
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"single", iisan + common + "single"},
-      {"mpi2", mpirun + "2 " + iisan + common + "mpi2"},
+      {"mpi2", mpirun + "2 " + iisan + common + "mpi2 --set train.check_sync_every=1"},
       {"mpi4", mpirun + "4 " + iisan + common + "mpi4"},
       {"launch2", iisan + " launch --nproc 2 --" + common + "launch2"}};
   for (const auto& [name, command] : runs) {
@@ -125,6 +126,44 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
               trainable * static_cast<int64_t>(sizeof(float)));
   }
 #endif
+}
+
+TEST(DataParallelTrainTest, AKilledRankEndsTheJob) {
+  // One rank of a running `iisan launch` job is killed with SIGKILL: the job must end, non-zero,
+  // well within the collective timeout's reach, and say which rank failed.
+  const auto work = std::filesystem::path(::testing::TempDir()) / "data_parallel_killed";
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+  const std::string iisan = IISAN_BINARY;
+  ASSERT_EQ(RunShell(iisan + " data synth " + (work / "data").string() + " --users 240 --items 120 --categories 6")
+                .exit_code, 0);
+  auto demo = RunShell(iisan + " demo --workdir " + work.string() + " --set train.epochs=1 --set name=demo");
+  ASSERT_EQ(demo.exit_code, 0) << demo.output;
+  const std::string train = " train --config " IISAN_SOURCE_DIR "/experiments/configs/demo.json --set data.dir=" +
+                            (work / "data").string() + " --set model.text_backbone=" +
+                            (work / "backbones/text").string() + " --set model.image_backbone=" +
+                            (work / "backbones/image").string() + " --set cache.dir=" + (work / "cache").string() +
+                            " --set run_root=" + (work / "runs").string() +
+                            " --set train.epochs=1000 --set train.patience=1000 --set train.batch_size=16"
+                            " --set train.collective_timeout_s=10 --set name=killed";
+  const auto metrics = work / "runs/killed/metrics.jsonl";
+  // Start the job, wait for its first epoch, kill the newest rank, and time the job's end.
+  const std::string script =
+      "OMP_NUM_THREADS=1 " + iisan + " launch --nproc 2 --" + train + " > " + (work / "job.log").string() +
+      " 2>&1 & job=$!; for i in $(seq 600); do [ -s " + metrics.string() +
+      " ] && break; sleep 0.1; done; victim=$(pgrep -n -f 'iisan train .*name=killed'); kill -9 $victim; "
+      "start=$(date +%s); wait $job; code=$?; echo \"exit=$code seconds=$(( $(date +%s) - start ))\"";
+  const auto script_path = work / "kill_one_rank.sh";
+  std::ofstream(script_path) << script << "\n";
+  const auto result = RunShell("bash " + script_path.string());
+  std::ifstream log(work / "job.log");
+  const std::string job_log((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  ASSERT_NE(result.output.find("exit="), std::string::npos) << result.output;
+  const int code = std::stoi(result.output.substr(result.output.find("exit=") + 5));
+  const int seconds = std::stoi(result.output.substr(result.output.find("seconds=") + 8));
+  EXPECT_NE(code, 0) << job_log;
+  EXPECT_LE(seconds, 60) << job_log;
+  EXPECT_NE(job_log.find("rank"), std::string::npos) << job_log;
 }
 
 }  // namespace
