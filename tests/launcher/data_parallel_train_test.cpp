@@ -56,28 +56,32 @@ std::map<std::string, torch::Tensor> ReadCheckpoint(const std::filesystem::path&
   return out;
 }
 
+// A fresh work folder with what `iisan demo` writes (synthetic data, small backbones, cache);
+// returns the `train` arguments that point at them, to be followed by more --set options.
+std::string PrepareDemo(const std::filesystem::path& work) {
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+  const std::string iisan = IISAN_BINARY;
+  const auto synth = RunShell(iisan + " data synth " + (work / "data").string() + " --users 240 --items 120 --categories 6");
+  EXPECT_EQ(synth.exit_code, 0) << synth.output;
+  const auto demo = RunShell(iisan + " demo --workdir " + work.string() + " --set train.epochs=1 --set name=demo");
+  EXPECT_EQ(demo.exit_code, 0) << demo.output;
+  return " train --config " IISAN_SOURCE_DIR "/experiments/configs/demo.json --set data.dir=" + (work / "data").string() +
+         " --set model.text_backbone=" + (work / "backbones/text").string() + " --set model.image_backbone=" +
+         (work / "backbones/image").string() + " --set cache.dir=" + (work / "cache").string() +
+         " --set run_root=" + (work / "runs").string() + " --set train.batch_size=16";
+}
+
 TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
 #ifndef IISAN_MPIEXEC
   GTEST_SKIP() << "no mpirun was found at configure time";
 #else
   const auto work = std::filesystem::path(::testing::TempDir()) / "data_parallel_train";
-  std::filesystem::remove_all(work);
-  std::filesystem::create_directories(work);
   const std::string iisan = IISAN_BINARY;
-  // The demo writes the data, the small backbones and the cache.
-  ASSERT_EQ(RunShell(iisan + " data synth " + (work / "data").string() + " --users 240 --items 120 --categories 6")
-                .exit_code, 0);
-  auto demo = RunShell(iisan + " demo --workdir " + work.string() + " --set train.epochs=1 --set name=demo");
-  ASSERT_EQ(demo.exit_code, 0) << demo.output;
-
   // Dropout off: ranks draw their own dropout masks, so only a deterministic model can match.
-  const std::string common = " train --config " IISAN_SOURCE_DIR "/experiments/configs/demo.json --set data.dir=" +
-                             (work / "data").string() + " --set model.text_backbone=" +
-                             (work / "backbones/text").string() + " --set model.image_backbone=" +
-                             (work / "backbones/image").string() + " --set cache.dir=" + (work / "cache").string() +
-                             " --set run_root=" + (work / "runs").string() +
-                             " --set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=4"
-                             " --set train.batch_size=16 --set name=";
+  const std::string common = PrepareDemo(work) +
+                             " --set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=4 --set name=";
+  ASSERT_FALSE(HasFailure());
   const std::string mpirun = std::string(IISAN_MPIEXEC) + " " + IISAN_MPIEXEC_FLAGS + " -np ";
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"single", iisan + common + "single"},
@@ -132,20 +136,11 @@ TEST(DataParallelTrainTest, AKilledRankEndsTheJob) {
   // One rank of a running `iisan launch` job is killed with SIGKILL: the job must end, non-zero,
   // well within the collective timeout's reach, and say which rank failed.
   const auto work = std::filesystem::path(::testing::TempDir()) / "data_parallel_killed";
-  std::filesystem::remove_all(work);
-  std::filesystem::create_directories(work);
   const std::string iisan = IISAN_BINARY;
-  ASSERT_EQ(RunShell(iisan + " data synth " + (work / "data").string() + " --users 240 --items 120 --categories 6")
-                .exit_code, 0);
-  auto demo = RunShell(iisan + " demo --workdir " + work.string() + " --set train.epochs=1 --set name=demo");
-  ASSERT_EQ(demo.exit_code, 0) << demo.output;
-  const std::string train = " train --config " IISAN_SOURCE_DIR "/experiments/configs/demo.json --set data.dir=" +
-                            (work / "data").string() + " --set model.text_backbone=" +
-                            (work / "backbones/text").string() + " --set model.image_backbone=" +
-                            (work / "backbones/image").string() + " --set cache.dir=" + (work / "cache").string() +
-                            " --set run_root=" + (work / "runs").string() +
-                            " --set train.epochs=1000 --set train.patience=1000 --set train.batch_size=16"
-                            " --set train.collective_timeout_s=10 --set name=killed";
+  const std::string train = PrepareDemo(work) +
+                            " --set train.epochs=1000 --set train.patience=1000 --set train.collective_timeout_s=10"
+                            " --set name=killed";
+  ASSERT_FALSE(HasFailure());
   const auto metrics = work / "runs/killed/metrics.jsonl";
   // Start the job, wait for its first epoch, kill the newest rank, and time the job's end.
   const std::string script =
