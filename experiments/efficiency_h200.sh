@@ -3,8 +3,9 @@
 # Scientific users and items (12,076 / 20,314), base-size BERT and ViT with random weights (no
 # pretrained weights exist on these machines), one generated 224x224 JPEG per item, the
 # reference's batch sizes (64 for IISAN, 32 for the baselines). Cached IISAN runs full epochs;
-# the live-backbone methods run STEPS steps of one epoch and their epoch time is extrapolated
-# from the steady-state seconds per step (summary.json says so). Ends with `iisan report
+# the live-backbone methods run STEPS steps (default 150) of one epoch and their epoch time is
+# extrapolated from the steady-state seconds per step (summary.json says so); a method whose
+# CUDA-graph steps fail is measured again with eager steps, named <method>-eager. Ends with `iisan report
 # efficiency` over the six runs.
 #
 # Usage, from the repository root on the GPU machine, with iisan built against CUDA LibTorch:
@@ -13,7 +14,7 @@ set -euo pipefail
 iisan=${IISAN:-build/iisan}
 shared=${SHARED:-../shared/data}
 work=${WORK:-runs/efficiency}
-steps=${STEPS:-40}
+steps=${STEPS:-150}
 device=${DEVICE:-cuda}
 mkdir -p "$work/data"
 for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-scientific/$f" "$work/data/$f"; done
@@ -37,9 +38,12 @@ elif "$iisan" train "${common[@]}" --set model.method=iisan --set train.epochs=3
   done_runs+=("$work/runs/iisan-eager")
 fi
 for method in ${METHODS:-iisan-uncached fft adapter lora bitfit}; do
-  if "$iisan" train "${common[@]}" --set model.method=$method --set train.epochs=1 \
-      --set train.max_steps_per_epoch="$steps" --set name=$method; then
+  live=("${common[@]}" --set model.method=$method --set train.epochs=1 --set train.max_steps_per_epoch="$steps")
+  if "$iisan" train "${live[@]}" --set name=$method; then
     done_runs+=("$work/runs/$method")
+  elif "$iisan" train "${live[@]}" --set train.cuda_graph=false --set name=$method-eager; then
+    echo "FAILED: $method with CUDA graphs; measured without them" >&2
+    done_runs+=("$work/runs/$method-eager")
   else
     echo "FAILED: $method" >&2
   fi

@@ -45,9 +45,16 @@ CudaGraphStep::CudaGraphStep(const torch::Device& device) {
 
 void CudaGraphStep::Warmup(const std::function<void()>& step) { state_->OnSideStream(step); }
 
-void CudaGraphStep::Capture(const std::function<void()>& step) {
+void CudaGraphStep::Capture(const std::function<void()>& step, const CudaGraphStep* share_pool_with) {
+  if (share_pool_with && !share_pool_with->captured()) {
+    throw std::logic_error("CudaGraphStep: a graph can only share the pool of a captured graph");
+  }
   state_->OnSideStream([&] {
-    state_->graph.capture_begin();
+    if (share_pool_with) {
+      state_->graph.capture_begin(share_pool_with->state_->graph.pool());
+    } else {
+      state_->graph.capture_begin();
+    }
     try {
       step();
     } catch (...) {
@@ -74,7 +81,7 @@ CudaGraphStep::CudaGraphStep(const torch::Device&) {
   throw std::runtime_error("CUDA graphs need a LibTorch built with CUDA");
 }
 void CudaGraphStep::Warmup(const std::function<void()>&) {}
-void CudaGraphStep::Capture(const std::function<void()>&) {}
+void CudaGraphStep::Capture(const std::function<void()>&, const CudaGraphStep*) {}
 void CudaGraphStep::Replay() {}
 bool CudaGraphStep::captured() const { return false; }
 

@@ -22,8 +22,10 @@ class CudaGraphStep {
   // Runs `step` once eagerly on a side stream (warm-up: allocations, library handles, lazy
   // initialisation must happen outside a capture).
   void Warmup(const std::function<void()>& step);
-  // Records `step` (without running it).
-  void Capture(const std::function<void()>& step);
+  // Records `step` (without running it). With `share_pool_with` (already captured) the graph
+  // allocates from that graph's memory pool: graphs of one training loop that are replayed one
+  // at a time, never concurrently, can reuse each other's intermediate memory.
+  void Capture(const std::function<void()>& step, const CudaGraphStep* share_pool_with = nullptr);
   void Replay();
   bool captured() const;
 

@@ -157,6 +157,24 @@ void RecommenderImpl::train(bool on) {
   }
 }
 
+torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  // The caching host allocator keeps a pinned block until the copy that reads it has finished.
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+DistinctItems FindDistinctItems(const torch::Tensor& item_ids, int64_t multiple) {
+  const auto flat = item_ids.reshape({-1}).to(torch::kCPU);
+  auto [unique_ids, inverse] = at::_unique(flat, /*sorted=*/true, /*return_inverse=*/true);
+  const int64_t distinct = unique_ids.size(0);
+  if (multiple <= 0) return {unique_ids, inverse};
+  const int64_t rows = std::min(flat.size(0), (distinct + multiple - 1) / multiple * multiple);
+  if (rows == distinct) return {unique_ids, inverse};
+  auto padded = torch::zeros({rows}, torch::kInt64);
+  padded.narrow(0, 0, distinct).copy_(unique_ids);
+  return {padded, inverse};
+}
+
 torch::Tensor RecommenderImpl::GatherPixels(const torch::Tensor& ids) {
   const auto& pixels = inputs_.pixels;
   auto sizes = pixels.sizes().vec();
@@ -175,16 +193,30 @@ torch::Tensor RecommenderImpl::GatherPixels(const torch::Tensor& ids) {
   at::parallel_for(0, ids.size(0), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) std::memcpy(target + i * row_bytes, source + index[i] * row_bytes, row_bytes);
   });
-  auto values = gathered.to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0);
-  values = (values - pixel_mean_) / pixel_std_;
-  // Padding is an all-zero normalised image, as in the reference.
-  const auto padding = (ids == 0).to(device_, /*non_blocking=*/true).view({-1, 1, 1, 1});
-  return values.masked_fill_(padding, 0.0);
+  return gathered;
 }
 
-torch::Tensor RecommenderImpl::EmbedLive(const torch::Tensor& ids) {
+StagedItems RecommenderImpl::StageItems(const torch::Tensor& ids) {
+  if (!UsesLiveBackbones(config_.method)) throw std::logic_error("StageItems is for the live-backbone methods");
+  StagedItems staged;
+  const auto host_ids = ids.to(torch::kCPU).contiguous();
+  staged.ids = ToDeviceAsync(host_ids, device_);
+  if (UsesImage(config_.modality)) {
+    const auto gathered = GatherPixels(host_ids);
+    staged.pixels = device_.is_cuda() ? gathered.to(device_, /*non_blocking=*/true) : gathered;
+  }
+  return staged;
+}
+
+torch::Tensor RecommenderImpl::NormalisePixels(const StagedItems& items) {
+  auto values = items.pixels.to(torch::kFloat32).div_(255.0);
+  values = (values - pixel_mean_) / pixel_std_;
+  // Padding is an all-zero normalised image, as in the reference.
+  return values.masked_fill_((items.ids == 0).view({-1, 1, 1, 1}), 0.0);
+}
+
+torch::Tensor RecommenderImpl::EmbedStaged(const StagedItems& items) {
   const bool text = UsesText(config_.modality), image = UsesImage(config_.modality);
-  const auto device_ids = ids.to(device_, /*non_blocking=*/true);
   std::vector<torch::Tensor> text_states, image_states;
   {
     // IISAN never backpropagates into its backbones: no activation of theirs is kept.
@@ -192,10 +224,10 @@ torch::Tensor RecommenderImpl::EmbedLive(const torch::Tensor& ids) {
     if (UsesSideNetwork(config_.method)) no_grad.emplace();
     AutocastGuard autocast(device_);
     if (text) {
-      text_states = text_backbone->ClsStates(device_tokens_.index_select(0, device_ids),
-                                             device_mask_.index_select(0, device_ids));
+      text_states = text_backbone->ClsStates(device_tokens_.index_select(0, items.ids),
+                                             device_mask_.index_select(0, items.ids));
     }
-    if (image) image_states = image_backbone->ClsStates(GatherPixels(ids));
+    if (image) image_states = image_backbone->ClsStates(NormalisePixels(items));
     if (!UsesSideNetwork(config_.method) && image) {
       // The baselines read ViT's last state after its final LayerNorm (IISAN.md §3.2).
       image_states.back() = image_backbone->ApplyFinalLayerNorm(image_states.back());
@@ -215,25 +247,35 @@ torch::Tensor RecommenderImpl::EmbedLive(const torch::Tensor& ids) {
 }
 
 torch::Tensor RecommenderImpl::EmbedItems(const torch::Tensor& ids) {
-  if (UsesLiveBackbones(config_.method)) return EmbedLive(ids);
-  const auto device_ids = ids.to(device_, /*non_blocking=*/true);
+  if (UsesLiveBackbones(config_.method)) return EmbedStaged(StageItems(ids));
+  const auto device_ids = ToDeviceAsync(ids.to(torch::kCPU), device_);
   auto gather = [&](const torch::Tensor& table) {
     return table.defined() ? table.index_select(0, device_ids) : torch::Tensor();
   };
   return side_network->forward(gather(states_.text), gather(states_.image));
 }
 
-torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity) {
+torch::Tensor RecommenderImpl::LossStaged(const StagedItems& items, const torch::Tensor& inverse,
+                                         const torch::Tensor& item_ids, const torch::Tensor& log_mask,
+                                         const torch::Tensor& log_popularity) {
+  const int64_t batch_size = item_ids.size(0), seq_len = item_ids.size(1);
+  auto embeddings = EmbedStaged(items).index_select(0, inverse).view({batch_size, seq_len, -1});
+  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
+  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+}
+
+torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity,
+                                   int64_t pad_distinct_to) {
   // Distinct items are found on the CPU, so that the step needs no device synchronisation.
-  const auto flat_ids = batch.item_ids.reshape({-1}).to(torch::kCPU);
-  auto [unique_ids, inverse] = at::_unique(flat_ids, /*sorted=*/true, /*return_inverse=*/true);
-  const int64_t batch_size = batch.item_ids.size(0);
-  const int64_t seq_len = batch.item_ids.size(1);
-  auto embeddings = EmbedItems(unique_ids)
-                        .index_select(0, inverse.to(device_, /*non_blocking=*/true))
-                        .view({batch_size, seq_len, -1});
-  const auto item_ids = batch.item_ids.to(device_, /*non_blocking=*/true);
-  const auto log_mask = batch.log_mask.to(device_, /*non_blocking=*/true);
+  const auto distinct = FindDistinctItems(batch.item_ids, UsesLiveBackbones(config_.method) ? pad_distinct_to : 0);
+  const auto inverse = ToDeviceAsync(distinct.inverse, device_);
+  const auto item_ids = ToDeviceAsync(batch.item_ids.to(torch::kCPU), device_);
+  const auto log_mask = ToDeviceAsync(batch.log_mask.to(torch::kCPU), device_);
+  if (UsesLiveBackbones(config_.method)) {
+    return LossStaged(StageItems(distinct.ids), inverse, item_ids, log_mask, log_popularity);
+  }
+  const int64_t batch_size = item_ids.size(0), seq_len = item_ids.size(1);
+  auto embeddings = EmbedItems(distinct.ids).index_select(0, inverse).view({batch_size, seq_len, -1});
   auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
   return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
 }
@@ -241,15 +283,14 @@ torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Ten
 torch::Tensor RecommenderImpl::LossShard(const SequenceBatch& global, int64_t row_offset, int64_t rows,
                                         const torch::Tensor& log_popularity,
                                         const std::function<torch::Tensor(const torch::Tensor&)>& gather) {
-  const auto local_ids = global.item_ids.narrow(0, row_offset, rows).to(torch::kCPU);
-  auto [unique_ids, inverse] = at::_unique(local_ids.reshape({-1}), /*sorted=*/true, /*return_inverse=*/true);
+  const auto distinct = FindDistinctItems(global.item_ids.narrow(0, row_offset, rows));
   const int64_t seq_len = global.item_ids.size(1);
-  auto local = EmbedItems(unique_ids)
-                   .index_select(0, inverse.to(device_, /*non_blocking=*/true))
+  auto local = EmbedItems(distinct.ids)
+                   .index_select(0, ToDeviceAsync(distinct.inverse, device_))
                    .view({rows, seq_len, -1});
   const auto embeddings = gather(local);  // [world * rows, L+1, d]
-  const auto item_ids = global.item_ids.to(device_, /*non_blocking=*/true);
-  const auto log_mask = global.log_mask.to(device_, /*non_blocking=*/true);
+  const auto item_ids = ToDeviceAsync(global.item_ids.to(torch::kCPU), device_);
+  const auto log_mask = ToDeviceAsync(global.log_mask.to(torch::kCPU), device_);
   auto user_out = user_encoder->forward(local.narrow(1, 0, seq_len - 1), log_mask.narrow(0, row_offset, rows));
   return models::InBatchSoftmaxLossShard(user_out, row_offset, embeddings, item_ids, log_mask, log_popularity);
 }

@@ -54,6 +54,25 @@ struct SequenceBatch {
   torch::Tensor log_mask;
 };
 
+// A batch's distinct items staged on the device for the live backbones (live methods).
+struct StagedItems {
+  torch::Tensor ids;     // [U] int64, on the device; 0 = the padding item
+  torch::Tensor pixels;  // [U, 3, S, S] uint8 (resized), on the device; undefined without images
+};
+
+// Copies a host tensor to `device` without synchronising the host with the device: through
+// pinned memory on CUDA (a copy from pageable memory waits for the stream), as is on the CPU.
+torch::Tensor ToDeviceAsync(const torch::Tensor& host, const torch::Device& device);
+
+// The distinct ids [U] of item_ids (CPU int64, any shape), sorted, then padded with the padding
+// item 0 up to a multiple of `multiple` (capped at item_ids.numel(); 0 = no padding), and
+// `inverse`, the row of each flattened position.
+struct DistinctItems {
+  torch::Tensor ids;
+  torch::Tensor inverse;
+};
+DistinctItems FindDistinctItems(const torch::Tensor& item_ids, int64_t multiple = 0);
+
 struct RecommenderConfig {
   Method method = Method::kIisan;
   models::Modality modality = models::Modality::kTextImage;
@@ -79,8 +98,20 @@ class RecommenderImpl : public torch::nn::Module {
 
   // Embeddings [M, d] (fp32, on the device) of item ids [M] (int64, on the CPU).
   torch::Tensor EmbedItems(const torch::Tensor& ids);
-  // Mean in-batch softmax loss of one batch (built on the CPU; moved here).
-  torch::Tensor Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity);
+  // Mean in-batch softmax loss of one batch (built on the CPU; moved here). `pad_distinct_to`
+  // (live methods) pads the batch's distinct items with the padding item up to a multiple of it,
+  // as the CUDA-graph step does to keep few shapes; the loss and gradients do not change.
+  torch::Tensor Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity, int64_t pad_distinct_to = 0);
+
+  // Live methods, in the three parts a captured step needs. StageItems copies item ids [U]
+  // (int64, CPU) and their pixels (gathered into pinned memory) to the device without
+  // synchronising; EmbedStaged and LossStaged read only device memory, so a CUDA graph can
+  // record them. `inverse` [B*(L+1)] maps each position of item_ids [B, L+1] to its row of
+  // `items`; rows no position maps to change nothing.
+  StagedItems StageItems(const torch::Tensor& ids);
+  torch::Tensor EmbedStaged(const StagedItems& items);
+  torch::Tensor LossStaged(const StagedItems& items, const torch::Tensor& inverse, const torch::Tensor& item_ids,
+                           const torch::Tensor& log_mask, const torch::Tensor& log_popularity);
   // Data-parallel form: `global` is the whole global batch (every rank's users, rank r's rows at
   // r * rows), this rank embeds its rows' items, `gather` all-gathers the embeddings, and the
   // result is this rank's share of the global loss (the ranks' values add up to it).
@@ -116,8 +147,8 @@ class RecommenderImpl : public torch::nn::Module {
   models::UserEncoder user_encoder{nullptr};  // "user_encoder"
 
  private:
-  torch::Tensor EmbedLive(const torch::Tensor& ids);
-  torch::Tensor GatherPixels(const torch::Tensor& ids);
+  torch::Tensor GatherPixels(const torch::Tensor& ids);  // [U, 3, S, S] uint8, pinned on CUDA
+  torch::Tensor NormalisePixels(const StagedItems& items);
 
   RecommenderConfig config_;
   ItemStates states_;

@@ -139,13 +139,18 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
   optimizer_ = MakeOptimizer(model_, options_.lr);
   loss_sum_ = torch::zeros({}, torch::TensorOptions().device(options_.device));
-  use_graph_ = !parallel_ && options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported() &&
-               !UsesLiveBackbones(model_->config().method);
+  use_graph_ = !parallel_ && options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported();
   if (use_graph_) {
     const auto on_device = torch::TensorOptions().device(options_.device);
     static_ids_ = torch::zeros({options_.batch_size, dataset_.max_seq_len + 1}, on_device.dtype(torch::kInt64));
     static_mask_ = torch::zeros({options_.batch_size, dataset_.max_seq_len}, on_device.dtype(torch::kFloat32));
-    LOG(INFO) << "training steps run as a CUDA graph (captured after 3 warm-up steps)";
+    if (UsesLiveBackbones(model_->config().method)) {
+      static_inverse_ = torch::zeros({static_ids_.numel()}, on_device.dtype(torch::kInt64));
+      LOG(INFO) << "training steps run as CUDA graphs, one per count of distinct items (a multiple of "
+                << kLiveGraphBucket << "), each captured after warm-up steps";
+    } else {
+      LOG(INFO) << "training steps run as a CUDA graph (captured after 3 warm-up steps)";
+    }
   }
 }
 
@@ -300,23 +305,61 @@ CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
 
 void Trainer::GraphStep(const SequenceBatch& batch) {
   const auto padded = PadBatch(batch, options_.batch_size);
-  static_ids_.copy_(padded.item_ids);
-  static_mask_.copy_(padded.log_mask);
-  auto step = [this] {
-    optimizer_->ZeroGrad();
-    auto loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
-    loss.backward();
-    optimizer_->Step();
-    loss_sum_.add_(loss.detach());
-  };
-  if (!graph_) graph_ = std::make_unique<CudaGraphStep>(options_.device);
-  if (graph_warmups_ < 3) {
-    graph_->Warmup(step);
-    ++graph_warmups_;
+  // Inputs travel through pinned memory: a copy from pageable memory would wait for the GPU.
+  static_ids_.copy_(ToDeviceAsync(padded.item_ids, options_.device), /*non_blocking=*/true);
+  static_mask_.copy_(ToDeviceAsync(padded.log_mask, options_.device), /*non_blocking=*/true);
+  int64_t key = 0;
+  std::function<void()> step;
+  if (UsesLiveBackbones(model_->config().method)) {
+    const auto distinct = FindDistinctItems(padded.item_ids, kLiveGraphBucket);
+    const int64_t rows = distinct.ids.size(0);
+    const auto staged = model_->StageItems(distinct.ids);
+    if (!static_items_.ids.defined()) {
+      const int64_t capacity = static_ids_.numel();
+      static_items_.ids = torch::zeros({capacity}, staged.ids.options());
+      if (staged.pixels.defined()) {
+        auto sizes = staged.pixels.sizes().vec();
+        sizes[0] = capacity;
+        static_items_.pixels = torch::zeros(sizes, staged.pixels.options());
+      }
+    }
+    static_inverse_.copy_(ToDeviceAsync(distinct.inverse, options_.device), /*non_blocking=*/true);
+    static_items_.ids.narrow(0, 0, rows).copy_(staged.ids, /*non_blocking=*/true);
+    if (staged.pixels.defined()) static_items_.pixels.narrow(0, 0, rows).copy_(staged.pixels, /*non_blocking=*/true);
+    key = rows;
+    step = [this, rows] {
+      const StagedItems items{static_items_.ids.narrow(0, 0, rows),
+                              static_items_.pixels.defined() ? static_items_.pixels.narrow(0, 0, rows) : torch::Tensor()};
+      optimizer_->ZeroGrad();
+      auto loss = model_->LossStaged(items, static_inverse_, static_ids_, static_mask_, log_popularity_);
+      loss.backward();
+      optimizer_->Step();
+      loss_sum_.add_(loss.detach());
+    };
   } else {
-    if (!graph_->captured()) graph_->Capture(step);
-    graph_->Replay();
+    step = [this] {
+      optimizer_->ZeroGrad();
+      auto loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
+      loss.backward();
+      optimizer_->Step();
+      loss_sum_.add_(loss.detach());
+    };
   }
+  auto& slot = graphs_[key];
+  if (!slot.graph) slot.graph = std::make_unique<CudaGraphStep>(options_.device);
+  // The first graph waits for three eager steps (allocator growth, library handles, kernel
+  // selection); a later shape needs one on its own stream.
+  if (slot.warmups < (pool_owner_ ? 1 : 3)) {
+    slot.graph->Warmup(step);
+    ++slot.warmups;
+    return;
+  }
+  if (!slot.graph->captured()) {
+    slot.graph->Capture(step, pool_owner_);
+    if (!pool_owner_) pool_owner_ = slot.graph.get();
+    if (key > 0) LOG(INFO) << "captured the training step for " << key << " distinct items (" << graphs_.size() << " graphs)";
+  }
+  slot.graph->Replay();
 }
 
 RankingMetrics Trainer::Evaluate(Split split) {

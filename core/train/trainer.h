@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -25,6 +27,10 @@
 
 namespace iisan::train {
 
+// Live-backbone methods under a CUDA graph: distinct items per batch are padded to a multiple
+// of this, so that a few graphs cover every batch (about 10% padding at the reference's sizes).
+inline constexpr int64_t kLiveGraphBucket = 32;
+
 struct TrainOptions {
   int64_t batch_size = 64;
   int epochs = 100;
@@ -36,8 +42,10 @@ struct TrainOptions {
   LearningRates lr;
   uint64_t seed = 12345;
   torch::Device device = torch::kCPU;
-  // Cached IISAN on CUDA: capture the training step as a CUDA graph after three warm-up steps
-  // and replay it (batches are padded to batch_size so that shapes never change).
+  // On CUDA, one process: capture the training step as a CUDA graph after warm-up steps and
+  // replay it (batches are padded to batch_size so that shapes never change). Live-backbone
+  // methods pad each batch's distinct items to a multiple of kLiveGraphBucket and keep one
+  // graph per count, all sharing one memory pool.
   bool cuda_graph = true;
   // Data-parallel runs: every this many steps, check that all ranks hold the same trainable
   // parameters (0 = never; a debugging aid that costs one all-gather per check).
@@ -109,9 +117,14 @@ class Trainer {
   int64_t parallel_steps_ = 0;
   std::unique_ptr<FlatAdam> optimizer_;
   bool use_graph_ = false;
-  std::unique_ptr<CudaGraphStep> graph_;
-  int graph_warmups_ = 0;
-  torch::Tensor static_ids_, static_mask_, loss_sum_;
+  struct GraphSlot {
+    std::unique_ptr<CudaGraphStep> graph;
+    int warmups = 0;
+  };
+  std::map<int64_t, GraphSlot> graphs_;  // by distinct items per batch (one entry for cached IISAN)
+  const CudaGraphStep* pool_owner_ = nullptr;  // the first captured graph; the others share its pool
+  torch::Tensor static_ids_, static_mask_, static_inverse_, loss_sum_;
+  StagedItems static_items_;  // live methods: room for every position of a batch
 };
 
 // The popularity baseline: every user gets items ranked by train-split popularity, with the

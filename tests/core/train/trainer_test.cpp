@@ -212,6 +212,54 @@ TEST(MethodTest, ZeroPaddedRowsLeaveTheLossUnchanged) {
   EXPECT_NEAR(model->LossOnDevice(ids, mask, log_pop).item<double>(), expected.item<double>(), 1e-5);
 }
 
+TEST(MethodTest, DistinctItemsArePaddedToTheBucketAndMapBack) {
+  const auto ids = torch::tensor({0, 0, 7, 3, 7, 9, 3, 1}, torch::kInt64).view({2, 4});
+  const auto plain = FindDistinctItems(ids);
+  EXPECT_TRUE(torch::equal(plain.ids, torch::tensor({0, 1, 3, 7, 9}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(plain.ids.index_select(0, plain.inverse), ids.reshape({-1})));
+  const auto padded = FindDistinctItems(ids, 3);  // 5 distinct -> 6 rows
+  EXPECT_TRUE(torch::equal(padded.ids, torch::tensor({0, 1, 3, 7, 9, 0}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(padded.inverse, plain.inverse));
+  EXPECT_EQ(FindDistinctItems(ids, 32).ids.size(0), 8);  // capped at the number of positions
+}
+
+TEST(MethodTest, PaddedDistinctItemsLeaveLossAndGradientsUnchanged) {
+  // The CUDA-graph step of the live methods pads each batch's distinct items with the padding
+  // item up to a multiple of a bucket size; nothing may depend on the extra rows.
+  const auto dataset = WalkDataset();
+  std::vector<std::vector<int32_t>> sequences;
+  for (int64_t u = 0; u < 6; ++u) {
+    const auto seq = dataset.train_sequence(u);
+    sequences.emplace_back(seq.begin(), seq.end());
+  }
+  const auto batch = MakeSequenceBatch(sequences, 10);
+  const auto log_pop = torch::log(torch::tensor(dataset.popularity).to(torch::kFloat32).clamp_min(1e-12));
+  const int64_t distinct = FindDistinctItems(batch.item_ids).ids.size(0);
+  for (Method method : {Method::kFft, Method::kLora, Method::kIisanUncached}) {
+    torch::manual_seed(5);
+    Recommender model(TinyConfig(method));
+    model->Prepare({}, TinyInputs(), torch::kCPU);
+    model->eval();  // no dropout: both passes must see the same function
+    auto gradients = [&](int64_t pad) {
+      model->zero_grad();
+      auto loss = model->Loss(batch, log_pop, pad);
+      loss.backward();
+      std::vector<torch::Tensor> grads{loss.detach()};
+      for (const auto& p : model->parameters()) {
+        if (p.requires_grad()) grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      }
+      return grads;
+    };
+    const auto plain = gradients(0);
+    const auto padded = gradients(distinct + 7);  // at least 7 padding rows
+    ASSERT_EQ(plain.size(), padded.size());
+    EXPECT_NEAR(plain[0].item<double>(), padded[0].item<double>(), 1e-6) << MethodName(method);
+    for (size_t i = 1; i < plain.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(plain[i], padded[i], 1e-4, 1e-6)) << MethodName(method) << " parameter " << i;
+    }
+  }
+}
+
 TEST(MethodTest, PackedAdamMatchesLibTorchAdam) {
   torch::manual_seed(8);
   auto a = torch::randn({3, 4}).requires_grad_();
