@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Data-parallel scaling harness (issues 5 and 7): one fixed configuration at 1, 2, 4, … ranks,
+# one table. Amazon Scientific users and items, base-size BERT and ViT with random weights, one
+# generated 224x224 JPEG per item (as experiments/efficiency_h200.sh). For each method (cached
+# IISAN and FFT by default) and each mode:
+#   strong  the reference's global batch (64 for IISAN, 32 for FFT) split over the ranks
+#   weak    the reference's batch per rank (global batch = ranks x reference)
+# Every run trains one epoch (STEPS_<METHOD> steps of it, 0 = all) with eager steps, because
+# data-parallel steps are not captured as CUDA graphs; one more run per method shows one rank
+# with its CUDA graph (the single-device default) for comparison. N > 1 ranks start with
+# `iisan launch --nproc N` (one GPU a rank, NCCL on CUDA). The table (experiments/scaling_table.py)
+# gives steps/s and samples/s from the steady seconds per step, the scaling efficiency
+# (samples/s at N ranks / (N x samples/s of one rank with eager steps)), the gradient all-reduce
+# milliseconds and bytes per step, and rank 0's peak memory.
+#
+# Usage, from the repository root on the GPU machine, with iisan built against CUDA LibTorch:
+#   IISAN=build-h200/iisan SHARED=../shared/data WORK=/tmp/scaling RANKS="1 2" experiments/scaling.sh
+# Keep NCCL_NVLS_ENABLE=0 on multi-GPU machines (set here unless already set).
+set -euo pipefail
+iisan=${IISAN:-build/iisan}
+shared=${SHARED:-../shared/data}
+work=${WORK:-runs/scaling}
+device=${DEVICE:-cuda}
+ranks=${RANKS:-1 2}
+methods=${METHODS:-iisan fft}
+modes=${MODES:-strong weak}
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+mkdir -p "$work/data"
+for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-scientific/$f" "$work/data/$f"; done
+"$iisan" data images "$work/data" --size 224
+
+common=(--set data.dir="$work/data" --set model.text_backbone="$shared/bert-base-uncased"
+        --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device="$device"
+        --set cache.dir="$work/cache" --set run_root="$work/runs" --set train.epochs=1 --set train.patience=100)
+"$iisan" cache build "${common[@]}"
+runs=()
+for method in $methods; do
+  case $method in iisan) base=64; steps=${STEPS_IISAN:-0} ;; *) base=32; steps=${STEPS_FFT:-60} ;; esac
+  args=("${common[@]}" --set model.method="$method" --set train.max_steps_per_epoch="$steps")
+  name=$method-graph-1
+  [ -f "$work/runs/$name/summary.json" ] ||
+    "$iisan" train "${args[@]}" --set train.batch_size=$base --set name=$name || echo "FAILED: $name" >&2
+  runs+=("$work/runs/$name")
+  for mode in $modes; do
+    for n in $ranks; do
+      global=$base; [ "$mode" = weak ] && global=$((base * n))
+      # One rank is the same run in both modes.
+      name=$method-$mode-$n; [ "$n" = 1 ] && name=$method-strong-1
+      [[ " ${runs[*]} " == *" $work/runs/$name "* ]] && continue
+      run=("${args[@]}" --set train.batch_size=$global --set train.cuda_graph=false --set name=$name)
+      if [ ! -f "$work/runs/$name/summary.json" ]; then
+        if [ "$n" = 1 ]; then "$iisan" train "${run[@]}" || echo "FAILED: $name" >&2
+        else "$iisan" launch --nproc "$n" -- train "${run[@]}" || echo "FAILED: $name" >&2; fi
+      fi
+      runs+=("$work/runs/$name")
+    done
+  done
+done
+python3 "$(dirname "$0")/scaling_table.py" "${runs[@]}" | tee "$work/scaling.md"
