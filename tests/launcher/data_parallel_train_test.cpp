@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -138,19 +139,21 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
 #endif
 }
 
-TEST(DataParallelTrainTest, AKilledRankEndsTheJob) {
-  // One rank of a running `iisan launch` job is killed with SIGKILL: the job must end, non-zero,
-  // well within the collective timeout's reach, and say which rank failed.
-  const auto work = std::filesystem::path(::testing::TempDir()) / "data_parallel_killed";
+// One rank of a running 2-rank job is killed with SIGKILL: the job must end, non-zero, well
+// within the collective timeout's reach, and the log must name the rank that failed. `starter`
+// is the command line that starts the two ranks ("" = `iisan launch`).
+void ExpectAKilledRankEndsTheJob(const std::string& label, const std::string& starter, const std::string& names_rank) {
+  const auto work = std::filesystem::path(::testing::TempDir()) / ("data_parallel_killed_" + label);
   const std::string iisan = IISAN_BINARY;
   const std::string train = PrepareDemo(work) +
                             " --set train.epochs=1000 --set train.patience=1000 --set train.collective_timeout_s=10"
                             " --set name=killed";
-  ASSERT_FALSE(HasFailure());
+  ASSERT_FALSE(::testing::Test::HasFailure());
   const auto metrics = work / "runs/killed/metrics.jsonl";
+  const std::string job = starter.empty() ? iisan + " launch --nproc 2 --" + train : starter + " " + iisan + train;
   // Start the job, wait for its first epoch, kill the newest rank, and time the job's end.
   const std::string script =
-      "OMP_NUM_THREADS=1 " + iisan + " launch --nproc 2 --" + train + " > " + (work / "job.log").string() +
+      "OMP_NUM_THREADS=1 " + job + " > " + (work / "job.log").string() +
       " 2>&1 & job=$!; for i in $(seq 600); do [ -s " + metrics.string() +
       " ] && break; sleep 0.1; done; victim=$(pgrep -n -f 'iisan train .*name=killed'); kill -9 $victim; "
       "start=$(date +%s); wait $job; code=$?; echo \"exit=$code seconds=$(( $(date +%s) - start ))\"";
@@ -164,7 +167,24 @@ TEST(DataParallelTrainTest, AKilledRankEndsTheJob) {
   const int seconds = std::stoi(result.output.substr(result.output.find("seconds=") + 8));
   EXPECT_NE(code, 0) << job_log;
   EXPECT_LE(seconds, 60) << job_log;
-  EXPECT_NE(job_log.find("rank"), std::string::npos) << job_log;
+  EXPECT_TRUE(std::regex_search(job_log, std::regex(names_rank))) << "no line matching /" << names_rank << "/ in:\n" << job_log;
+}
+
+TEST(DataParallelTrainTest, AKilledRankEndsAnIisanLaunchJob) {
+  // `iisan launch` reports the child that died: "rank 1 (pid …) was killed by signal 9".
+  ExpectAKilledRankEndsTheJob("launch", "", "rank [01] was killed by signal 9");
+}
+
+TEST(DataParallelTrainTest, AKilledRankEndsAnMpirunJob) {
+#ifndef IISAN_MPIEXEC
+  GTEST_SKIP() << "no mpirun was found at configure time";
+#else
+  // mpirun ends the job when a rank dies and names it (Open MPI: "mpiexec noticed that process
+  // rank 1 with PID … exited on signal 9 (Killed)", or "Process name: [[job,1],1]").
+  ExpectAKilledRankEndsTheJob("mpirun", std::string(IISAN_MPIEXEC) + " " + IISAN_MPIEXEC_FLAGS + " -np 2",
+                              "process rank [01] with PID [0-9]+ .*exited on signal 9|"
+                              "Process name: \\[\\[[0-9]+,[0-9]+\\],[01]\\]");
+#endif
 }
 
 }  // namespace
