@@ -177,7 +177,9 @@ Json Train(const Json& config_in, std::ostream& out) {
     for (const auto& p : model->parameters()) {
       if (p.requires_grad()) trainable.push_back(p);
     }
-    parallel = std::make_unique<distributed::ProcessGroupParallel>(*group, job.train_options.device, trainable);
+    const auto bucket_bytes = static_cast<size_t>(At(config, "train.bucket_mb").get<double>() * 1024.0 * 1024.0);
+    parallel = std::make_unique<distributed::ProcessGroupParallel>(*group, job.train_options.device, trainable,
+                                                                   std::max<size_t>(bucket_bytes, 1));
   }
   train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
   const auto checkpoint = lead ? run->checkpoint_dir() / "best.pt" : std::filesystem::path();

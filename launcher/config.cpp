@@ -51,6 +51,7 @@ Json BuildDefaults() {
       "cuda_graph": true,
       "check_sync_every": 0,
       "collective_timeout_s": 300.0,
+      "bucket_mb": 4.0,
       "lr": {
         "recsys": 0.0,
         "text": 0.0,

@@ -125,6 +125,9 @@ Job PrepareJob(const Json& config) {
   if (At(config, "train.collective_timeout_s").get<double>() <= 0) {
     throw ConfigError("train.collective_timeout_s must be positive");
   }
+  if (At(config, "train.bucket_mb").get<double>() <= 0) {
+    throw ConfigError("train.bucket_mb (gradient all-reduce bucket size, MiB) must be positive");
+  }
   train.eval_batch_size = At(config, "eval.batch_size").get<int64_t>();
   train.ks = At(config, "eval.ks").get<std::vector<int>>();
   if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {
