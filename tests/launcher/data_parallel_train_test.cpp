@@ -10,6 +10,7 @@
 #include <iterator>
 #include <memory>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -80,21 +81,30 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
 #else
   const auto work = std::filesystem::path(::testing::TempDir()) / "data_parallel_train";
   const std::string iisan = IISAN_BINARY;
-  // IISAN_TEST_DEVICE=cuda runs the same check on GPUs, one a rank, through NCCL (the 4-rank run
-  // is left out: it would need 4 GPUs). CI has none and runs it on the CPU.
+  // IISAN_TEST_DEVICE=cuda runs the same check on GPUs, one a rank, through NCCL; CI has none and
+  // runs it on the CPU. IISAN_TEST_RANKS lists the mpirun world sizes (default "2 4" on the CPU,
+  // "2" on GPUs; "2 4 8" on an 8-GPU machine).
   const char* device_env = std::getenv("IISAN_TEST_DEVICE");
   const std::string device = device_env && *device_env ? device_env : "cpu";
+  const char* ranks_env = std::getenv("IISAN_TEST_RANKS");
+  std::vector<int> worlds;
+  {
+    std::istringstream in(ranks_env && *ranks_env ? ranks_env : device == "cpu" ? "2 4" : "2");
+    for (int n; in >> n;) worlds.push_back(n);
+  }
   // Dropout off: ranks draw their own dropout masks, so only a deterministic model can match.
   const std::string common = PrepareDemo(work) + " --set train.device=" + device +
                              " --set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=4 --set name=";
   ASSERT_FALSE(HasFailure());
   const std::string mpirun = std::string(IISAN_MPIEXEC) + " " + IISAN_MPIEXEC_FLAGS + " -np ";
   std::vector<std::pair<std::string, std::string>> runs = {
-      {"single", iisan + common + "single"},
-      // Small buckets (about 26 of them) on one run: the result must not depend on the bucketing.
-      {"mpi2", mpirun + "2 " + iisan + common + "mpi2 --set train.check_sync_every=1 --set train.bucket_mb=0.05"},
-      {"launch2", iisan + " launch --nproc 2 --" + common + "launch2"}};
-  if (device == "cpu") runs.push_back({"mpi4", mpirun + "4 " + iisan + common + "mpi4"});
+      {"single", iisan + common + "single"}, {"launch2", iisan + " launch --nproc 2 --" + common + "launch2"}};
+  for (int n : worlds) {
+    const std::string name = "mpi" + std::to_string(n);
+    // Small buckets (about 26 of them) on the 2-rank run: the result must not depend on the bucketing.
+    runs.push_back({name, mpirun + std::to_string(n) + " " + iisan + common + name +
+                              (n == 2 ? " --set train.check_sync_every=1 --set train.bucket_mb=0.05" : "")});
+  }
   for (const auto& [name, command] : runs) {
     const auto result = RunShell("OMP_NUM_THREADS=1 " + command);
     ASSERT_EQ(result.exit_code, 0) << name << ":\n" << result.output;
