@@ -16,6 +16,13 @@
 # Usage, from the repository root on the GPU machine, with iisan built against CUDA LibTorch:
 #   IISAN=build-h200/iisan SHARED=../shared/data WORK=/tmp/scaling RANKS="1 2" experiments/scaling.sh
 # Keep NCCL_NVLS_ENABLE=0 on multi-GPU machines (set here unless already set).
+# Other settings: DEVICE (cuda|cpu), LAUNCHER (launch|mpirun; mpirun runs as
+# `mpirun --oversubscribe -np N`), DATA_DIR (users.tsv + items.tsv; default: a copy of
+# Scientific), TEXT_BACKBONE / IMAGE_BACKBONE, IMAGE_SIZE (224), EXTRA (more --set options).
+# CPU example with the demo's small backbones, 1-8 ranks under mpirun:
+#   iisan demo --workdir /tmp/demo && DEVICE=cpu LAUNCHER=mpirun RANKS="1 2 4 8" DATA_DIR=/tmp/demo/data \
+#   TEXT_BACKBONE=/tmp/demo/backbones/text IMAGE_BACKBONE=/tmp/demo/backbones/image IMAGE_SIZE=32 \
+#   STEPS_IISAN=20 STEPS_FFT=8 WORK=/tmp/scaling-cpu experiments/scaling.sh
 set -euo pipefail
 iisan=${IISAN:-build/iisan}
 shared=${SHARED:-../shared/data}
@@ -25,13 +32,19 @@ ranks=${RANKS:-1 2}
 methods=${METHODS:-iisan fft}
 modes=${MODES:-strong weak}
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
-mkdir -p "$work/data"
-for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-scientific/$f" "$work/data/$f"; done
-"$iisan" data images "$work/data" --size 224
+launcher=${LAUNCHER:-launch}
+data=${DATA_DIR:-$work/data}
+if [ -z "${DATA_DIR:-}" ]; then
+  mkdir -p "$data"
+  for f in users.tsv items.tsv; do [ -f "$data/$f" ] || cp "$shared/amazon-scientific/$f" "$data/$f"; done
+fi
+"$iisan" data images "$data" --size "${IMAGE_SIZE:-224}"
+read -r -a extra <<< "${EXTRA:-}"
 
-common=(--set data.dir="$work/data" --set model.text_backbone="$shared/bert-base-uncased"
-        --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device="$device"
-        --set cache.dir="$work/cache" --set run_root="$work/runs" --set train.epochs=1 --set train.patience=100)
+common=(--set data.dir="$data" --set model.text_backbone="${TEXT_BACKBONE:-$shared/bert-base-uncased}"
+        --set model.image_backbone="${IMAGE_BACKBONE:-$shared/vit-base-patch16-224}" --set train.device="$device"
+        --set cache.dir="$work/cache" --set run_root="$work/runs" --set train.epochs=1 --set train.patience=100
+        "${extra[@]}")
 "$iisan" cache build "${common[@]}"
 runs=()
 for method in $methods; do
@@ -50,6 +63,8 @@ for method in $methods; do
       run=("${args[@]}" --set train.batch_size=$global --set train.cuda_graph=false --set name=$name)
       if [ ! -f "$work/runs/$name/summary.json" ]; then
         if [ "$n" = 1 ]; then "$iisan" train "${run[@]}" || echo "FAILED: $name" >&2
+        elif [ "$launcher" = mpirun ]; then
+          mpirun --oversubscribe --allow-run-as-root -np "$n" "$iisan" train "${run[@]}" || echo "FAILED: $name" >&2
         else "$iisan" launch --nproc "$n" -- train "${run[@]}" || echo "FAILED: $name" >&2; fi
       fi
       runs+=("$work/runs/$name")
