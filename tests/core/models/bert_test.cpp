@@ -13,21 +13,12 @@ namespace {
 
 using testing::ExpectErrorContaining;
 using testing::Parameter;
+using testing::TinyBertConfig;
+using testing::TinyViTConfig;
 using testing::ParameterNames;
 
-BertConfig SmallConfig() {
-  BertConfig config;
-  config.vocab_size = 50;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.max_position_embeddings = 20;
-  return config;
-}
-
 TEST(BertModelTest, ParameterNamesMatchHuggingFace) {
-  const BertModel model(SmallConfig());
+  const BertModel model(TinyBertConfig());
   std::vector<std::string> expected = {
       "embeddings.word_embeddings.weight",
       "embeddings.position_embeddings.weight",
@@ -69,7 +60,7 @@ TEST(BertModelTest, BertBaseParameterCounts) {
 }
 
 TEST(BertModelTest, InitialisesLikeHuggingFace) {
-  const BertModel model(SmallConfig());
+  const BertModel model(TinyBertConfig());
   torch::NoGradGuard no_grad;
   for (const auto& item : model->named_parameters()) {
     const auto& name = item.key();
@@ -87,7 +78,7 @@ TEST(BertModelTest, InitialisesLikeHuggingFace) {
 }
 
 TEST(BertModelTest, ReturnsEveryHiddenState) {
-  BertModel model(SmallConfig());
+  BertModel model(TinyBertConfig());
   const auto ids = torch::randint(1, 50, {3, 7}, torch::kInt64);
   const auto states = model->forward(ids, torch::ones({3, 7}, torch::kInt64));
   ASSERT_EQ(states.size(), 3u);
@@ -127,7 +118,7 @@ std::vector<torch::Tensor> ReferenceBert(const BertModel& model, const torch::Te
 }
 
 TEST(BertModelTest, MatchesFormulaReference) {
-  BertModel model(SmallConfig());
+  BertModel model(TinyBertConfig());
   testing::RandomizeParameters(*model);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -142,7 +133,7 @@ TEST(BertModelTest, MatchesFormulaReference) {
 }
 
 TEST(BertModelTest, PaddedTokensDoNotChangeRealPositions) {
-  BertModel model(SmallConfig());
+  BertModel model(TinyBertConfig());
   model->eval();
   torch::NoGradGuard no_grad;
   auto ids = torch::randint(1, 50, {2, 6}, torch::kInt64);
@@ -160,7 +151,7 @@ TEST(BertModelTest, PaddedTokensDoNotChangeRealPositions) {
 }
 
 TEST(BertModelTest, DropoutOnlyInTrainMode) {
-  BertModel model(SmallConfig());
+  BertModel model(TinyBertConfig());
   const auto ids = torch::randint(1, 50, {2, 6}, torch::kInt64);
   const auto mask = torch::ones({2, 6}, torch::kInt64);
   model->eval();
@@ -170,14 +161,14 @@ TEST(BertModelTest, DropoutOnlyInTrainMode) {
 }
 
 TEST(BertModelTest, RejectsMalformedInputs) {
-  BertModel model(SmallConfig());
+  BertModel model(TinyBertConfig());
   const auto mask = torch::ones({2, 6}, torch::kInt64);
   ExpectErrorContaining([&] { model->forward(torch::ones({2, 6}, torch::kInt32), mask); }, {"input_ids", "int64"});
   ExpectErrorContaining([&] { model->forward(torch::ones({2, 6}, torch::kInt64), torch::ones({2, 5})); },
                         {"attention_mask"});
   ExpectErrorContaining([&] { model->forward(torch::ones({1, 21}, torch::kInt64), torch::ones({1, 21})); },
                         {"max_position_embeddings"});
-  auto bad = SmallConfig();
+  auto bad = TinyBertConfig();
   bad.num_attention_heads = 3;
   ExpectErrorContaining([&] { BertModel{bad}; }, {"BertConfig", "num_attention_heads"});
 }

@@ -17,34 +17,14 @@ namespace {
 namespace fs = std::filesystem;
 using testing::ExpectErrorContaining;
 using testing::Parameter;
+using testing::TinyBertConfig;
+using testing::TinyViTConfig;
 
 fs::path ScratchDir(const std::string& name) {
   const auto dir = fs::path(::testing::TempDir()) / ("hf_checkpoint_" + name);
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
-}
-
-BertConfig SmallBertConfig() {
-  BertConfig config;
-  config.vocab_size = 50;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.max_position_embeddings = 20;
-  return config;
-}
-
-ViTConfig SmallViTConfig() {
-  ViTConfig config;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.image_size = 8;
-  config.patch_size = 4;
-  return config;
 }
 
 // The module's parameters as a Hugging Face task model would name them.
@@ -82,7 +62,7 @@ void ExpectClose(const std::vector<torch::Tensor>& actual, const std::vector<tor
 
 TEST(HfLoadTest, BertTaskModelPrefixAndHeadsAreHandled) {
   torch::manual_seed(1);
-  BertModel source(SmallBertConfig());
+  BertModel source(TinyBertConfig());
   testing::RandomizeParameters(*source);
   auto tensors = StateDict(*source, "bert.");
   tensors.emplace_back("cls.predictions.bias", torch::zeros({50}));
@@ -92,7 +72,7 @@ TEST(HfLoadTest, BertTaskModelPrefixAndHeadsAreHandled) {
   WriteSafetensors(folder / "model.safetensors", tensors, {{"format", "pt"}});
 
   torch::manual_seed(2);
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   ASSERT_FALSE(torch::equal(Parameter(*target, "embeddings.word_embeddings.weight"),
                             Parameter(*source, "embeddings.word_embeddings.weight")));
   LoadBertCheckpoint(target, folder);
@@ -104,7 +84,7 @@ TEST(HfLoadTest, BertTaskModelPrefixAndHeadsAreHandled) {
 // (for masked-LM checkpoints) no pooler, which forward does not use and so keeps its init.
 TEST(HfLoadTest, BertLegacyLayerNormNamesAndMissingPoolerLoad) {
   torch::manual_seed(3);
-  BertModel source(SmallBertConfig());
+  BertModel source(TinyBertConfig());
   testing::RandomizeParameters(*source);
   NamedTensors tensors;
   for (auto [name, tensor] : StateDict(*source, "bert.")) {
@@ -117,7 +97,7 @@ TEST(HfLoadTest, BertLegacyLayerNormNamesAndMissingPoolerLoad) {
   WriteSafetensors(folder / "model.safetensors", tensors);
 
   torch::manual_seed(4);
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   const auto pooler_before = Parameter(*target, "pooler.dense.weight").clone();
   LoadBertCheckpoint(target, folder);
   EXPECT_TRUE(torch::equal(Parameter(*target, "embeddings.LayerNorm.weight"),
@@ -128,7 +108,7 @@ TEST(HfLoadTest, BertLegacyLayerNormNamesAndMissingPoolerLoad) {
 
 TEST(HfLoadTest, ViTClassifierCheckpointLoadsIntoTheEncoder) {
   torch::manual_seed(5);
-  ViTModel source(SmallViTConfig());
+  ViTModel source(TinyViTConfig());
   testing::RandomizeParameters(*source);
   auto tensors = StateDict(*source, "vit.");
   tensors.emplace_back("classifier.weight", torch::zeros({10, 16}));
@@ -137,7 +117,7 @@ TEST(HfLoadTest, ViTClassifierCheckpointLoadsIntoTheEncoder) {
   WriteSafetensors(folder / "model.safetensors", tensors);
 
   torch::manual_seed(6);
-  ViTModel target(SmallViTConfig());
+  ViTModel target(TinyViTConfig());
   LoadViTCheckpoint(target, folder);
   ExpectSameParameters(*target, *source);
   torch::NoGradGuard no_grad;
@@ -149,13 +129,13 @@ TEST(HfLoadTest, ViTClassifierCheckpointLoadsIntoTheEncoder) {
 
 TEST(HfLoadTest, HalfPrecisionCheckpointIsConvertedToTheModelDtype) {
   torch::manual_seed(7);
-  BertModel source(SmallBertConfig());
+  BertModel source(TinyBertConfig());
   NamedTensors tensors;
   for (const auto& [name, tensor] : StateDict(*source, "")) tensors.emplace_back(name, tensor.to(torch::kBFloat16));
   const auto folder = ScratchDir("bert_bf16");
   WriteSafetensors(folder / "model.safetensors", tensors);
 
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   LoadBertCheckpoint(target, folder);
   for (const auto& [name, tensor] : tensors) {
     EXPECT_EQ(Parameter(*target, name).scalar_type(), torch::kFloat32) << name;
@@ -184,7 +164,7 @@ std::map<std::string, std::string> WriteShards(const fs::path& folder, const Nam
 
 TEST(HfLoadTest, ShardedCheckpointLoads) {
   torch::manual_seed(8);
-  ViTModel source(SmallViTConfig());
+  ViTModel source(TinyViTConfig());
   testing::RandomizeParameters(*source);
   const auto folder = ScratchDir("sharded");
   WriteShards(folder, StateDict(*source, "vit."));
@@ -192,13 +172,13 @@ TEST(HfLoadTest, ShardedCheckpointLoads) {
   EXPECT_TRUE(HasCheckpoint(folder));
   EXPECT_EQ(CheckpointFiles(folder), (std::vector<fs::path>{folder / "model-00001-of-00002.safetensors",
                                                             folder / "model-00002-of-00002.safetensors"}));
-  ViTModel target(SmallViTConfig());
+  ViTModel target(TinyViTConfig());
   LoadViTCheckpoint(target, folder);
   ExpectSameParameters(*target, *source);
 }
 
 TEST(HfLoadTest, InconsistentShardIndexesAreNamed) {
-  const BertModel source(SmallBertConfig());
+  const BertModel source(TinyBertConfig());
   const auto tensors = StateDict(*source, "");
   const auto folder = ScratchDir("bad_index");
   auto weight_map = WriteShards(folder, tensors);
@@ -227,7 +207,7 @@ TEST(HfLoadTest, InconsistentShardIndexesAreNamed) {
 
 TEST(HfLoadTest, EveryMismatchIsListedInOneErrorAndTheModelIsUntouched) {
   torch::manual_seed(9);
-  const BertModel source(SmallBertConfig());
+  const BertModel source(TinyBertConfig());
   auto tensors = Without(StateDict(*source, "bert."), "bert.encoder.layer.1.output.dense.bias");
   tensors.emplace_back("bert.encoder.layer.7.output.dense.bias", torch::zeros({16}));
   for (auto& [name, tensor] : tensors) {
@@ -237,7 +217,7 @@ TEST(HfLoadTest, EveryMismatchIsListedInOneErrorAndTheModelIsUntouched) {
   WriteSafetensors(folder / "model.safetensors", tensors);
 
   torch::manual_seed(10);
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   const auto before = Parameter(*target, "embeddings.word_embeddings.weight").clone();
   ExpectErrorContaining([&] { LoadBertCheckpoint(target, folder); },
                         {folder.string(), "1 missing, 1 unexpected, 1 mis-shaped",
@@ -250,17 +230,17 @@ TEST(HfLoadTest, EveryMismatchIsListedInOneErrorAndTheModelIsUntouched) {
 TEST(HfLoadTest, LongMismatchListsAreCapped) {
   NamedTensors foreign;
   for (int i = 0; i < 30; ++i) foreign.emplace_back("decoder.block." + std::to_string(100 + i) + ".weight", torch::zeros({1}));
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   ExpectErrorContaining([&] { LoadStateDict(*target, foreign, BertStateDictMapping(), "foreign"); },
                         {"foreign: the checkpoint does not fit the model (37 missing, 30 unexpected, 0 mis-shaped)",
                          "decoder.block.119.weight, … and 10 more", ", … and 17 more"});
 }
 
 TEST(HfLoadTest, TwoTensorsForOneParameterAreRejected) {
-  const BertModel source(SmallBertConfig());
+  const BertModel source(TinyBertConfig());
   auto tensors = StateDict(*source, "");
   tensors.emplace_back("bert.pooler.dense.bias", torch::zeros({16}));
-  BertModel target(SmallBertConfig());
+  BertModel target(TinyBertConfig());
   ExpectErrorContaining([&] { LoadStateDict(*target, tensors, BertStateDictMapping(), "mixed"); },
                         {"mixed: checkpoint tensors", "'bert.pooler.dense.bias'", "both map to the model's 'pooler.dense.bias'"});
 }
@@ -269,7 +249,7 @@ TEST(HfLoadTest, PyTorchBinOnlyFolderExplainsTheConversion) {
   const auto folder = ScratchDir("bin_only");
   std::ofstream(folder / "pytorch_model.bin") << "not read";
   EXPECT_TRUE(HasCheckpoint(folder));
-  BertModel model(SmallBertConfig());
+  BertModel model(TinyBertConfig());
   ExpectErrorContaining([&] { LoadBertCheckpoint(model, folder); },
                         {folder.string(), "pytorch_model.bin", "AutoModel.from_pretrained('" + folder.string() + "')",
                          ".save_pretrained('" + folder.string() + "', safe_serialization=True)"});

@@ -13,7 +13,33 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "core/models/backbone_config.h"
+
 namespace iisan::models::testing {
+
+// A two-layer BERT of width 16 (vocabulary 50, 20 positions) and a two-layer ViT of width 16
+// on 8x8 images in 4x4 patches: the tiny backbones of the model and trainer tests.
+inline BertConfig TinyBertConfig() {
+  BertConfig config;
+  config.vocab_size = 50;
+  config.hidden_size = 16;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  config.max_position_embeddings = 20;
+  return config;
+}
+
+inline ViTConfig TinyViTConfig() {
+  ViTConfig config;
+  config.hidden_size = 16;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  config.image_size = 8;
+  config.patch_size = 4;
+  return config;
+}
 
 // named_parameters() keys in registration order.
 inline std::vector<std::string> ParameterNames(const torch::nn::Module& module) {

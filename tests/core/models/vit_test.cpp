@@ -13,21 +13,12 @@ namespace {
 
 using testing::ExpectErrorContaining;
 using testing::Parameter;
+using testing::TinyBertConfig;
+using testing::TinyViTConfig;
 using testing::ParameterNames;
 
-ViTConfig SmallConfig() {
-  ViTConfig config;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.image_size = 8;
-  config.patch_size = 4;
-  return config;
-}
-
 TEST(ViTModelTest, ParameterNamesMatchHuggingFace) {
-  const ViTModel model(SmallConfig());
+  const ViTModel model(TinyViTConfig());
   std::vector<std::string> expected = {
       "embeddings.cls_token",
       "embeddings.position_embeddings",
@@ -57,7 +48,7 @@ TEST(ViTModelTest, ParameterNamesMatchHuggingFace) {
 }
 
 TEST(ViTModelTest, QkvBiasCanBeOff) {
-  auto config = SmallConfig();
+  auto config = TinyViTConfig();
   config.qkv_bias = false;
   const ViTModel model(config);
   const auto names = ParameterNames(*model);
@@ -72,7 +63,7 @@ TEST(ViTModelTest, VitBaseParameterCount) {
 
 TEST(ViTModelTest, InitialisesLikeHuggingFace) {
   torch::manual_seed(0);
-  const ViTModel model(SmallConfig());
+  const ViTModel model(TinyViTConfig());
   for (const auto& item : model->named_parameters()) {
     const auto& name = item.key();
     const auto& value = item.value();
@@ -90,7 +81,7 @@ TEST(ViTModelTest, InitialisesLikeHuggingFace) {
 }
 
 TEST(ViTModelTest, ReturnsEveryHiddenStateBeforeTheFinalLayerNorm) {
-  ViTModel model(SmallConfig());
+  ViTModel model(TinyViTConfig());
   const auto states = model->forward(torch::randn({3, 3, 8, 8}));
   ASSERT_EQ(states.size(), 3u);
   for (const auto& state : states) EXPECT_EQ(state.sizes(), torch::IntArrayRef({3, 5, 16}));
@@ -144,7 +135,7 @@ std::vector<torch::Tensor> ReferenceViT(const ViTModel& model, const torch::Tens
 }
 
 TEST(ViTModelTest, MatchesFormulaReference) {
-  ViTModel model(SmallConfig());
+  ViTModel model(TinyViTConfig());
   testing::RandomizeParameters(*model);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -159,7 +150,7 @@ TEST(ViTModelTest, MatchesFormulaReference) {
 }
 
 TEST(ViTModelTest, DropoutOnlyInTrainMode) {
-  auto config = SmallConfig();
+  auto config = TinyViTConfig();
   config.hidden_dropout_prob = 0.1;
   config.attention_probs_dropout_prob = 0.1;
   ViTModel model(config);
@@ -171,7 +162,7 @@ TEST(ViTModelTest, DropoutOnlyInTrainMode) {
 }
 
 TEST(ViTModelTest, RejectsWrongImageShapes) {
-  ViTModel model(SmallConfig());
+  ViTModel model(TinyViTConfig());
   ExpectErrorContaining([&] { model->forward(torch::randn({2, 3, 16, 16})); }, {"pixel_values", "[B, 3, 8, 8]"});
   ExpectErrorContaining([&] { model->forward(torch::randn({2, 1, 8, 8})); }, {"pixel_values"});
   ExpectErrorContaining([&] { model->forward(torch::ones({2, 3, 8, 8}, torch::kInt64)); }, {"floating"});

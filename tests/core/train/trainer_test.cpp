@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "tests/core/models/model_test_util.h"
+
 namespace iisan::train {
 namespace {
 
@@ -137,28 +139,6 @@ TEST(TrainerTest, TrainingLowersTheLossAndIsReproducible) {
 
 // ---- The methods of the comparison (IISAN.md §5) on tiny live backbones ----
 
-models::BertConfig TinyBert() {
-  models::BertConfig config;
-  config.vocab_size = 50;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.max_position_embeddings = 16;
-  return config;
-}
-
-models::ViTConfig TinyViT() {
-  models::ViTConfig config;
-  config.hidden_size = 16;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  config.image_size = 8;
-  config.patch_size = 4;
-  return config;
-}
-
 // Titles and images for WalkDataset's 30 items; row 0 is padding.
 ItemInputs TinyInputs() {
   torch::manual_seed(11);
@@ -176,8 +156,8 @@ ItemInputs TinyInputs() {
 RecommenderConfig TinyConfig(Method method) {
   RecommenderConfig config;
   config.method = method;
-  config.text = TinyBert();
-  config.image = TinyViT();
+  config.text = models::testing::TinyBertConfig();
+  config.image = models::testing::TinyViTConfig();
   config.kept_layers = {0, 1, 2};
   config.side.hidden_size = 16;
   config.side.num_blocks = 3;
@@ -375,10 +355,10 @@ TEST(MethodTest, FreshPeftBackbonesComputeWhatThePretrainedOnesDo) {
   // LoRA keeps the pretrained W and b (B starts at 0), so a fresh LoRA model is the
   // pretrained model; the reference's LoRA discards them (IISAN.md §9.1).
   torch::manual_seed(5);
-  models::BertModel plain(TinyBert());
+  models::BertModel plain(models::testing::TinyBertConfig());
   models::PeftConfig lora;
   lora.lora_rank = 2;
-  models::BertModel with_lora(TinyBert(), lora);
+  models::BertModel with_lora(models::testing::TinyBertConfig(), lora);
   {
     torch::NoGradGuard no_grad;
     auto target = with_lora->named_parameters();
