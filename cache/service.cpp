@@ -274,7 +274,15 @@ struct CacheService::Impl {
       builds_run += built;
       waiters.swap(flight->waiters);
     }
-    for (const auto& waiter : waiters) waiter(result);
+    // The first request started the build; the others joined it ("joined": true, "built": false).
+    for (size_t i = 0; i < waiters.size(); ++i) {
+      auto reply = result;
+      if (i > 0 && reply.value("ok", false)) {
+        reply["built"] = false;
+        reply["joined"] = true;
+      }
+      waiters[i](reply);
+    }
   }
 };
 

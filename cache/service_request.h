@@ -1,7 +1,8 @@
 // The cache service's wire protocol: one JSON object per line in each direction.
 //   {"op":"ensure","config":{...}}   build the cache of this config (a config overlay, as a
 //                                    config file holds) unless it exists; reply when ready:
-//                                    {"ok":true,"key":K,"path":P,"built":bool}
+//                                    {"ok":true,"key":K,"path":P,"built":bool}, plus
+//                                    "joined":true for requests that joined a running build
 //   {"op":"ensure","key":K}          the cache of a key the service already has (or is building)
 //   {"op":"status"}                  builds in progress with their progress, and counters
 //   {"op":"list"}                    the caches in the service's folder

@@ -150,10 +150,13 @@ TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
   EXPECT_TRUE(torch::allclose(file.text[7][0], hidden[0][0][0], 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(file.text[7][1], hidden[2][0][0], 1e-5, 1e-6));
 
-  // Another chunk size gives the same bytes.
+  // Another chunk size batches the items differently: the same states up to float rounding.
   options_.chunk_items = 48;
   BuildStateCache(dataset_, options_, root_ / "cache" / "d.h5");
-  ExpectSameStates(path, root_ / "cache" / "d.h5");
+  const auto other = ReadStateFile(root_ / "cache" / "d.h5");
+  EXPECT_EQ(other.fingerprint, file.fingerprint);
+  EXPECT_TRUE(torch::allclose(other.text, file.text, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(other.image, file.image, 1e-5, 1e-6));
 }
 
 TEST_F(BuilderFixture, ResumesFinishedChunksWithoutRecomputingThemAndRedoesCorruptOnes) {
@@ -175,8 +178,10 @@ TEST_F(BuilderFixture, ResumesFinishedChunksWithoutRecomputingThemAndRedoesCorru
   // Chunk 3's file is corrupted on disk: it must be detected and computed again.
   {
     std::fstream file(PartialBuildDir(path) / "chunk-000003.bin", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(200);
+    const char byte = static_cast<char>(file.get());
     file.seekp(200);
-    file.put('\x7f');
+    file.put(static_cast<char>(byte ^ 0x5a));
   }
   const auto stats = BuildStateCache(dataset_, options_, path);
   EXPECT_EQ(stats.chunks_already_done, 3);
