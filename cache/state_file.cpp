@@ -4,11 +4,27 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <mutex>
+
 #include <glog/logging.h>
 #include <torch/torch.h>
 
 namespace iisan::cache {
 namespace {
+
+// The service reads and writes caches from several threads. A thread-safe HDF5 build (Debian's
+// is) serialises its calls itself; with any other build, this lock does it for us.
+#ifdef H5_HAVE_THREADSAFE
+struct Hdf5Guard {};
+#else
+std::recursive_mutex& Hdf5Mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+struct Hdf5Guard {
+  std::lock_guard<std::recursive_mutex> lock{Hdf5Mutex()};
+};
+#endif
 
 // HDF5 prints its own error stack on failure; we report errors ourselves with the file name.
 void SilenceHdf5() {
@@ -67,6 +83,7 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
 StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
                                  int64_t kept_layers, int64_t text_dim, int64_t image_dim)
     : final_path_(std::move(final_path)) {
+  [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
   temp_path_ = final_path_;
@@ -111,6 +128,7 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
 }
 
 StateFileWriter::~StateFileWriter() {
+  [[maybe_unused]] Hdf5Guard guard;
   if (committed_) return;
   if (file_ >= 0) H5Fclose(file_);
   std::error_code ignored;
@@ -118,6 +136,7 @@ StateFileWriter::~StateFileWriter() {
 }
 
 void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
+  [[maybe_unused]] Hdf5Guard guard;
   auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
   hid_t dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT),
                           "open " + modality + "/hidden", temp_path_);
@@ -141,6 +160,7 @@ void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, 
 }
 
 void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
+  [[maybe_unused]] Hdf5Guard guard;
   WriteStringAttribute(file_, "format_version", std::to_string(kStateFileFormatVersion), temp_path_);
   WriteStringAttribute(file_, "fingerprint", fingerprint, temp_path_);
   WriteStringAttribute(file_, "inputs", inputs.dump(), temp_path_);
@@ -152,6 +172,7 @@ void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::jso
 }
 
 StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path) {
+  [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (!std::filesystem::exists(path)) {
     throw CacheError(path.string() + ": no such cache file; run `iisan cache build` first");
@@ -214,10 +235,12 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
 }
 
 StateFileReader::~StateFileReader() {
+  [[maybe_unused]] Hdf5Guard guard;
   if (file_ >= 0) H5Fclose(file_);
 }
 
 torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row_begin, int64_t count) const {
+  [[maybe_unused]] Hdf5Guard guard;
   const int64_t dim = modality == "text" ? header_.text_dim : modality == "image" ? header_.image_dim : 0;
   const auto rows = static_cast<int64_t>(header_.items.size());
   if (dim == 0) throw CacheError(path_.string() + ": holds no " + modality + " states");

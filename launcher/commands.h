@@ -41,7 +41,8 @@ void CacheKey(const Json& config, std::ostream& out);
 void CacheList(const Json& config, std::ostream& out);
 
 // `iisan cache verify`: recomputes `rows` items drawn with `seed` and compares them with the
-// cache within `tolerance` (absolute, plus the same relative); throws on a mismatch.
+// cache within `tolerance` (absolute, plus the same relative; 0 picks one for cache.dtype);
+// throws on a mismatch.
 void CacheVerify(const Json& config, int rows, uint64_t seed, double tolerance, std::ostream& out);
 
 // `iisan cache rm KEY|PATH`: removes a cache of cache.dir (or the file named) and its partial

@@ -71,13 +71,13 @@ int main(int argc, char** argv) {
   AddConfigOptions(cache_ls, cache_args);
   int verify_rows = 16;
   uint64_t verify_seed = 1;
-  double verify_tolerance = 1e-4;
+  double verify_tolerance = 0;
   auto* cache_verify = cache->add_subcommand("verify", "recompute a random sample of rows and compare with the cache");
   AddConfigOptions(cache_verify, cache_args);
   cache_verify->add_option("--rows", verify_rows, "rows to recompute")->capture_default_str();
   cache_verify->add_option("--seed", verify_seed, "seed of the row sample")->capture_default_str();
-  cache_verify->add_option("--tolerance", verify_tolerance, "allowed difference (absolute, and relative to the row's "
-                                                            "largest value)")->capture_default_str();
+  cache_verify->add_option("--tolerance", verify_tolerance, "allowed difference, absolute and relative to the row's "
+                                                            "largest value (0: 1e-4 for float32, 2e-2 for bfloat16)")->capture_default_str();
   std::string rm_target;
   auto* cache_rm = cache->add_subcommand("rm", "remove a cache (by key in cache.dir, or by path)");
   AddConfigOptions(cache_rm, cache_args);
