@@ -228,6 +228,14 @@ TEST_F(CacheCliFixture, BuildsThroughTheServiceWhenOneIsConfigured) {
   const auto started = testing::RunShell(serve);
   const int pid = std::atoi(started.output.c_str());
   ASSERT_GT(pid, 0) << started.output;
+  // The service must not outlive a failed assertion: stopped here unless the test stops it.
+  struct StopService {
+    int pid;
+    bool stopped = false;
+    ~StopService() {
+      if (!stopped) ::kill(pid, SIGTERM);
+    }
+  } service{pid};
   for (int i = 0; i < 300 && !fs::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ASSERT_TRUE(fs::exists(socket)) << "the service did not start";
 
@@ -247,6 +255,7 @@ TEST_F(CacheCliFixture, BuildsThroughTheServiceWhenOneIsConfigured) {
   const auto status = CallCacheService(socket.string(), {{"op", "status"}});
   EXPECT_EQ(status["builds_run"], 1) << status.dump();
   ::kill(pid, SIGTERM);
+  service.stopped = true;
   for (int i = 0; i < 100 && fs::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_FALSE(fs::exists(socket)) << "the service did not stop on SIGTERM";
 }
