@@ -251,6 +251,11 @@ TEST_F(CacheCliFixture, BuildsThroughTheServiceWhenOneIsConfigured) {
     EXPECT_EQ(result.exit_code, 0) << result.output;
     EXPECT_NE(result.output.find((root_ / "service_cache").string()), std::string::npos) << result.output;
   }
+  // Training asks the service too, and trains on the service's cache.
+  const auto train = RunIisan("train" + Args(root_ / "client_cache") + " --set cache.service=" + socket.string() +
+                              " --set train.epochs=1 --set name=svc --set run_root=" + (root_ / "runs").string());
+  EXPECT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find("loaded cache \"" + (root_ / "service_cache").string()), std::string::npos) << train.output;
   EXPECT_FALSE(fs::exists(root_ / "client_cache")) << "a client built its own cache";
   const auto status = CallCacheService(socket.string(), {{"op", "status"}});
   EXPECT_EQ(status["builds_run"], 1) << status.dump();
