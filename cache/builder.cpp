@@ -1,15 +1,22 @@
-// Frozen-backbone forward passes over all items, in batches, with image decoding spread over
-// threads so that the backbones are not left waiting on the CPU.
+// Frozen-backbone forward passes over the items, chunk by chunk, with image decoding spread
+// over threads so that the backbones are not left waiting on the CPU.
 #include "cache/builder.h"
 
+#include <csignal>
 #include <fstream>
+#include <cstdlib>
 #include <future>
-#include <sstream>
+#include <mutex>
+#include <numeric>
+#include <optional>
 #include <thread>
 
 #include <glog/logging.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "cache/cache_dir.h"
+#include "cache/partial_build.h"
 #include "cache/state_file.h"
 #include "core/data/image.h"
 #include "core/data/progress.h"
@@ -17,47 +24,19 @@
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
 #include "core/models/hf_checkpoint.h"
-#include "core/models/safetensors.h"
 #include "core/models/vit.h"
 
 namespace iisan::cache {
 namespace {
 
-uint64_t Fnv1a(std::string_view bytes, uint64_t hash = 14695981039346656037ULL) {
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return hash;
-}
+using Clock = std::chrono::steady_clock;
 
-std::string Hex(uint64_t value) {
-  std::ostringstream out;
-  out << std::hex;
-  out.width(16);
-  out.fill('0');
-  out << value;
-  return out.str();
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
 }
-
-std::string ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CacheError(path.string() + ": cannot read");
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::string FileDigest(const std::filesystem::path& path) { return Hex(Fnv1a(ReadFile(path))); }
 
 bool UsesText(models::Modality m) { return m != models::Modality::kImage; }
 bool UsesImage(models::Modality m) { return m != models::Modality::kText; }
-
-void RequireFile(const std::filesystem::path& path, const std::string& what) {
-  if (!std::filesystem::is_regular_file(path)) {
-    throw CacheError(path.string() + ": missing; the " + what + " folder must hold it");
-  }
-}
 
 // Whether `folder` holds weights to load (their files are logged); without them the backbone
 // keeps its seeded random init, which is fine for smoke tests but meaningless for results.
@@ -73,213 +52,333 @@ bool AnnounceBackboneWeights(const std::string& what, const std::filesystem::pat
   return true;
 }
 
-// Records in a modality's inputs the backbone's weight files and one digest of their bytes,
-// so that new weights under the same names make a new cache. False: there are none.
-bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path& folder) {
-  if (!models::HasCheckpoint(folder)) return false;
-  std::vector<std::string> files;
-  uint64_t digest = Fnv1a("weights");
-  for (const auto& file : models::CheckpointFiles(folder)) {
-    files.push_back(file.filename().string());
-    digest = Fnv1a(files.back() + "\t" + models::SafetensorsDigest(file) + "\n", digest);
-  }
-  modality_inputs["weights"] = {{"files", files}, {"digest", Hex(digest)}};
-  return true;
+void Synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
-// [CLS] rows of the kept hidden states: [B, K, D].
-torch::Tensor KeptClsStates(const std::vector<torch::Tensor>& hidden, const std::vector<int>& kept) {
-  std::vector<torch::Tensor> rows;
-  rows.reserve(kept.size());
-  for (int index : kept) rows.push_back(hidden.at(index).select(1, 0));
-  return torch::stack(rows, 1).to(torch::kCPU, torch::kFloat32);
+// Per token and layer: QKV and output projections (4 H^2) and the MLP (2 H I) multiply-adds,
+// plus attention over `tokens` keys (QK^T and AV: 2 tokens H).
+double EncoderFlops(int64_t tokens, int64_t layers, int64_t hidden, int64_t intermediate) {
+  const double macs_per_token = 4.0 * hidden * hidden + 2.0 * hidden * intermediate + 2.0 * tokens * hidden;
+  return 2.0 * macs_per_token * static_cast<double>(tokens) * static_cast<double>(layers);
 }
 
-void BuildText(const data::Dataset& dataset, const CacheBuildOptions& options, const std::vector<int>& kept,
-               StateFileWriter& writer) {
-  const auto config = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
-  const auto tokenizer = data::WordPieceTokenizer::FromVocabFile(options.text_backbone / "vocab.txt");
-  torch::manual_seed(options.seed);
-  models::BertModel bert(config);
-  if (AnnounceBackboneWeights("text", options.text_backbone, options.seed)) {
-    models::LoadBertCheckpoint(bert, options.text_backbone);
-  }
-  bert->eval();
-  bert->to(options.device);
-  torch::NoGradGuard no_grad;
-
-  const int64_t items = dataset.num_items();
-  const int tokens = options.title_max_tokens;
-  data::ProgressMeter progress("cache text", items, "items");
-  for (int64_t begin = 1; begin <= items; begin += options.batch_size) {
-    const int64_t end = std::min(items + 1, begin + options.batch_size);
-    auto ids = torch::empty({end - begin, tokens}, torch::kInt64);
-    auto mask = torch::empty({end - begin, tokens}, torch::kInt64);
-    auto ids_a = ids.accessor<int64_t, 2>();
-    auto mask_a = mask.accessor<int64_t, 2>();
-    for (int64_t item = begin; item < end; ++item) {
-      const auto encoded = tokenizer.Encode(dataset.titles[item], tokens);
-      for (int t = 0; t < tokens; ++t) {
-        ids_a[item - begin][t] = encoded.input_ids[t];
-        mask_a[item - begin][t] = encoded.attention_mask[t];
-      }
-    }
-    const auto hidden = bert->forward(ids.to(options.device), mask.to(options.device));
-    writer.WriteRows("text", begin, KeptClsStates(hidden, kept));
-    progress.Advance(end - begin);
-  }
-  progress.Finish();
-}
-
-void BuildImage(const data::Dataset& dataset, const CacheBuildOptions& options, const std::vector<int>& kept,
-                StateFileWriter& writer) {
-  const auto config = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
-  const auto preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
-  torch::manual_seed(options.seed + 1);
-  models::ViTModel vit(config);
-  if (AnnounceBackboneWeights("image", options.image_backbone, options.seed + 1)) {
-    models::LoadViTCheckpoint(vit, options.image_backbone);
-  }
-  vit->eval();
-  vit->to(options.device);
-  torch::NoGradGuard no_grad;
-
-  const int64_t items = dataset.num_items();
-  const int64_t pixels = 3LL * preprocess.height * preprocess.width;
-  const unsigned workers = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
-  data::ProgressMeter progress("cache image", items, "items");
-  for (int64_t begin = 1; begin <= items; begin += options.batch_size) {
-    const int64_t end = std::min(items + 1, begin + options.batch_size);
-    auto batch = torch::empty({end - begin, 3, preprocess.height, preprocess.width}, torch::kFloat32);
-    float* out = batch.data_ptr<float>();
-    // Decode and resize in parallel: each worker takes every `workers`-th item of the batch.
-    std::vector<std::future<void>> jobs;
-    for (unsigned w = 0; w < workers; ++w) {
-      jobs.push_back(std::async(std::launch::async, [&, w] {
-        for (int64_t item = begin + w; item < end; item += workers) {
-          const auto values = data::PreprocessImage(data::DecodeImage(dataset.image_paths[item]), preprocess);
-          std::copy(values.begin(), values.end(), out + (item - begin) * pixels);
-        }
-      }));
-    }
-    for (auto& job : jobs) job.get();
-    const auto hidden = vit->forward(batch.to(options.device));
-    writer.WriteRows("image", begin, KeptClsStates(hidden, kept));
-    progress.Advance(end - begin);
-  }
-  progress.Finish();
+int64_t KillAfterChunk() {
+  const char* value = std::getenv(kEnvKillAfterChunk);
+  return value ? std::atoll(value) : 0;
 }
 
 }  // namespace
 
-std::vector<int> DefaultKeptLayers(int num_layers) {
-  std::vector<int> kept = {0};
-  const int first = num_layers % 2 == 0 ? 2 : 1;
-  for (int layer = first; layer <= num_layers; layer += 2) kept.push_back(layer);
-  return kept;
+nlohmann::json BuildStats::ToJson() const {
+  const double total_forward = forward_seconds_text + forward_seconds_image;
+  const double flops = (flops_per_item_text + flops_per_item_image) * static_cast<double>(items_computed);
+  return {{"fingerprint", fingerprint},
+          {"path", path.string()},
+          {"items", items},
+          {"chunks_total", chunks_total},
+          {"chunks_already_done", chunks_already_done},
+          {"chunks_computed", chunks_computed},
+          {"items_computed", items_computed},
+          {"seconds", seconds},
+          {"items_per_second", seconds > 0 ? static_cast<double>(items_computed) / seconds : 0.0},
+          {"forward_seconds", {{"text", forward_seconds_text}, {"image", forward_seconds_image}, {"total", total_forward}}},
+          {"forward_items_per_second", total_forward > 0 ? static_cast<double>(items_computed) / total_forward : 0.0},
+          {"flops_per_item", {{"text", flops_per_item_text}, {"image", flops_per_item_image},
+                              {"total", flops_per_item_text + flops_per_item_image}}},
+          {"forward_tflops_per_second", total_forward > 0 ? flops / total_forward / 1e12 : 0.0},
+          {"device", device},
+          {"dtype", dtype},
+          {"rank", rank},
+          {"world_size", world_size}};
 }
 
-std::vector<int> ResolveKeptLayers(const CacheBuildOptions& options) {
-  std::vector<int> text_layers, image_layers;
-  int text_count = -1, image_count = -1;
+ForwardFlops ForwardFlopsPerItem(const CacheBuildOptions& options) {
+  ForwardFlops out;
   if (UsesText(options.modality)) {
-    text_count = models::BertConfig::FromJsonFile(options.text_backbone / "config.json").num_hidden_layers;
+    const auto c = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
+    out.text = EncoderFlops(options.title_max_tokens, c.num_hidden_layers, c.hidden_size, c.intermediate_size);
   }
   if (UsesImage(options.modality)) {
-    image_count = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json").num_hidden_layers;
+    const auto c = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
+    const double patch_embedding = 2.0 * static_cast<double>(c.num_patches()) *
+                                   static_cast<double>(c.num_channels * c.patch_size * c.patch_size * c.hidden_size);
+    out.image = patch_embedding +
+                EncoderFlops(c.num_patches() + 1, c.num_hidden_layers, c.hidden_size, c.intermediate_size);
   }
-  std::vector<int> kept = options.kept_layers;
-  if (kept.empty()) {
-    const auto text_default = text_count >= 0 ? DefaultKeptLayers(text_count) : std::vector<int>{};
-    const auto image_default = image_count >= 0 ? DefaultKeptLayers(image_count) : std::vector<int>{};
-    if (!text_default.empty() && !image_default.empty() && text_default != image_default) {
-      throw CacheError("the text backbone has " + std::to_string(text_count) + " layers and the image backbone " +
-                       std::to_string(image_count) + "; set model.kept_layers to one list valid for both");
-    }
-    kept = text_default.empty() ? image_default : text_default;
+  return out;
+}
+
+struct StateComputer::Impl {
+  Impl(const data::Dataset& dataset, const CacheBuildOptions& options, std::vector<int> kept)
+      : dataset(dataset), options(options), kept(std::move(kept)) {}
+  const data::Dataset& dataset;
+  CacheBuildOptions options;
+  std::vector<int> kept;
+  std::optional<data::WordPieceTokenizer> tokenizer;
+  models::BertModel bert{nullptr};
+  data::ImagePreprocessConfig preprocess;
+  models::ViTModel vit{nullptr};
+  double text_seconds = 0;
+  double image_seconds = 0;
+
+  // [CLS] rows of the kept hidden states: float32 [B, K, D] on the host.
+  torch::Tensor Kept(const std::vector<torch::Tensor>& cls) const {
+    std::vector<torch::Tensor> rows;
+    rows.reserve(kept.size());
+    for (int index : kept) rows.push_back(cls.at(index));
+    return torch::stack(rows, 1).to(torch::kCPU, torch::kFloat32);
   }
-  for (int layer : kept) {
-    for (int count : {text_count, image_count}) {
-      if (count >= 0 && (layer < 0 || layer > count)) {
-        throw CacheError("model.kept_layers: hidden-state index " + std::to_string(layer) +
-                         " is outside 0.." + std::to_string(count));
+
+  torch::Tensor Text(const std::vector<int64_t>& rows) {
+    const int tokens = options.title_max_tokens;
+    const auto n = static_cast<int64_t>(rows.size());
+    auto ids = torch::empty({n, tokens}, torch::kInt64);
+    auto mask = torch::empty({n, tokens}, torch::kInt64);
+    auto ids_a = ids.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto encoded = tokenizer->Encode(dataset.titles.at(rows[i]), tokens);
+      for (int t = 0; t < tokens; ++t) {
+        ids_a[i][t] = encoded.input_ids[t];
+        mask_a[i][t] = encoded.attention_mask[t];
       }
     }
+    ids = ids.to(options.device);
+    mask = mask.to(options.device);
+    Synchronize(options.device);
+    const auto start = Clock::now();
+    auto cls = bert->ClsStates(ids, mask);
+    Synchronize(options.device);
+    text_seconds += SecondsSince(start);
+    return Kept(cls);
   }
-  return kept;
-}
 
-nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions& options) {
-  nlohmann::json inputs;
-  inputs["format_version"] = kStateFileFormatVersion;
-  inputs["modality"] = models::ModalityName(options.modality);
-  inputs["kept_layers"] = ResolveKeptLayers(options);
-  inputs["dtype"] = "float32";
-  // Backbones without a checkpoint are random, and then the seed determines the states.
-  bool random_weights = false;
-
-  uint64_t items_digest = Fnv1a("items");
-  for (int64_t item = 1; item <= dataset.num_items(); ++item) {
-    items_digest = Fnv1a(dataset.item_ids[item], items_digest);
-    items_digest = Fnv1a("\t", items_digest);
-    items_digest = Fnv1a(dataset.titles[item], items_digest);
-    items_digest = Fnv1a("\n", items_digest);
+  torch::Tensor Image(const std::vector<int64_t>& rows) {
+    const auto n = static_cast<int64_t>(rows.size());
+    const int64_t pixels = 3LL * preprocess.height * preprocess.width;
+    auto batch = torch::empty({n, 3, preprocess.height, preprocess.width}, torch::kFloat32);
+    float* out = batch.data_ptr<float>();
+    // Decode and resize in parallel: each worker takes every `workers`-th item of the batch.
+    const auto workers = static_cast<int64_t>(std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+    std::vector<std::future<void>> jobs;
+    for (int64_t w = 0; w < std::min(workers, n); ++w) {
+      jobs.push_back(std::async(std::launch::async, [&, w] {
+        for (int64_t i = w; i < n; i += workers) {
+          const auto values = data::PreprocessImage(data::DecodeImage(dataset.image_paths.at(rows[i])), preprocess);
+          std::copy(values.begin(), values.end(), out + i * pixels);
+        }
+      }));
+    }
+    for (auto& job : jobs) job.get();
+    const auto input = batch.to(options.device, options.dtype);
+    Synchronize(options.device);
+    const auto start = Clock::now();
+    auto cls = vit->ClsStates(input);
+    Synchronize(options.device);
+    image_seconds += SecondsSince(start);
+    return Kept(cls);
   }
-  inputs["items"] = {{"count", dataset.num_items()}, {"digest", Hex(items_digest)}};
+};
 
+StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptions& options, std::vector<int> kept)
+    : impl_(std::make_unique<Impl>(dataset, options, std::move(kept))) {
+  // Seeding and initialising go through torch's global generator: two computers made at once
+  // (service workers, in-process ranks) must not interleave, or their random weights differ.
+  static std::mutex init_mutex;
+  std::lock_guard<std::mutex> lock(init_mutex);
+  auto& impl = *impl_;
   if (UsesText(options.modality)) {
-    RequireFile(options.text_backbone / "config.json", "text backbone");
-    RequireFile(options.text_backbone / "vocab.txt", "text backbone");
-    inputs["text"] = {{"backbone", std::filesystem::absolute(options.text_backbone).string()},
-                      {"config", nlohmann::json::parse(ReadFile(options.text_backbone / "config.json"))},
-                      {"vocab_digest", FileDigest(options.text_backbone / "vocab.txt")},
-                      {"max_tokens", options.title_max_tokens}};
-    random_weights |= !RecordWeights(inputs["text"], options.text_backbone);
+    const auto config = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
+    impl.tokenizer.emplace(data::WordPieceTokenizer::FromVocabFile(options.text_backbone / "vocab.txt"));
+    torch::manual_seed(options.seed);
+    impl.bert = models::BertModel(config);
+    if (AnnounceBackboneWeights("text", options.text_backbone, options.seed)) {
+      models::LoadBertCheckpoint(impl.bert, options.text_backbone);
+    }
+    impl.bert->eval();
+    impl.bert->to(options.device, options.dtype);
   }
   if (UsesImage(options.modality)) {
-    RequireFile(options.image_backbone / "config.json", "image backbone");
-    RequireFile(options.image_backbone / "preprocessor_config.json", "image backbone");
-    uint64_t images_digest = Fnv1a("images");
-    for (int64_t item = 1; item <= dataset.num_items(); ++item) {
-      images_digest = Fnv1a(ReadFile(dataset.image_paths[item]), images_digest);
+    const auto config = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
+    impl.preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
+    torch::manual_seed(options.seed + 1);
+    impl.vit = models::ViTModel(config);
+    if (AnnounceBackboneWeights("image", options.image_backbone, options.seed + 1)) {
+      models::LoadViTCheckpoint(impl.vit, options.image_backbone);
     }
-    inputs["image"] = {{"backbone", std::filesystem::absolute(options.image_backbone).string()},
-                       {"config", nlohmann::json::parse(ReadFile(options.image_backbone / "config.json"))},
-                       {"preprocessor", nlohmann::json::parse(ReadFile(options.image_backbone / "preprocessor_config.json"))},
-                       {"images_digest", Hex(images_digest)}};
-    random_weights |= !RecordWeights(inputs["image"], options.image_backbone);
+    impl.vit->eval();
+    impl.vit->to(options.device, options.dtype);
   }
-  if (random_weights) inputs["backbone_weights"] = "random-init seed " + std::to_string(options.seed);
-  return inputs;
 }
 
-std::string CacheFingerprint(const nlohmann::json& inputs) {
-  nlohmann::json keyed = inputs;
-  // Where a backbone folder lives does not change the states; its contents do.
-  for (const char* modality : {"text", "image"}) {
-    if (keyed.contains(modality)) keyed[modality].erase("backbone");
+StateComputer::~StateComputer() = default;
+
+StateComputer::Rows StateComputer::Compute(const std::vector<int64_t>& rows) {
+  torch::NoGradGuard no_grad;
+  auto& impl = *impl_;
+  std::vector<torch::Tensor> text, image;
+  const auto batch = std::max<int64_t>(1, impl.options.batch_size);
+  for (size_t begin = 0; begin < rows.size(); begin += batch) {
+    const std::vector<int64_t> part(rows.begin() + begin, rows.begin() + std::min(rows.size(), begin + batch));
+    if (impl.bert) text.push_back(impl.Text(part));
+    if (impl.vit) image.push_back(impl.Image(part));
   }
-  return Hex(Fnv1a(keyed.dump()));
+  Rows out;
+  if (!text.empty()) out.text = torch::cat(text);
+  if (!image.empty()) out.image = torch::cat(image);
+  return out;
 }
 
-std::string BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions& options,
-                            const std::filesystem::path& path) {
+int64_t StateComputer::text_dim() const { return impl_->bert ? impl_->bert->config().hidden_size : 0; }
+int64_t StateComputer::image_dim() const { return impl_->vit ? impl_->vit->config().hidden_size : 0; }
+double StateComputer::forward_seconds_text() const { return impl_->text_seconds; }
+double StateComputer::forward_seconds_image() const { return impl_->image_seconds; }
+
+std::filesystem::path PartialBuildDir(const std::filesystem::path& cache_path) {
+  auto dir = cache_path;
+  dir += ".partial";
+  return dir;
+}
+
+PartialBuildInfo InspectPartialBuild(const std::filesystem::path& partial_dir) {
+  PartialBuildInfo info;
+  const auto manifest = PartialBuild::ReadManifest(partial_dir);
+  if (!manifest) return info;
+  try {
+    ChunkLayout layout;
+    const auto& json = (*manifest)["layout"];
+    layout.items = json.at("items").get<int64_t>();
+    layout.chunk_items = json.at("chunk_items").get<int64_t>();
+    layout.kept_layers = json.at("kept_layers").get<int64_t>();
+    layout.text_dim = json.at("text_dim").get<int64_t>();
+    layout.image_dim = json.at("image_dim").get<int64_t>();
+    if (layout.chunk_items < 1) return info;
+    const auto build = PartialBuild::Attach(partial_dir, (*manifest)["fingerprint"].get<std::string>(), layout);
+    info.fingerprint = (*manifest)["fingerprint"].get<std::string>();
+    info.items = layout.items;
+    info.chunks_total = layout.num_chunks();
+    info.chunks_done = build.CountChunks();
+  } catch (const std::exception&) {
+    return PartialBuildInfo{};
+  }
+  return info;
+}
+
+BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions& options,
+                           const std::filesystem::path& path, const BuildControl& control) {
+  const auto start = Clock::now();
+  if (control.world_size > 1 && !control.barrier) {
+    throw std::invalid_argument("BuildStateCache: a build over several ranks needs a barrier");
+  }
+  if (options.chunk_items < 1) throw CacheError("cache.chunk_items must be at least 1");
+  auto barrier = [&] {
+    if (control.world_size > 1) control.barrier();
+  };
   const auto inputs = CacheInputs(dataset, options);
-  const auto fingerprint = CacheFingerprint(inputs);
-  const auto kept = inputs["kept_layers"].get<std::vector<int>>();
-  const int64_t text_dim = UsesText(options.modality)
-      ? models::BertConfig::FromJsonFile(options.text_backbone / "config.json").hidden_size : 0;
-  const int64_t image_dim = UsesImage(options.modality)
-      ? models::ViTConfig::FromJsonFile(options.image_backbone / "config.json").hidden_size : 0;
-  LOG(INFO) << "building cache " << path << " (fingerprint " << fingerprint << "): " << dataset.num_items()
-            << " items, " << kept.size() << " kept hidden states";
+  BuildStats stats;
+  stats.fingerprint = CacheFingerprint(inputs);
+  stats.path = path;
+  stats.items = dataset.num_items();
+  stats.device = options.device.str();
+  stats.dtype = DtypeName(options.dtype);
+  stats.rank = control.rank;
+  stats.world_size = control.world_size;
+  const auto flops = ForwardFlopsPerItem(options);
+  stats.flops_per_item_text = flops.text;
+  stats.flops_per_item_image = flops.image;
 
-  StateFileWriter writer(path, dataset.item_ids, static_cast<int64_t>(kept.size()), text_dim, image_dim);
-  if (text_dim > 0) BuildText(dataset, options, kept, writer);
-  if (image_dim > 0) BuildImage(dataset, options, kept, writer);
-  writer.Commit(fingerprint, inputs);
-  LOG(INFO) << "cache written: " << path;
-  return fingerprint;
+  const auto kept = inputs["kept_layers"].get<std::vector<int>>();
+  ChunkLayout layout;
+  layout.items = dataset.num_items();
+  layout.chunk_items = options.chunk_items;
+  layout.kept_layers = static_cast<int64_t>(kept.size());
+  if (UsesText(options.modality)) {
+    layout.text_dim = models::BertConfig::FromJsonFile(options.text_backbone / "config.json").hidden_size;
+  }
+  if (UsesImage(options.modality)) {
+    layout.image_dim = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json").hidden_size;
+  }
+  stats.chunks_total = layout.num_chunks();
+
+  const auto dir = PartialBuildDir(path);
+  std::optional<PartialBuild> partial;
+  if (control.rank == 0) partial = PartialBuild::Prepare(dir, stats.fingerprint, inputs, layout);
+  barrier();
+  if (control.rank != 0) partial = PartialBuild::Attach(dir, stats.fingerprint, layout);
+  stats.chunks_already_done = partial->CountChunks();
+  if (control.rank == 0) {
+    LOG(INFO) << "building cache " << path << " (key " << stats.fingerprint << "): " << layout.items << " items, "
+              << kept.size() << " kept hidden states, " << layout.num_chunks() << " chunks of " << layout.chunk_items
+              << " items on " << control.world_size << " rank(s), " << stats.device << " " << stats.dtype;
+    if (stats.chunks_already_done > 0) {
+      LOG(INFO) << "resuming: " << stats.chunks_already_done << " of " << layout.num_chunks()
+                << " chunks already done";
+    }
+  }
+
+  std::vector<int64_t> mine;
+  for (int64_t chunk = control.rank; chunk < layout.num_chunks(); chunk += control.world_size) {
+    if (!partial->HasChunk(chunk)) mine.push_back(chunk);
+  }
+  std::unique_ptr<StateComputer> computer;
+  auto compute_chunk = [&](int64_t chunk) {
+    if (!computer) computer = std::make_unique<StateComputer>(dataset, options, kept);
+    std::vector<int64_t> rows(layout.count(chunk));
+    std::iota(rows.begin(), rows.end(), layout.begin(chunk));
+    const auto states = computer->Compute(rows);
+    partial->WriteChunk(chunk, states.text, states.image);
+    ++stats.chunks_computed;
+    stats.items_computed += layout.count(chunk);
+  };
+
+  const int64_t kill_after = KillAfterChunk();
+  int64_t my_items = 0;
+  for (int64_t chunk : mine) my_items += layout.count(chunk);
+  data::ProgressMeter progress("cache build", my_items, "items");
+  if (control.on_progress) control.on_progress(stats.chunks_already_done, layout.num_chunks());
+  for (int64_t chunk : mine) {
+    compute_chunk(chunk);
+    progress.Advance(layout.count(chunk));
+    if (control.on_progress) control.on_progress(stats.chunks_already_done + stats.chunks_computed, layout.num_chunks());
+    if (kill_after > 0 && stats.chunks_computed == kill_after) {
+      LOG(WARNING) << kEnvKillAfterChunk << "=" << kill_after << ": killing this build process";
+      google::FlushLogFiles(google::GLOG_INFO);
+      std::raise(SIGKILL);
+    }
+  }
+  progress.Finish();
+  barrier();
+
+  if (control.rank == 0) {
+    StateFileWriter writer(path, dataset.item_ids, layout.kept_layers, layout.text_dim, layout.image_dim);
+    for (int64_t chunk = 0; chunk < layout.num_chunks(); ++chunk) {
+      auto rows = partial->ReadChunk(chunk);
+      if (!rows) {
+        compute_chunk(chunk);
+        rows = partial->ReadChunk(chunk);
+        if (!rows) throw CacheError(dir.string() + ": chunk " + std::to_string(chunk) + " cannot be read back after writing it");
+      }
+      if (layout.text_dim > 0) writer.WriteRows("text", layout.begin(chunk), rows->first);
+      if (layout.image_dim > 0) writer.WriteRows("image", layout.begin(chunk), rows->second);
+    }
+    writer.Commit(stats.fingerprint, inputs);
+    std::filesystem::remove_all(dir);
+  }
+  barrier();
+  if (computer) {
+    stats.forward_seconds_text = computer->forward_seconds_text();
+    stats.forward_seconds_image = computer->forward_seconds_image();
+  }
+  stats.seconds = SecondsSince(start);
+  if (control.rank == 0) {
+    // Next to the cache, for throughput reports: <key>.stats.json.
+    const auto stats_path = StatsPathFor(path);
+    std::ofstream(stats_path) << stats.ToJson().dump(2) << "\n";
+    LOG(INFO) << "cache written: " << path << " (" << stats.chunks_computed << " chunks computed here, "
+              << stats.chunks_already_done << " resumed)";
+  }
+  return stats;
 }
 
 }  // namespace iisan::cache

@@ -1,45 +1,117 @@
 // Runs the frozen backbones once over every item and writes the kept layers' [CLS] states to
-// an HDF5 state file (cache/state_file.h). The fingerprint covers everything that determines
-// the states, so that a cache built from other inputs is never used by mistake.
+// an HDF5 state file (cache/state_file.h), in resumable chunks:
+//   <cache>.partial/manifest.json   key, inputs and chunk layout of the build in progress
+//   <cache>.partial/chunk-NNNNNN.bin  one finished chunk's rows (written to a temporary name,
+//                                     renamed), with a checksum
+// A killed build (kill -9, preemption) loses at most the chunks in flight: the next build with
+// the same key finds the finished chunks and computes only the others; a partial folder of
+// other inputs is discarded with a warning. Once every chunk exists, one process assembles the
+// HDF5 file under a temporary name and renames it into place. Chunks can be shared out across
+// ranks (BuildControl), which is the multi-GPU build.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "cache/cache_key.h"
 #include "core/data/dataset.h"
-#include "core/models/iisan.h"
 
 namespace iisan::cache {
 
-struct CacheBuildOptions {
-  models::Modality modality = models::Modality::kTextImage;
-  std::filesystem::path text_backbone;   // folder with config.json and vocab.txt
-  std::filesystem::path image_backbone;  // folder with config.json and preprocessor_config.json
-  std::vector<int> kept_layers;          // hidden-state indices; empty = DefaultKeptLayers
-  int title_max_tokens = 30;
-  int64_t batch_size = 128;
-  uint64_t seed = 12345;  // initialises the backbones while no checkpoint is loaded
-  torch::Device device = torch::kCPU;
+// Test-only fault injection: when set to k, a build process kills itself (SIGKILL) right after
+// it has written its k-th chunk, as a preempted job would die.
+inline constexpr const char* kEnvKillAfterChunk = "IISAN_CACHE_TEST_KILL_AFTER_CHUNK";
+
+struct BuildControl {
+  // This process computes the chunks c with c % world_size == rank; rank 0 assembles the file.
+  int rank = 0;
+  int world_size = 1;
+  // Waits for every rank; required when world_size > 1.
+  std::function<void()> barrier;
+  // Called after each chunk this process finishes (and once at the start) with the chunks that
+  // exist so far and the total.
+  std::function<void(int64_t chunks_done, int64_t chunks_total)> on_progress;
 };
 
-// The embedding output plus every second layer, ending at the last: {0, 2, 4, …, 12} for 12
-// layers, as the reference's LayerDrop (IISAN.md §4).
-std::vector<int> DefaultKeptLayers(int num_layers);
+// Timing and work of one build, for the log and for throughput reports (the benchmark hook).
+struct BuildStats {
+  std::string fingerprint;
+  std::filesystem::path path;
+  int64_t items = 0;
+  int64_t chunks_total = 0;
+  int64_t chunks_already_done = 0;  // found finished when this process started
+  int64_t chunks_computed = 0;      // computed by this process
+  int64_t items_computed = 0;       // by this process
+  double seconds = 0;               // this process, from start to the file in place
+  double forward_seconds_text = 0;  // the text backbone's forwards alone (device synchronised)
+  double forward_seconds_image = 0;
+  double flops_per_item_text = 0;   // analytic forward FLOPs (ForwardFlopsPerItem)
+  double flops_per_item_image = 0;
+  std::string device;
+  std::string dtype;
+  int rank = 0;
+  int world_size = 1;
 
-// The kept layers both backbones share (they must agree in count for the inter-modal tower).
-std::vector<int> ResolveKeptLayers(const CacheBuildOptions& options);
+  nlohmann::json ToJson() const;
+};
 
-// Everything that determines the cached states, as JSON, and its 64-bit digest in hex.
-nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions& options);
-std::string CacheFingerprint(const nlohmann::json& inputs);
+// Analytic forward FLOPs per item of the backbones the options name: 2 x the weight-matmul
+// multiply-adds of every token (QKV, output, MLP; the ViT patch embedding) plus attention
+// (QK^T and AV), at the padded text length and the ViT's patch count.
+struct ForwardFlops {
+  double text = 0;
+  double image = 0;
+};
+ForwardFlops ForwardFlopsPerItem(const CacheBuildOptions& options);
 
-// Builds the cache into `path` (atomically). Returns the fingerprint.
-std::string BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions& options,
-                            const std::filesystem::path& path);
+// The backbones loaded once, computing the kept [CLS] states of any items: the builder's
+// forward pass, and `iisan cache verify`'s reference.
+class StateComputer {
+ public:
+  StateComputer(const data::Dataset& dataset, const CacheBuildOptions& options, std::vector<int> kept_layers);
+  ~StateComputer();
+  StateComputer(const StateComputer&) = delete;
+  StateComputer& operator=(const StateComputer&) = delete;
+
+  struct Rows {
+    torch::Tensor text;   // float32 [n, K, D] on the host; undefined without text
+    torch::Tensor image;  // likewise
+  };
+  // The states of item rows `rows` (1-based dataset rows), in batches of options.batch_size.
+  Rows Compute(const std::vector<int64_t>& rows);
+
+  int64_t text_dim() const;
+  int64_t image_dim() const;
+  double forward_seconds_text() const;
+  double forward_seconds_image() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Builds the cache into `path` (see the file comment), resuming a partial build of the same key.
+// With several ranks every rank must call this with the same arguments.
+BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions& options,
+                           const std::filesystem::path& path, const BuildControl& control = {});
+
+// "<cache>.partial": the folder of a build in progress.
+std::filesystem::path PartialBuildDir(const std::filesystem::path& cache_path);
+
+// The state of a partial build folder, for `iisan cache ls`: chunks finished and in total, and
+// the key it builds. Empty fingerprint when its manifest is missing or unreadable.
+struct PartialBuildInfo {
+  std::string fingerprint;
+  int64_t items = 0;
+  int64_t chunks_done = 0;
+  int64_t chunks_total = 0;
+};
+PartialBuildInfo InspectPartialBuild(const std::filesystem::path& partial_dir);
 
 }  // namespace iisan::cache

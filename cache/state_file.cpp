@@ -4,11 +4,27 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <mutex>
+
 #include <glog/logging.h>
 #include <torch/torch.h>
 
 namespace iisan::cache {
 namespace {
+
+// The service reads and writes caches from several threads. A thread-safe HDF5 build (Debian's
+// is) serialises its calls itself; with any other build, this lock does it for us.
+#ifdef H5_HAVE_THREADSAFE
+struct Hdf5Guard {};
+#else
+std::recursive_mutex& Hdf5Mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+struct Hdf5Guard {
+  std::lock_guard<std::recursive_mutex> lock{Hdf5Mutex()};
+};
+#endif
 
 // HDF5 prints its own error stack on failure; we report errors ourselves with the file name.
 void SilenceHdf5() {
@@ -67,6 +83,7 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
 StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
                                  int64_t kept_layers, int64_t text_dim, int64_t image_dim)
     : final_path_(std::move(final_path)) {
+  [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
   temp_path_ = final_path_;
@@ -111,6 +128,7 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
 }
 
 StateFileWriter::~StateFileWriter() {
+  [[maybe_unused]] Hdf5Guard guard;
   if (committed_) return;
   if (file_ >= 0) H5Fclose(file_);
   std::error_code ignored;
@@ -118,6 +136,7 @@ StateFileWriter::~StateFileWriter() {
 }
 
 void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
+  [[maybe_unused]] Hdf5Guard guard;
   auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
   hid_t dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT),
                           "open " + modality + "/hidden", temp_path_);
@@ -141,6 +160,7 @@ void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, 
 }
 
 void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
+  [[maybe_unused]] Hdf5Guard guard;
   WriteStringAttribute(file_, "format_version", std::to_string(kStateFileFormatVersion), temp_path_);
   WriteStringAttribute(file_, "fingerprint", fingerprint, temp_path_);
   WriteStringAttribute(file_, "inputs", inputs.dump(), temp_path_);
@@ -151,66 +171,114 @@ void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::jso
   committed_ = true;
 }
 
-StateFile ReadStateFile(const std::filesystem::path& path) {
+StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path) {
+  [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (!std::filesystem::exists(path)) {
     throw CacheError(path.string() + ": no such cache file; run `iisan cache build` first");
   }
-  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (file < 0) {
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file_ < 0) {
     throw CacheError(path.string() + ": not a readable HDF5 file (truncated or corrupt?); delete it and "
                      "run `iisan cache build` again");
   }
-  StateFile out;
   try {
-    const std::string version = ReadStringAttribute(file, "format_version", path);
-    out.format_version = std::stoi(version);
-    if (out.format_version != kStateFileFormatVersion) {
+    const std::string version = ReadStringAttribute(file_, "format_version", path);
+    header_.format_version = std::atoi(version.c_str());
+    if (header_.format_version != kStateFileFormatVersion) {
       throw CacheError(path.string() + ": cache format version " + version + ", this build reads version " +
                        std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
     }
-    out.fingerprint = ReadStringAttribute(file, "fingerprint", path);
-    out.inputs = nlohmann::json::parse(ReadStringAttribute(file, "inputs", path));
+    header_.fingerprint = ReadStringAttribute(file_, "fingerprint", path);
+    header_.inputs = nlohmann::json::parse(ReadStringAttribute(file_, "inputs", path), nullptr, false);
+    if (header_.inputs.is_discarded()) throw CacheError(path.string() + ": attribute 'inputs' is not JSON; rebuild the cache");
 
-    hid_t item_set = CheckId(H5Dopen2(file, "/items", H5P_DEFAULT), "open items", path);
+    hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
     hid_t item_space = H5Dget_space(item_set);
     hsize_t rows = 0;
     H5Sget_simple_extent_dims(item_space, &rows, nullptr);
     hid_t str_type = H5Tcopy(H5T_C_S1);
     H5Tset_size(str_type, H5T_VARIABLE);
     std::vector<char*> pointers(rows, nullptr);
-    Check(H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), "read items", path);
-    for (char* p : pointers) out.items.emplace_back(p ? p : "");
-    H5Dvlen_reclaim(str_type, item_space, H5P_DEFAULT, pointers.data());
+    const herr_t read = H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data());
+    if (read >= 0) {
+      for (char* p : pointers) header_.items.emplace_back(p ? p : "");
+      H5Dvlen_reclaim(str_type, item_space, H5P_DEFAULT, pointers.data());
+    }
     H5Tclose(str_type);
     H5Sclose(item_space);
     H5Dclose(item_set);
+    Check(read, "read items (truncated file?)", path);
 
     for (const std::string name : {"text", "image"}) {
       const std::string dataset_path = "/" + name + "/hidden";
-      if (H5Lexists(file, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
-      hid_t dataset = CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
+      if (H5Lexists(file_, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
+      hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
       hid_t space = H5Dget_space(dataset);
-      hsize_t dims[3];
-      if (H5Sget_simple_extent_ndims(space) != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
-      H5Sget_simple_extent_dims(space, dims, nullptr);
+      hsize_t dims[3] = {0, 0, 0};
+      const int ndims = H5Sget_simple_extent_ndims(space);
+      if (ndims == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
+      H5Sclose(space);
+      H5Dclose(dataset);
+      if (ndims != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
       if (dims[0] != rows) {
         throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[0]) +
                          " rows but /items has " + std::to_string(rows));
       }
-      auto tensor = torch::empty({static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1]),
-                                  static_cast<int64_t>(dims[2])}, torch::kFloat32);
-      Check(H5Dread(dataset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr<float>()),
-            "read " + dataset_path + " (truncated file?)", path);
-      H5Sclose(space);
-      H5Dclose(dataset);
-      (name == "text" ? out.text : out.image) = tensor;
+      header_.kept_layers = static_cast<int64_t>(dims[1]);
+      (name == "text" ? header_.text_dim : header_.image_dim) = static_cast<int64_t>(dims[2]);
     }
   } catch (...) {
-    H5Fclose(file);
+    H5Fclose(file_);
     throw;
   }
-  H5Fclose(file);
+}
+
+StateFileReader::~StateFileReader() {
+  [[maybe_unused]] Hdf5Guard guard;
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row_begin, int64_t count) const {
+  [[maybe_unused]] Hdf5Guard guard;
+  const int64_t dim = modality == "text" ? header_.text_dim : modality == "image" ? header_.image_dim : 0;
+  const auto rows = static_cast<int64_t>(header_.items.size());
+  if (dim == 0) throw CacheError(path_.string() + ": holds no " + modality + " states");
+  if (row_begin < 0 || count < 0 || row_begin + count > rows) {
+    throw CacheError(path_.string() + ": rows " + std::to_string(row_begin) + ".." + std::to_string(row_begin + count) +
+                     " are outside the " + std::to_string(rows) + " rows of " + modality);
+  }
+  auto tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+  if (count == 0) return tensor;
+  const std::string dataset_path = "/" + modality + "/hidden";
+  hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path_);
+  hid_t file_space = H5Dget_space(dataset);
+  const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
+  const hsize_t extent[3] = {static_cast<hsize_t>(count), static_cast<hsize_t>(header_.kept_layers),
+                             static_cast<hsize_t>(dim)};
+  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, extent, nullptr);
+  hid_t mem_space = H5Screate_simple(3, extent, nullptr);
+  const herr_t read = H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, tensor.data_ptr<float>());
+  H5Sclose(mem_space);
+  H5Sclose(file_space);
+  H5Dclose(dataset);
+  Check(read, "read " + dataset_path + " (truncated file?)", path_);
+  return tensor;
+}
+
+StateFileHeader ReadStateFileHeader(const std::filesystem::path& path) { return StateFileReader(path).header(); }
+
+StateFile ReadStateFile(const std::filesystem::path& path) {
+  StateFileReader reader(path);
+  const auto& header = reader.header();
+  StateFile out;
+  out.items = header.items;
+  out.fingerprint = header.fingerprint;
+  out.inputs = header.inputs;
+  out.format_version = header.format_version;
+  const auto rows = static_cast<int64_t>(header.items.size());
+  if (header.text_dim > 0) out.text = reader.ReadRows("text", 0, rows);
+  if (header.image_dim > 0) out.image = reader.ReadRows("image", 0, rows);
   return out;
 }
 

@@ -55,4 +55,36 @@ struct StateFile {
 // Reads a whole cache into host memory. A truncated or foreign file is a CacheError that names it.
 StateFile ReadStateFile(const std::filesystem::path& path);
 
+// What a cache file holds, without its tables: cheap enough to check every cache in a folder.
+struct StateFileHeader {
+  std::vector<std::string> items;
+  std::string fingerprint;
+  nlohmann::json inputs;
+  int format_version = 0;
+  int64_t kept_layers = 0;
+  int64_t text_dim = 0;   // 0: no text table
+  int64_t image_dim = 0;  // 0: no image table
+};
+
+// Reads a completed cache in row ranges (to fill a device table slab by slab, or to check a
+// sample of rows). Opening checks the header as ReadStateFile does.
+class StateFileReader {
+ public:
+  explicit StateFileReader(const std::filesystem::path& path);
+  ~StateFileReader();
+  StateFileReader(const StateFileReader&) = delete;
+  StateFileReader& operator=(const StateFileReader&) = delete;
+
+  const StateFileHeader& header() const { return header_; }
+  // Rows [row_begin, row_begin + count) of "text" or "image" as float32 [count, K, D].
+  torch::Tensor ReadRows(const std::string& modality, int64_t row_begin, int64_t count) const;
+
+ private:
+  std::filesystem::path path_;
+  int64_t file_ = -1;
+  StateFileHeader header_;
+};
+
+StateFileHeader ReadStateFileHeader(const std::filesystem::path& path);
+
 }  // namespace iisan::cache

@@ -18,6 +18,7 @@
 #include "distributed/rank_log.h"
 #include "distributed/rendezvous.h"
 #include "distributed/trainer_parallel.h"
+#include "launcher/cache_ranks.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
 
@@ -114,21 +115,6 @@ void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int t
   out << "wrote " << written << " images (" << size << "x" << size << " JPEG) to " << (dir / "images").string() << "\n";
 }
 
-void CacheBuild(const Json& config, std::ostream& out) {
-  const auto job = PrepareJob(config);
-  if (std::filesystem::exists(job.cache_path)) {
-    const auto file = cache::ReadStateFile(job.cache_path);
-    if (file.fingerprint == job.fingerprint) {
-      out << "cache up to date: " << job.cache_path.string() << " (fingerprint " << job.fingerprint << ")\n";
-      return;
-    }
-    throw cache::CacheError(job.cache_path.string() + ": exists with fingerprint " + file.fingerprint +
-                            " but this config needs " + job.fingerprint + "; delete it or choose another cache.path");
-  }
-  cache::BuildStateCache(job.dataset, job.cache_options, job.cache_path);
-  out << "cache built: " << job.cache_path.string() << " (fingerprint " << job.fingerprint << ")\n";
-}
-
 Json Train(const Json& config_in, std::ostream& out) {
   // mpirun, srun or `iisan launch` make this process one rank of a data-parallel job; nothing
   // set is a world of one, anything partial is an error (never a silent world of one).
@@ -146,11 +132,8 @@ Json Train(const Json& config_in, std::ostream& out) {
         static_cast<int64_t>(1000.0 * At(config, "train.collective_timeout_s").get<double>()));
     group = distributed::JoinProcessGroup(world, job.train_options.device, collective);
     LOG(INFO) << "data-parallel job: " << world.Describe();
-    // One rank builds a missing cache; the others wait for it.
-    if (!train::UsesLiveBackbones(job.method)) {
-      if (world.rank == 0 && !std::filesystem::exists(job.cache_path)) EnsureCache(job);
-      group->host->Barrier();
-    }
+    // The ranks build a missing cache together (each its share of the chunks).
+    if (!train::UsesLiveBackbones(job.method)) EnsureCacheFileOnRanks(job, *group);
   }
   const bool lead = world.rank == 0;
   auto model = BuildModel(job);

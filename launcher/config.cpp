@@ -40,7 +40,11 @@ Json BuildDefaults() {
     "cache": {
       "path": "",
       "dir": "cache",
-      "batch_size": 128
+      "batch_size": 128,
+      "chunk_items": 1024,
+      "dtype": "float32",
+      "service": "",
+      "token": ""
     },
     "train": {
       "device": "cpu",

@@ -7,7 +7,10 @@
 #include <glog/logging.h>
 #include <torch/torch.h>
 
+#include "cache/ensure.h"
+#include "cache/service.h"
 #include "cache/state_file.h"
+#include "cache/store.h"
 #include "core/models/hf_checkpoint.h"
 #include "core/train/item_inputs.h"
 
@@ -53,6 +56,10 @@ Job PrepareJob(const Json& config) {
   cache.kept_layers = At(config, "model.kept_layers").get<std::vector<int>>();
   cache.title_max_tokens = At(config, "model.title_max_tokens").get<int>();
   cache.batch_size = At(config, "cache.batch_size").get<int64_t>();
+  cache.chunk_items = At(config, "cache.chunk_items").get<int64_t>();
+  if (cache.batch_size < 1) throw ConfigError("cache.batch_size must be at least 1");
+  if (cache.chunk_items < 1) throw ConfigError("cache.chunk_items must be at least 1");
+  cache.dtype = cache::ParseDtype(At(config, "cache.dtype").get<std::string>(), "config key 'cache.dtype'");
   cache.seed = At(config, "seed").get<uint64_t>();
   cache.device = ParseDevice(At(config, "train.device").get<std::string>());
 
@@ -145,6 +152,7 @@ Job PrepareJob(const Json& config) {
     const auto inputs = cache::CacheInputs(job.dataset, cache);
     job.fingerprint = cache::CacheFingerprint(inputs);
     const auto explicit_path = At(config, "cache.path").get<std::string>();
+    job.cache_content_addressed = explicit_path.empty();
     job.cache_path = explicit_path.empty()
         ? std::filesystem::path(At(config, "cache.dir").get<std::string>()) / (job.fingerprint + ".h5")
         : std::filesystem::path(explicit_path);
@@ -152,22 +160,49 @@ Job PrepareJob(const Json& config) {
   return job;
 }
 
+Json CacheServiceSpec(const Job& job) {
+  Json spec = job.config;
+  for (const char* key : {"data.dir", "model.text_backbone", "model.image_backbone"}) {
+    const auto value = At(spec, key).get<std::string>();
+    if (value.empty()) continue;
+    const auto dot = std::string(key).find('.');
+    spec[std::string(key).substr(0, dot)][std::string(key).substr(dot + 1)] = std::filesystem::absolute(value).string();
+  }
+  for (const char* key : {"path", "dir", "service", "token"}) spec["cache"].erase(key);
+  return spec;
+}
+
+std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats) {
+  const auto service = At(job.config, "cache.service").get<std::string>();
+  if (!service.empty()) {
+    LOG(INFO) << "asking the cache service " << service << " for key " << job.fingerprint;
+    const auto reply = cache::CallCacheService(
+        service, {{"op", "ensure"}, {"config", CacheServiceSpec(job)}, {"token", At(job.config, "cache.token")}});
+    if (!reply.value("ok", false)) {
+      throw cache::CacheError("cache service " + service + ": " + reply.value("error", std::string("no error message")));
+    }
+    if (reply.value("key", std::string()) != job.fingerprint) {
+      throw cache::CacheError("cache service " + service + " answered key " + reply.value("key", std::string()) +
+                              " for this job, which has key " + job.fingerprint + "; do the service and this job "
+                              "read the same files?");
+    }
+    return reply.at("path").get<std::string>();
+  }
+  cache::EnsureRequest request;
+  request.dataset = &job.dataset;
+  request.options = job.cache_options;
+  request.path = job.cache_path;
+  request.fingerprint = job.fingerprint;
+  request.content_addressed = job.cache_content_addressed;
+  auto result = cache::EnsureStateCacheFile(request);
+  if (result.built && stats) *stats = result.stats;
+  return result.path;
+}
+
 train::ItemStates EnsureCache(const Job& job) {
-  if (!std::filesystem::exists(job.cache_path)) {
-    LOG(INFO) << "no cache at " << job.cache_path << "; building it";
-    cache::BuildStateCache(job.dataset, job.cache_options, job.cache_path);
-  }
-  auto file = cache::ReadStateFile(job.cache_path);
-  if (file.fingerprint != job.fingerprint) {
-    throw cache::CacheError(job.cache_path.string() + ": built from other inputs (fingerprint " + file.fingerprint +
-                            ", this job needs " + job.fingerprint + "); remove cache.path to use the default "
-                            "location, or delete the file to rebuild it");
-  }
-  if (file.items != job.dataset.item_ids) {
-    throw cache::CacheError(job.cache_path.string() + ": its item list differs from the dataset's; delete it and rebuild");
-  }
-  LOG(INFO) << "loaded cache " << job.cache_path << " (" << file.items.size() - 1 << " items)";
-  return {file.text, file.image};
+  const auto path = EnsureCacheFile(job);
+  const auto tables = cache::LoadStateTables(path, {}, job.fingerprint, job.dataset.item_ids);
+  return {tables.text, tables.image};
 }
 
 namespace {

@@ -20,6 +20,7 @@ struct Job {
   train::Method method = train::Method::kIisan;
   cache::CacheBuildOptions cache_options;
   std::filesystem::path cache_path;  // cached IISAN: cache.path, or cache.dir/<fingerprint>.h5
+  bool cache_content_addressed = true;  // cache_path is cache.dir/<fingerprint>.h5
   std::string fingerprint;
   train::RecommenderConfig model_config;
   train::TrainOptions train_options;
@@ -27,9 +28,19 @@ struct Job {
 
 Job PrepareJob(const Json& config);
 
-// Loads the job's cache, building it first when it does not exist; checks that it belongs to
-// this job (fingerprint and item list) and returns its states.
+// Makes sure the job's cache exists and returns its path: through the cache service when
+// cache.service is set (the service builds it once, however many jobs ask), otherwise here,
+// under the cache's file lock (concurrent processes build it once). `stats` receives the build's
+// timing when this process built it.
+std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats = nullptr);
+
+// EnsureCacheFile, then loads the cache into host memory after checking that it belongs to
+// this job (fingerprint and item list).
 train::ItemStates EnsureCache(const Job& job);
+
+// The config an ensure request sends to the cache service: the job's config with absolute
+// paths and without the client's cache location, service and token.
+Json CacheServiceSpec(const Job& job);
 
 // The job's model with its item data, ready on the training device: cached IISAN gets the
 // cache (built if missing); live methods get tokenised titles, decoded images and backbone

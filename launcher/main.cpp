@@ -60,8 +60,38 @@ int main(int argc, char** argv) {
 
   auto* cache = app.add_subcommand("cache", "frozen-backbone state cache")->require_subcommand(1);
   ConfigArgs cache_args;
-  auto* cache_build = cache->add_subcommand("build", "run the frozen backbones over every item once");
+  std::string cache_stats_out;
+  auto* cache_build = cache->add_subcommand("build", "run the frozen backbones over every item once (resumable; "
+                                                     "sharded across ranks under mpirun, srun or iisan launch)");
   AddConfigOptions(cache_build, cache_args);
+  cache_build->add_option("--stats-out", cache_stats_out, "also write the build's timing and FLOPs as JSON here");
+  auto* cache_key = cache->add_subcommand("key", "print the config's cache key and cache path");
+  AddConfigOptions(cache_key, cache_args);
+  auto* cache_ls = cache->add_subcommand("ls", "list the caches and partial builds in cache.dir");
+  AddConfigOptions(cache_ls, cache_args);
+  int verify_rows = 16;
+  uint64_t verify_seed = 1;
+  double verify_tolerance = 0;
+  auto* cache_verify = cache->add_subcommand("verify", "recompute a random sample of rows and compare with the cache");
+  AddConfigOptions(cache_verify, cache_args);
+  cache_verify->add_option("--rows", verify_rows, "rows to recompute")->capture_default_str();
+  cache_verify->add_option("--seed", verify_seed, "seed of the row sample")->capture_default_str();
+  cache_verify->add_option("--tolerance", verify_tolerance, "allowed difference, absolute and relative to the row's "
+                                                            "largest value (0: 1e-4 for float32, 2e-2 for bfloat16)")->capture_default_str();
+  std::string rm_target;
+  auto* cache_rm = cache->add_subcommand("rm", "remove a cache (by key in cache.dir, or by path)");
+  AddConfigOptions(cache_rm, cache_args);
+  cache_rm->add_option("target", rm_target, "cache key or path")->required();
+  iisan::launcher::ServeOptions serve;
+  auto* cache_serve = cache->add_subcommand("serve", "serve cache builds to jobs (single flight per key) on a Unix "
+                                                     "socket or TCP");
+  AddConfigOptions(cache_serve, cache_args);
+  cache_serve->add_option("--socket", serve.socket, "Unix socket path (default: cache.dir/service.sock)");
+  cache_serve->add_option("--listen", serve.listen, "HOST:PORT for TCP; an address other than loopback needs --token");
+  cache_serve->add_option("--token", serve.token, "shared secret every request must carry (default: cache.token)");
+  cache_serve->add_option("--workers", serve.workers, "threads for requests and builds")->capture_default_str();
+  cache_serve->add_option("--max-request-bytes", serve.max_request_bytes, "longest request line accepted")
+      ->capture_default_str();
 
   ConfigArgs train_args;
   auto* train = app.add_subcommand("train", "train a model (model.method: iisan, iisan-uncached, fft, adapter, lora, "
@@ -110,8 +140,16 @@ int main(int argc, char** argv) {
       iisan::launcher::DataSynth(synth, std::cout);
     } else if (images_cmd->parsed()) {
       iisan::launcher::DataImages(images_dir, images_size, images_seed, images_threads, std::cout);
-    } else if (cache_build->parsed()) {
-      iisan::launcher::CacheBuild(iisan::launcher::ResolveConfig(cache_args.file, cache_args.overrides), std::cout);
+    } else if (cache->parsed()) {
+      const auto config = iisan::launcher::ResolveConfig(cache_args.file, cache_args.overrides);
+      if (cache_build->parsed()) iisan::launcher::CacheBuild(config, cache_stats_out, std::cout);
+      if (cache_key->parsed()) iisan::launcher::CacheKey(config, std::cout);
+      if (cache_ls->parsed()) iisan::launcher::CacheList(config, std::cout);
+      if (cache_verify->parsed()) {
+        iisan::launcher::CacheVerify(config, verify_rows, verify_seed, verify_tolerance, std::cout);
+      }
+      if (cache_rm->parsed()) iisan::launcher::CacheRemove(config, rm_target, std::cout);
+      if (cache_serve->parsed()) iisan::launcher::CacheServe(config, serve, std::cout);
     } else if (train->parsed()) {
       iisan::launcher::Train(iisan::launcher::ResolveConfig(train_args.file, train_args.overrides), std::cout);
     } else if (eval->parsed()) {

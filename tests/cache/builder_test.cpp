@@ -1,14 +1,20 @@
-// The cache builder: default kept layers, fingerprint stability and sensitivity, and the
-// states it writes against a direct forward pass of the same backbone.
+// The cache key and the builder: default kept layers, key stability and sensitivity to every
+// input, the states written against a direct forward pass, resuming a partial build without
+// recomputing its finished chunks, corrupt chunks recomputed, ranks sharing the chunks, and the
+// analytic FLOPs of the benchmark hook.
 #include "cache/builder.h"
 
+#include <barrier>
 #include <fstream>
+#include <numeric>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "cache/partial_build.h"
 #include "cache/state_file.h"
-#include "core/data/synthetic.h"
+#include "cache_test_data.h"
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
@@ -17,7 +23,7 @@
 namespace iisan::cache {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::WriteText;
 
 TEST(BuilderTest, DefaultKeptLayersEndAtTheLastLayer) {
   EXPECT_EQ(DefaultKeptLayers(12), (std::vector<int>{0, 2, 4, 6, 8, 10, 12}));
@@ -25,46 +31,26 @@ TEST(BuilderTest, DefaultKeptLayersEndAtTheLastLayer) {
   EXPECT_EQ(DefaultKeptLayers(3), (std::vector<int>{0, 1, 3}));
 }
 
-void WriteText(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path) << text;
-}
-
-// A small synthetic dataset and tiny backbones (text and image) in a fresh folder.
 class BuilderFixture : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(::testing::TempDir()) / ("builder_" + std::string(
-        ::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(root_);
-    data::SynthOptions synth;
-    synth.num_users = 60;
-    synth.num_items = 48;
-    synth.num_categories = 4;
-    synth.image_size = 16;
-    data::WriteSyntheticDataset(root_ / "data", synth);
-    data::PreprocessOptions preprocess;
-    preprocess.require_images = true;
-    dataset_ = data::LoadDataset(root_ / "data", preprocess);
-
-    std::string vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n";
-    for (char c = 'a'; c <= 'z'; ++c) vocab += std::string(1, c) + "\n##" + std::string(1, c) + "\n";
-    for (char c = '0'; c <= '9'; ++c) vocab += std::string(1, c) + "\n##" + std::string(1, c) + "\n";
-    vocab += "-\n";
-    WriteText(root_ / "text/vocab.txt", vocab);
-    WriteText(root_ / "text/config.json", R"({"vocab_size": 78, "hidden_size": 16, "num_hidden_layers": 2,
-      "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 40})");
-    WriteText(root_ / "image/config.json", R"({"hidden_size": 16, "num_hidden_layers": 2,
-      "num_attention_heads": 2, "intermediate_size": 32, "image_size": 16, "patch_size": 8})");
-    WriteText(root_ / "image/preprocessor_config.json", R"({"size": 16})");
-    options_.text_backbone = root_ / "text";
-    options_.image_backbone = root_ / "image";
-    options_.batch_size = 20;
+    root_ = testing::FreshDir("builder");
+    testing::WriteTinyProblem(root_);
+    dataset_ = testing::LoadTinyDataset(root_);
+    options_ = testing::TinyOptions(root_);
   }
 
   std::string Fingerprint() const { return CacheFingerprint(CacheInputs(dataset_, options_)); }
 
-  fs::path root_;
+  void ExpectSameStates(const std::filesystem::path& a, const std::filesystem::path& b) {
+    const auto left = ReadStateFile(a), right = ReadStateFile(b);
+    EXPECT_EQ(left.fingerprint, right.fingerprint);
+    EXPECT_EQ(left.items, right.items);
+    EXPECT_TRUE(torch::equal(left.text, right.text)) << a << " vs " << b;
+    EXPECT_TRUE(torch::equal(left.image, right.image)) << a << " vs " << b;
+  }
+
+  std::filesystem::path root_;
   data::Dataset dataset_;
   CacheBuildOptions options_;
 };
@@ -73,9 +59,18 @@ TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
   const auto base = Fingerprint();
   EXPECT_EQ(base, Fingerprint());
 
-  // Moving the backbone folders changes nothing.
-  fs::copy(root_ / "text", root_ / "text2", fs::copy_options::recursive);
+  // Moving the backbone folders changes nothing; neither do batch and chunk sizes.
+  std::filesystem::copy(root_ / "text", root_ / "text2", std::filesystem::copy_options::recursive);
+  std::filesystem::copy(root_ / "image", root_ / "image2", std::filesystem::copy_options::recursive);
   options_.text_backbone = root_ / "text2";
+  options_.image_backbone = root_ / "image2";
+  EXPECT_EQ(base, Fingerprint());
+  options_.batch_size = 3;
+  options_.chunk_items = 7;
+  EXPECT_EQ(base, Fingerprint());
+  // Preprocessing written out with its defaults is the same preprocessing.
+  WriteText(root_ / "image2/preprocessor_config.json",
+            R"({"size": 16, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_resize": true})");
   EXPECT_EQ(base, Fingerprint());
 
   const auto changed = [&](auto mutate) {
@@ -90,17 +85,35 @@ TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
   EXPECT_TRUE(changed([&] { options_.kept_layers = {0, 1}; }));
   EXPECT_TRUE(changed([&] { options_.title_max_tokens = 20; }));
   EXPECT_TRUE(changed([&] { options_.seed = 99; }));
+  EXPECT_TRUE(changed([&] { options_.dtype = torch::kBFloat16; }));
   EXPECT_TRUE(changed([&] { options_.modality = models::Modality::kText; }));
   EXPECT_TRUE(changed([&] { dataset_.titles[3] += " x"; }));
   EXPECT_TRUE(changed([&] { std::swap(dataset_.item_ids[1], dataset_.item_ids[2]); }));
-  EXPECT_TRUE(changed([&] { WriteText(root_ / "text2/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n"); }));
-  EXPECT_TRUE(changed([&] {
-    WriteText(root_ / "text2/config.json", R"({"vocab_size": 78, "hidden_size": 16, "num_hidden_layers": 2,
-      "num_attention_heads": 2, "intermediate_size": 48, "max_position_embeddings": 40})");
+  EXPECT_TRUE(changed([&] {  // the same items in another order
+    std::swap(dataset_.item_ids[1], dataset_.item_ids[2]);
+    std::swap(dataset_.titles[1], dataset_.titles[2]);
+    std::swap(dataset_.image_paths[1], dataset_.image_paths[2]);
   }));
-  EXPECT_TRUE(changed([&] {
-    std::ofstream(dataset_.image_paths[5], std::ios::app) << "x";
-  }));
+  EXPECT_TRUE(changed([&] { dataset_.item_ids.pop_back(); dataset_.titles.pop_back(); dataset_.image_paths.pop_back(); }));
+
+  const auto file_changed = [&](const std::filesystem::path& path, const std::string& text) {
+    std::ifstream in(path);
+    const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    WriteText(path, text);
+    const bool differs = Fingerprint() != base;
+    WriteText(path, saved);
+    return differs;
+  };
+  EXPECT_TRUE(file_changed(root_ / "text2/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n"));
+  EXPECT_TRUE(file_changed(root_ / "text2/config.json", R"({"vocab_size": 78, "hidden_size": 16, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "intermediate_size": 48, "max_position_embeddings": 40})"));
+  EXPECT_TRUE(file_changed(root_ / "image2/config.json", R"({"hidden_size": 16, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "intermediate_size": 32, "image_size": 16, "patch_size": 4})"));
+  EXPECT_TRUE(file_changed(root_ / "image2/preprocessor_config.json", R"({"size": 16, "image_mean": [0.4, 0.5, 0.5]})"));
+  EXPECT_TRUE(file_changed(root_ / "image2/preprocessor_config.json", R"({"size": 16, "image_std": [0.5, 0.5, 0.6]})"));
+  EXPECT_TRUE(file_changed(root_ / "image2/preprocessor_config.json", R"({"size": 24})"));
+  EXPECT_EQ(base, Fingerprint());
+  EXPECT_TRUE(changed([&] { std::ofstream(dataset_.image_paths[5], std::ios::app) << "x"; }));
 
   // Checkpoint weights: adding a model.safetensors changes the key, and so do other bytes in it.
   models::WriteSafetensors(root_ / "text2/model.safetensors", {{"pooler.dense.bias", torch::zeros({16})}});
@@ -112,9 +125,13 @@ TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
 
 TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
   const auto path = root_ / "cache" / "c.h5";
-  const auto fingerprint = BuildStateCache(dataset_, options_, path);
+  const auto stats = BuildStateCache(dataset_, options_, path);
+  EXPECT_EQ(stats.chunks_total, 5);  // 48 items in chunks of 10
+  EXPECT_EQ(stats.chunks_computed, 5);
+  EXPECT_EQ(stats.items_computed, 48);
+  EXPECT_FALSE(std::filesystem::exists(PartialBuildDir(path))) << "the partial folder outlived the build";
   const auto file = ReadStateFile(path);
-  EXPECT_EQ(file.fingerprint, fingerprint);
+  EXPECT_EQ(file.fingerprint, stats.fingerprint);
   EXPECT_EQ(file.items, dataset_.item_ids);
   ASSERT_EQ(file.text.sizes(), torch::IntArrayRef({dataset_.num_items() + 1, 2, 16}));
   ASSERT_EQ(file.image.sizes(), torch::IntArrayRef({dataset_.num_items() + 1, 2, 16}));
@@ -133,11 +150,82 @@ TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
   EXPECT_TRUE(torch::allclose(file.text[7][0], hidden[0][0][0], 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(file.text[7][1], hidden[2][0][0], 1e-5, 1e-6));
 
-  // A second build gives identical bytes-for-bytes states.
+  // Another chunk size batches the items differently: the same states up to float rounding.
+  options_.chunk_items = 48;
   BuildStateCache(dataset_, options_, root_ / "cache" / "d.h5");
-  const auto again = ReadStateFile(root_ / "cache" / "d.h5");
-  EXPECT_TRUE(torch::equal(file.text, again.text));
-  EXPECT_TRUE(torch::equal(file.image, again.image));
+  const auto other = ReadStateFile(root_ / "cache" / "d.h5");
+  EXPECT_EQ(other.fingerprint, file.fingerprint);
+  EXPECT_TRUE(torch::allclose(other.text, file.text, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(other.image, file.image, 1e-5, 1e-6));
+}
+
+TEST_F(BuilderFixture, ResumesFinishedChunksWithoutRecomputingThemAndRedoesCorruptOnes) {
+  const auto reference = root_ / "reference.h5";
+  BuildStateCache(dataset_, options_, reference);
+
+  // A build that died after chunks 0, 1 and 3: their files exist in the partial folder.
+  const auto path = root_ / "cache" / "c.h5";
+  const auto inputs = CacheInputs(dataset_, options_);
+  ChunkLayout layout{dataset_.num_items(), options_.chunk_items, 2, 16, 16};
+  const auto partial = PartialBuild::Prepare(PartialBuildDir(path), CacheFingerprint(inputs), inputs, layout);
+  StateComputer computer(dataset_, options_, {0, 2});
+  for (int64_t chunk : {0, 1, 3}) {
+    std::vector<int64_t> rows(layout.count(chunk));
+    std::iota(rows.begin(), rows.end(), layout.begin(chunk));
+    const auto states = computer.Compute(rows);
+    partial.WriteChunk(chunk, states.text, states.image);
+  }
+  // Chunk 3's file is corrupted on disk: it must be detected and computed again.
+  {
+    std::fstream file(PartialBuildDir(path) / "chunk-000003.bin", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(200);
+    const char byte = static_cast<char>(file.get());
+    file.seekp(200);
+    file.put(static_cast<char>(byte ^ 0x5a));
+  }
+  const auto stats = BuildStateCache(dataset_, options_, path);
+  EXPECT_EQ(stats.chunks_already_done, 3);
+  EXPECT_EQ(stats.chunks_computed, 2 + 1) << "chunks 2 and 4, then the corrupt chunk 3 again";
+  ExpectSameStates(path, reference);
+}
+
+TEST_F(BuilderFixture, APartialBuildOfOtherInputsIsDiscarded) {
+  const auto path = root_ / "cache" / "c.h5";
+  const auto inputs = CacheInputs(dataset_, options_);
+  ChunkLayout layout{dataset_.num_items(), options_.chunk_items, 2, 16, 16};
+  const auto stale = PartialBuild::Prepare(PartialBuildDir(path), "00000000deadbeef", inputs, layout);
+  stale.WriteChunk(0, torch::zeros({10, 2, 16}), torch::zeros({10, 2, 16}));
+  const auto stats = BuildStateCache(dataset_, options_, path);
+  EXPECT_EQ(stats.chunks_already_done, 0);
+  EXPECT_EQ(stats.chunks_computed, 5);
+  const auto reference = root_ / "reference.h5";
+  BuildStateCache(dataset_, options_, reference);
+  ExpectSameStates(path, reference);
+}
+
+TEST_F(BuilderFixture, RanksShareTheChunksAndRankZeroAssemblesTheSameFile) {
+  const auto reference = root_ / "reference.h5";
+  BuildStateCache(dataset_, options_, reference);
+  const auto path = root_ / "cache" / "ranks.h5";
+  constexpr int kRanks = 3;
+  std::barrier sync(kRanks);
+  std::vector<BuildStats> stats(kRanks);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < kRanks; ++rank) {
+    ranks.emplace_back([&, rank] {
+      BuildControl control;
+      control.rank = rank;
+      control.world_size = kRanks;
+      control.barrier = [&] { sync.arrive_and_wait(); };
+      stats[rank] = BuildStateCache(dataset_, options_, path, control);
+    });
+  }
+  for (auto& thread : ranks) thread.join();
+  // 5 chunks over 3 ranks: 2, 2 and 1.
+  EXPECT_EQ(stats[0].chunks_computed, 2);
+  EXPECT_EQ(stats[1].chunks_computed, 2);
+  EXPECT_EQ(stats[2].chunks_computed, 1);
+  ExpectSameStates(path, reference);
 }
 
 TEST_F(BuilderFixture, MismatchedBackboneDepthsNeedExplicitKeptLayers) {
@@ -148,6 +236,22 @@ TEST_F(BuilderFixture, MismatchedBackboneDepthsNeedExplicitKeptLayers) {
   EXPECT_EQ(ResolveKeptLayers(options_), (std::vector<int>{0, 2}));
   options_.kept_layers = {0, 3};
   EXPECT_THROW(ResolveKeptLayers(options_), CacheError);
+}
+
+TEST_F(BuilderFixture, ForwardFlopsFollowTheBaseSizeArithmetic) {
+  WriteText(root_ / "base_text/config.json", R"({"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "intermediate_size": 3072})");
+  WriteText(root_ / "base_image/config.json", R"({"hidden_size": 768, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "intermediate_size": 3072, "image_size": 224, "patch_size": 16})");
+  options_.text_backbone = root_ / "base_text";
+  options_.image_backbone = root_ / "base_image";
+  options_.title_max_tokens = 30;
+  const auto flops = ForwardFlopsPerItem(options_);
+  // Per token and layer: 4*768^2 + 2*768*3072 + 2*T*768 multiply-adds; 2 FLOPs each.
+  EXPECT_DOUBLE_EQ(flops.text, 2.0 * (4.0 * 768 * 768 + 2.0 * 768 * 3072 + 2.0 * 30 * 768) * 30 * 12);
+  const double patch = 2.0 * 196 * (3 * 16 * 16 * 768);
+  EXPECT_DOUBLE_EQ(flops.image, patch + 2.0 * (4.0 * 768 * 768 + 2.0 * 768 * 3072 + 2.0 * 197 * 768) * 197 * 12);
+  EXPECT_NEAR(flops.image / 1e9, 35.2, 0.5);  // ViT-B/16 is the well-known ~17.6 GMACs
 }
 
 }  // namespace

@@ -1,0 +1,49 @@
+// The cache key: everything that determines the cached states (backbone weights and configs,
+// tokenizer vocabulary and maximum length, image preprocessing and image bytes, the items'
+// content and order, kept layers, dtype, and the seed when the weights are random) as JSON,
+// and its 64-bit digest. The same inputs give the same key; any change gives a new one.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "core/data/dataset.h"
+#include "core/models/iisan.h"
+
+namespace iisan::cache {
+
+struct CacheBuildOptions {
+  models::Modality modality = models::Modality::kTextImage;
+  std::filesystem::path text_backbone;   // folder with config.json and vocab.txt
+  std::filesystem::path image_backbone;  // folder with config.json and preprocessor_config.json
+  std::vector<int> kept_layers;          // hidden-state indices; empty = DefaultKeptLayers
+  int title_max_tokens = 30;
+  int64_t batch_size = 128;
+  int64_t chunk_items = 1024;  // items per resumable chunk (not part of the key)
+  uint64_t seed = 12345;       // initialises the backbones while no checkpoint is loaded
+  // The backbones' compute dtype: float32 or bfloat16 (the file stores float32 either way).
+  torch::ScalarType dtype = torch::kFloat32;
+  torch::Device device = torch::kCPU;
+};
+
+// "float32" / "bfloat16" and back; anything else is a CacheError naming `field`.
+std::string DtypeName(torch::ScalarType dtype);
+torch::ScalarType ParseDtype(const std::string& name, const std::string& field);
+
+// The embedding output plus every second layer, ending at the last: {0, 2, 4, …, 12} for 12
+// layers, as the reference's LayerDrop (IISAN.md §4).
+std::vector<int> DefaultKeptLayers(int num_layers);
+
+// The kept layers both backbones share (they must agree in count for the inter-modal tower).
+std::vector<int> ResolveKeptLayers(const CacheBuildOptions& options);
+
+// Everything that determines the cached states, as JSON, and its 64-bit digest in hex (the key).
+nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions& options);
+std::string CacheFingerprint(const nlohmann::json& inputs);
+
+}  // namespace iisan::cache

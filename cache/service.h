@@ -1,0 +1,68 @@
+// `iisan cache serve`: a Boost.Asio daemon through which jobs and sweep trials share cache
+// builds. Clients ask it to ensure a key spec and get the path when the cache is ready;
+// concurrent requests for the same key join one build (single flight). It listens on a Unix
+// socket, or on TCP 127.0.0.1; any other address needs a shared-secret token. Requests are
+// one line of JSON (service_request.h) of at most max_request_bytes: a longer one gets an
+// error reply and the connection is closed; a malformed one gets an error reply; the service
+// keeps serving either way. Builds run on worker threads, never on the I/O thread.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cache/builder.h"
+#include "cache/service_request.h"
+
+namespace iisan::cache {
+
+// What an ensure request resolves to: the key, where its cache lives, and how to make sure it
+// is there (returns whether it ran a build).
+struct ServiceTarget {
+  std::string key;
+  std::filesystem::path path;
+  std::function<bool(const BuildControl&)> ensure;
+};
+// Turns a request's config overlay into a target (throws with a message for the client).
+using SpecResolver = std::function<ServiceTarget(const nlohmann::json& config)>;
+
+struct ServiceOptions {
+  std::filesystem::path socket_path;  // Unix socket; used when `listen` is empty
+  std::string listen;                 // "HOST:PORT" for TCP (port 0: any free port)
+  std::string token;                  // required in every request when set
+  std::filesystem::path cache_dir;    // the caches that list, evict and ensure-by-key see
+  size_t max_request_bytes = kDefaultMaxRequestBytes;
+  int workers = 4;                    // threads that resolve requests and run builds
+  bool stop_on_signals = false;       // SIGINT / SIGTERM stop Run()
+};
+
+class CacheService {
+ public:
+  // Binds the socket. CacheError for a non-loopback address without a token, an address that
+  // does not parse, or a socket that another live service already serves.
+  CacheService(ServiceOptions options, SpecResolver resolver);
+  ~CacheService();
+  CacheService(const CacheService&) = delete;
+  CacheService& operator=(const CacheService&) = delete;
+
+  // "unix:PATH" or "HOST:PORT" (with the bound port), as clients pass it to CallCacheService.
+  std::string endpoint() const;
+  // Serves until Stop() (or a signal, with stop_on_signals).
+  void Run();
+  // Thread-safe; builds already running finish before the destructor returns.
+  void Stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One request, one reply, over a fresh connection. `endpoint`: "unix:PATH", a path containing
+// '/', or "HOST:PORT". CacheError naming the endpoint if it cannot connect or the reply is not
+// JSON. The reply is returned as is (check "ok").
+nlohmann::json CallCacheService(const std::string& endpoint, const nlohmann::json& request);
+
+}  // namespace iisan::cache

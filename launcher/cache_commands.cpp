@@ -1,0 +1,252 @@
+// The `iisan cache` subcommands: key, build, ls, verify, rm, serve; and the cache step of
+// multi-rank jobs.
+#include <fstream>
+#include <iomanip>
+#include <random>
+#include <set>
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+
+#include "cache/cache_dir.h"
+#include "cache/ensure.h"
+#include "cache/service.h"
+#include "cache/state_file.h"
+#include "distributed/rank_log.h"
+#include "distributed/rendezvous.h"
+#include "launcher/cache_ranks.h"
+#include "launcher/commands.h"
+
+namespace iisan::launcher {
+namespace {
+
+// The cache commands act on the cached method's key, whatever model.method the config names.
+Job PrepareCacheJob(Json config) {
+  config["model"]["method"] = "iisan";
+  return PrepareJob(config);
+}
+
+std::string Mebibytes(uintmax_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1024.0 * 1024.0) << " MiB";
+  return out.str();
+}
+
+void PrintStats(const cache::BuildStats& stats, std::ostream& out) {
+  const auto json = stats.ToJson();
+  out << std::fixed << std::setprecision(2) << "built " << stats.chunks_computed << " of " << stats.chunks_total
+      << " chunks here (" << stats.chunks_already_done << " resumed), " << stats.items_computed << " items in "
+      << stats.seconds << " s: " << json["items_per_second"].get<double>() << " items/s end to end; forwards "
+      << json["forward_seconds"]["total"].get<double>() << " s (text " << stats.forward_seconds_text << ", image "
+      << stats.forward_seconds_image << "), " << json["forward_items_per_second"].get<double>() << " items/s, "
+      << std::setprecision(3) << json["flops_per_item"]["total"].get<double>() / 1e9 << " GFLOP/item, "
+      << json["forward_tflops_per_second"].get<double>() << " TFLOP/s (" << stats.device << ", " << stats.dtype
+      << ")\n";
+}
+
+void WriteJsonFile(const std::filesystem::path& path, const Json& json) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  auto temp = path;
+  temp += ".tmp";
+  {
+    std::ofstream file(temp);
+    file << json.dump(2) << "\n";
+    if (!file) throw std::runtime_error(temp.string() + ": cannot write");
+  }
+  std::filesystem::rename(temp, path);
+}
+
+}  // namespace
+
+std::filesystem::path EnsureCacheFileOnRanks(const Job& job, distributed::ProcessGroup& group,
+                                             cache::BuildStats* stats) {
+  const int rank = group.world.rank;
+  if (!At(job.config, "cache.service").get<std::string>().empty()) return EnsureCacheFile(job, stats);
+  // 0: valid, 1: build, 2: refused (rank 0 throws the reason; the others a pointer to it).
+  auto decision = torch::zeros({1}, torch::kInt64);
+  std::unique_ptr<cache::FileLock> lock;
+  std::string problem;
+  if (rank == 0) {
+    lock = std::make_unique<cache::FileLock>(cache::LockPathFor(job.cache_path));
+    const bool valid = cache::IsValidCache(job.cache_path, job.fingerprint, job.dataset.item_ids, &problem);
+    decision[0] = valid ? 0 : (!problem.empty() && !job.cache_content_addressed ? 2 : 1);
+  }
+  group.host->Broadcast(decision, 0);
+  const int64_t verdict = decision[0].item<int64_t>();
+  if (verdict == 2) {
+    throw cache::CacheError(rank == 0 ? problem + "; delete the file to rebuild it, or leave cache.path empty"
+                                      : "rank 0 refused the cache " + job.cache_path.string() + " (see its log)");
+  }
+  if (verdict == 1) {
+    if (rank == 0 && !problem.empty()) {
+      LOG(WARNING) << problem << "; rebuilding it";
+      std::filesystem::remove(job.cache_path);
+    }
+    cache::BuildControl control;
+    control.rank = rank;
+    control.world_size = group.world.world_size;
+    control.barrier = [&group] { group.host->Barrier(); };
+    auto built = cache::BuildStateCache(job.dataset, job.cache_options, job.cache_path, control);
+    if (stats) *stats = built;
+  }
+  group.host->Barrier();
+  return job.cache_path;
+}
+
+void CacheKey(const Json& config, std::ostream& out) {
+  const auto job = PrepareCacheJob(config);
+  out << job.fingerprint << "  " << job.cache_path.string() << "\n";
+}
+
+void CacheBuild(const Json& config, const std::filesystem::path& stats_out, std::ostream& out) {
+  const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
+  auto job = PrepareCacheJob(config);
+  cache::BuildStats stats;
+  std::filesystem::path path;
+  std::unique_ptr<distributed::RankLogPrefix> log_prefix;
+  if (world.world_size > 1) {
+    log_prefix = std::make_unique<distributed::RankLogPrefix>(world.rank, world.world_size);
+    job.cache_options.device = distributed::LocalDevice(world, job.cache_options.device);
+    distributed::CollectiveOptions collective;
+    collective.timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(1000.0 * At(config, "train.collective_timeout_s").get<double>()));
+    // Ranks only exchange small host messages here (barriers), whatever device they compute on.
+    auto group = distributed::JoinProcessGroup(world, torch::kCPU, collective);
+    LOG(INFO) << "cache build on " << world.Describe();
+    path = EnsureCacheFileOnRanks(job, group, &stats);
+  } else {
+    path = EnsureCacheFile(job, &stats);
+  }
+  if (world.rank != 0) return;
+  if (stats.fingerprint.empty()) {
+    out << "cache up to date: " << path.string() << " (key " << job.fingerprint << ")\n";
+    return;
+  }
+  if (!stats_out.empty()) WriteJsonFile(stats_out, stats.ToJson());
+  PrintStats(stats, out);
+  out << "cache built: " << path.string() << " (key " << job.fingerprint << ")\n";
+}
+
+void CacheList(const Json& config, std::ostream& out) {
+  const std::filesystem::path dir = At(config, "cache.dir").get<std::string>();
+  const auto caches = cache::ListCaches(dir);
+  if (caches.empty()) {
+    out << "no caches in " << dir.string() << "\n";
+    return;
+  }
+  out << std::left << std::setw(18) << "key" << std::setw(10) << "items" << std::setw(12) << "size" << std::setw(20)
+      << "status" << "path\n";
+  for (const auto& row : caches) {
+    std::string status = row["status"].get<std::string>();
+    if (status == "partial") {
+      status += " " + std::to_string(row["chunks_done"].get<int64_t>()) + "/" +
+                std::to_string(row["chunks_total"].get<int64_t>());
+    }
+    const std::string key = row["key"].get<std::string>();
+    out << std::left << std::setw(18) << (key.empty() ? "?" : key) << std::setw(10)
+        << (row.contains("items") ? std::to_string(row["items"].get<int64_t>()) : "?") << std::setw(12)
+        << Mebibytes(row["bytes"].get<uintmax_t>()) << std::setw(20) << status << row["path"].get<std::string>()
+        << "\n";
+    if (row.contains("error")) out << "    " << row["error"].get<std::string>() << "\n";
+  }
+}
+
+void CacheVerify(const Json& config, int rows, uint64_t seed, double tolerance, std::ostream& out) {
+  if (rows < 1) throw std::runtime_error("--rows must be at least 1");
+  const auto job = PrepareCacheJob(config);
+  const auto path = job.cache_path;
+  cache::StateFileReader reader(path);
+  const auto& header = reader.header();
+  if (header.fingerprint != job.fingerprint) {
+    throw cache::CacheError(path.string() + ": holds key " + header.fingerprint + " but this config's key is " +
+                            job.fingerprint + "; verify it with the config that built it");
+  }
+  if (header.items != job.dataset.item_ids) {
+    throw cache::CacheError(path.string() + ": its item list differs from the dataset's; rebuild it");
+  }
+  const int64_t items = job.dataset.num_items();
+  // Distinct rows, drawn with the seed.
+  std::mt19937_64 rng(seed);
+  std::set<int64_t> drawn;
+  while (static_cast<int64_t>(drawn.size()) < std::min<int64_t>(rows, items)) {
+    drawn.insert(1 + static_cast<int64_t>(rng() % static_cast<uint64_t>(items)));
+  }
+  const std::vector<int64_t> sample(drawn.begin(), drawn.end());
+  // bf16 forwards round at every layer: a fresh pass over other batches differs by ~1e-3.
+  if (tolerance <= 0) tolerance = job.cache_options.dtype == torch::kBFloat16 ? 2e-2 : 1e-4;
+
+  const auto kept = cache::ResolveKeptLayers(job.cache_options);
+  cache::StateComputer computer(job.dataset, job.cache_options, kept);
+  const auto expected = computer.Compute(sample);
+  double worst = 0;
+  std::vector<int64_t> bad;
+  for (size_t i = 0; i < sample.size(); ++i) {
+    for (const auto& [modality, table] : {std::pair{std::string("text"), expected.text},
+                                          std::pair{std::string("image"), expected.image}}) {
+      if (!table.defined()) continue;
+      const auto stored = reader.ReadRows(modality, sample[i], 1)[0];
+      const auto reference = table[static_cast<int64_t>(i)];
+      const double diff = (stored - reference).abs().max().item<double>();
+      const double scale = reference.abs().max().item<double>();
+      worst = std::max(worst, diff);
+      if (!(diff <= tolerance * (1.0 + scale))) bad.push_back(sample[i]);
+    }
+  }
+  out << "verified " << sample.size() << " rows of " << path.string() << " (seed " << seed
+      << "): max abs difference " << std::scientific << std::setprecision(3) << worst << std::defaultfloat << "\n";
+  if (!bad.empty()) {
+    std::string list;
+    for (size_t i = 0; i < bad.size() && i < 10; ++i) list += (i ? ", " : "") + std::to_string(bad[i]);
+    throw cache::CacheError(path.string() + ": " + std::to_string(bad.size()) + " sampled row(s) differ from a fresh "
+                            "forward pass by more than " + std::to_string(tolerance) + " (rows " + list +
+                            "); the cache is corrupt or was built differently: `iisan cache rm` it and rebuild");
+  }
+  out << "cache OK\n";
+}
+
+void CacheRemove(const Json& config, const std::string& key_or_path, std::ostream& out) {
+  const std::filesystem::path dir = At(config, "cache.dir").get<std::string>();
+  for (const auto& path : cache::RemoveCache(dir, key_or_path)) out << "removed " << path.string() << "\n";
+}
+
+void CacheServe(const Json& config, const ServeOptions& options, std::ostream& out) {
+  const std::filesystem::path dir = std::filesystem::absolute(At(config, "cache.dir").get<std::string>());
+  cache::ServiceOptions service;
+  service.cache_dir = dir;
+  service.listen = options.listen;
+  service.socket_path = options.socket.empty() && options.listen.empty() ? dir / "service.sock"
+                                                                          : std::filesystem::path(options.socket);
+  service.token = options.token.empty() ? At(config, "cache.token").get<std::string>() : options.token;
+  service.workers = options.workers;
+  service.max_request_bytes = options.max_request_bytes;
+  service.stop_on_signals = true;
+  const Json base = config;
+  cache::CacheService server(service, [base, dir](const nlohmann::json& overlay) {
+    Json request_config = DefaultConfig();
+    MergeConfig(request_config, overlay, "the ensure request's config");
+    request_config["cache"]["dir"] = dir.string();
+    request_config["cache"]["path"] = "";
+    request_config["cache"]["service"] = "";
+    if (train::UsesLiveBackbones(train::ParseMethod(At(request_config, "model.method").get<std::string>()))) {
+      request_config["model"]["method"] = "iisan";
+    }
+    auto job = std::make_shared<Job>(PrepareJob(request_config));
+    cache::ServiceTarget target;
+    target.key = job->fingerprint;
+    target.path = job->cache_path;
+    target.ensure = [job](const cache::BuildControl& control) {
+      cache::EnsureRequest request;
+      request.dataset = &job->dataset;
+      request.options = job->cache_options;
+      request.path = job->cache_path;
+      request.fingerprint = job->fingerprint;
+      return cache::EnsureStateCacheFile(request, control).built;
+    };
+    return target;
+  });
+  out << "cache service listening on " << server.endpoint() << " (caches in " << dir.string() << ")" << std::endl;
+  server.Run();
+  out << "cache service stopped\n";
+}
+
+}  // namespace iisan::launcher
