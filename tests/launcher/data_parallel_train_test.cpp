@@ -59,6 +59,13 @@ std::map<std::string, torch::Tensor> ReadCheckpoint(const std::filesystem::path&
   return out;
 }
 
+// Where the data-parallel runs train: IISAN_TEST_DEVICE (cuda on a GPU machine: one GPU a rank,
+// NCCL), else the CPU.
+std::string TestDevice() {
+  const char* device = std::getenv("IISAN_TEST_DEVICE");
+  return device && *device ? device : "cpu";
+}
+
 // A fresh work folder with what `iisan demo` writes (synthetic data, small backbones, cache);
 // returns the `train` arguments that point at them, to be followed by more --set options.
 std::string PrepareDemo(const std::filesystem::path& work) {
@@ -84,8 +91,7 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
   // IISAN_TEST_DEVICE=cuda runs the same check on GPUs, one a rank, through NCCL; CI has none and
   // runs it on the CPU. IISAN_TEST_RANKS lists the mpirun world sizes (default "2 4" on the CPU,
   // "2" on GPUs; "2 4 8" on an 8-GPU machine).
-  const char* device_env = std::getenv("IISAN_TEST_DEVICE");
-  const std::string device = device_env && *device_env ? device_env : "cpu";
+  const std::string device = TestDevice();
   const char* ranks_env = std::getenv("IISAN_TEST_RANKS");
   std::vector<int> worlds;
   {
@@ -156,7 +162,7 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
 void ExpectAKilledRankEndsTheJob(const std::string& label, const std::string& starter, const std::string& names_rank) {
   const auto work = std::filesystem::path(::testing::TempDir()) / ("data_parallel_killed_" + label);
   const std::string iisan = IISAN_BINARY;
-  const std::string train = PrepareDemo(work) +
+  const std::string train = PrepareDemo(work) + " --set train.device=" + TestDevice() +
                             " --set train.epochs=1000 --set train.patience=1000 --set train.collective_timeout_s=10"
                             " --set name=killed";
   ASSERT_FALSE(::testing::Test::HasFailure());
