@@ -1,6 +1,7 @@
 // Frozen-backbone forward passes over the items, chunk by chunk, with image decoding spread
 // over threads so that the backbones are not left waiting on the CPU.
 #include "cache/builder.h"
+#include "core/data/text_file.h"
 
 #include <csignal>
 #include <fstream>
@@ -363,7 +364,7 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
       if (layout.image_dim > 0) writer.WriteRows("image", layout.begin(chunk), rows->second);
     }
     writer.Commit(stats.fingerprint, inputs);
-    std::filesystem::remove_all(dir);
+    data::RemoveTree(dir);
   }
   barrier();
   if (computer) {

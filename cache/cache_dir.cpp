@@ -1,4 +1,5 @@
 #include "cache/cache_dir.h"
+#include "core/data/text_file.h"
 
 #include <algorithm>
 
@@ -71,7 +72,7 @@ std::vector<std::filesystem::path> RemoveCache(const std::filesystem::path& dir,
   std::vector<std::filesystem::path> removed;
   for (const auto& victim : {path, partial, StatsPathFor(path)}) {
     if (std::filesystem::exists(victim)) {
-      std::filesystem::remove_all(victim);
+      data::RemoveTree(victim);
       removed.push_back(victim);
     }
   }

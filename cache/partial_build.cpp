@@ -2,6 +2,7 @@
 // dim), the text then image rows as little-endian float32, and the Digest64 of everything
 // before it. A file that exists was renamed into place after it was written in full.
 #include "cache/partial_build.h"
+#include "core/data/text_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -75,7 +76,7 @@ PartialBuild PartialBuild::Prepare(const std::filesystem::path& dir, const std::
                  << (manifest ? "it was started for other inputs (key " + (*manifest)["fingerprint"].dump() +
                                     ") or another chunk size"
                               : std::string("its manifest is missing or unreadable"));
-    std::filesystem::remove_all(dir);
+    data::RemoveTree(dir);
   }
   std::filesystem::create_directories(dir);
   const nlohmann::json manifest = {{"fingerprint", fingerprint}, {"layout", LayoutJson(layout)}, {"inputs", inputs}};

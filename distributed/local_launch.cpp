@@ -1,5 +1,6 @@
 // posix_spawn of the ranks, and a wait loop that ends the job once one rank has failed.
 #include "distributed/local_launch.h"
+#include "core/data/text_file.h"
 
 #include <cerrno>
 #include <csignal>
@@ -110,8 +111,11 @@ LocalLaunchResult LaunchLocal(const LocalLaunchOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (own_dir) {
-    std::error_code ignored;
-    fs::remove_all(dir, ignored);
+    try {
+      data::RemoveTree(dir);
+    } catch (const fs::filesystem_error&) {
+      // a leftover temporary folder is not worth failing the job for
+    }
   }
   return result;
 }

@@ -24,6 +24,8 @@ void AddConfigOptions(CLI::App* command, ConfigArgs& args) {
 
 int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
+  // A crash (SIGSEGV, SIGBUS, SIGABRT, …) logs its stack trace before the process dies.
+  google::InstallFailureSignalHandler();
   FLAGS_logtostderr = false;
   FLAGS_alsologtostderr = true;
   FLAGS_colorlogtostderr = false;

@@ -2,6 +2,7 @@
 // feed the output (no <random> distributions, no libm transcendentals), so a seed gives the same
 // bytes with every compiler and standard library.
 #include "core/data/synthetic.h"
+#include "core/data/text_file.h"
 
 #include <algorithm>
 #include <array>
@@ -344,22 +345,22 @@ void WriteSyntheticDataset(const fs::path& dir, const SynthOptions& options) {
                        "folder is not empty; choose a new folder or set overwrite to replace it");
     }
     fs::create_directories(parent);
-    fs::remove_all(staging);  // left over from a writer that died
+    RemoveTree(staging);  // left over from a writer that died
     fs::create_directory(staging);
     try {
       WriteDatasetFiles(staging, options);
     } catch (...) {
-      fs::remove_all(staging);
+      RemoveTree(staging);
       throw;
     }
     if (exists && empty) {
       fs::remove(target);
     } else if (exists) {
-      fs::remove_all(retired);
+      RemoveTree(retired);
       fs::rename(target, retired);
     }
     fs::rename(staging, target);
-    fs::remove_all(retired);
+    RemoveTree(retired);
   } catch (const fs::filesystem_error& error) {
     throw InputError(target, 0, std::string("cannot write the dataset: ") + error.what());
   }

@@ -1,12 +1,41 @@
 // Implementation of the shared file and line readers.
 #include "core/data/text_file.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
 #include <fstream>
 #include <system_error>
 
 #include "core/data/input_error.h"
 
 namespace iisan::data {
+
+void RemoveTree(const std::filesystem::path& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) return;
+    throw std::filesystem::filesystem_error("cannot remove", path, std::error_code(errno, std::generic_category()));
+  }
+  // Children before their folder (FTW_DEPTH), links not followed (FTW_PHYS).
+  static thread_local std::string failed;
+  failed.clear();
+  const int result = ::nftw(
+      path.c_str(),
+      [](const char* entry, const struct stat*, int, struct FTW*) -> int {
+        if (::remove(entry) == 0) return 0;
+        failed = entry;
+        return errno != 0 ? errno : EIO;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
+  if (result != 0) {
+    const int code = result > 0 ? result : errno;
+    throw std::filesystem::filesystem_error("cannot remove", failed.empty() ? path : std::filesystem::path(failed),
+                                            std::error_code(code, std::generic_category()));
+  }
+}
 namespace {
 
 constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";

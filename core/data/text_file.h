@@ -1,5 +1,6 @@
 // Whole-file reads and UTF-8-checked line splitting shared by the readers of this library
-// (TSV files, vocabularies, image files, JSON configs). Internal to core/data.
+// (TSV files, vocabularies, image files, JSON configs), and RemoveTree, which the other
+// libraries use too.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,13 @@ namespace iisan::data {
 
 // The file's bytes; InputError if it is missing, not a regular file or unreadable.
 std::string ReadFile(const std::filesystem::path& path);
+
+// Removes `path` and, for a folder, everything below it (symbolic links are removed, not
+// followed); a path that does not exist is no error. Throws std::filesystem::filesystem_error
+// naming the entry that could not be removed. Our own walk (nftw): libstdc++ 13's
+// std::filesystem::remove_all crashed (a call through a null pointer) on Ubuntu 24.04 with a
+// LibTorch 2.11 build, removing a folder of plain files.
+void RemoveTree(const std::filesystem::path& path);
 
 // Offset of the first byte that makes text invalid UTF-8 (overlong forms, surrogates and code
 // points past U+10FFFF count as invalid), or std::string_view::npos when it is valid.

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include "core/data/text_file.h"
 
 namespace {
 
@@ -69,7 +70,7 @@ std::string TestDevice() {
 // A fresh work folder with what `iisan demo` writes (synthetic data, small backbones, cache);
 // returns the `train` arguments that point at them, to be followed by more --set options.
 std::string PrepareDemo(const std::filesystem::path& work) {
-  std::filesystem::remove_all(work);
+  iisan::data::RemoveTree(work);
   std::filesystem::create_directories(work);
   const std::string iisan = IISAN_BINARY;
   const auto synth = RunShell(iisan + " data synth " + (work / "data").string() + " --users 240 --items 120 --categories 6");
