@@ -1,8 +1,6 @@
 // What every backend shares: input checks, failure messages and the process abort.
 #include "distributed/communicator.h"
 
-#include <stdexcept>
-
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -10,10 +8,6 @@
 #include <glog/logging.h>
 
 namespace iisan::distributed {
-
-void Communicator::SetEnqueueOnly(bool on) {
-  if (on) throw std::logic_error(std::string(backend()) + " collectives cannot be enqueued without waiting");
-}
 
 void Communicator::AllReduce(torch::Tensor tensor, ReduceOp op) {
   StartAllReduce({std::move(tensor)}, op)->Wait();

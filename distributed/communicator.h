@@ -71,16 +71,6 @@ class Communicator {
   virtual torch::Tensor AllGather(const torch::Tensor& tensor) = 0;
   virtual void Barrier() = 0;
 
-  // CUDA-graph steps (NCCL). With enqueue-only on, collectives are queued on the current stream
-  // and Work::Wait() returns at once: no host synchronisation, so that a step that contains them
-  // can be captured in a CUDA graph (work on the same stream is ordered after them anyway).
-  // WaitForDevice then waits, bounded by the timeout, until the current stream has finished,
-  // ending the job like a failed collective if it does not. Host backends are synchronous: they
-  // report no support, and WaitForDevice does nothing.
-  virtual bool SupportsEnqueueOnly() const { return false; }
-  virtual void SetEnqueueOnly(bool on);
-  virtual void WaitForDevice(std::string_view what) { (void)what; }
-
   void AllReduce(torch::Tensor tensor, ReduceOp op);
 };
 

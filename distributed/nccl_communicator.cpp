@@ -4,7 +4,6 @@
 
 #include <nccl.h>
 
-#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -42,8 +41,6 @@ class NcclWork : public Work {
   NcclWork(NcclCommunicator& comm, std::string description, std::unique_ptr<at::cuda::CUDAEvent> done)
       : comm_(comm), description_(std::move(description)), done_(std::move(done)) {}
   void Wait() override;
-  // Polls `event` against the communicator's deadline.
-  void WaitFor(const at::cuda::CUDAEvent& event);
 
  private:
   NcclCommunicator& comm_;
@@ -154,17 +151,6 @@ class NcclCommunicator : public Communicator {
   }
 
   std::chrono::milliseconds timeout() const { return options_.timeout; }
-  bool enqueue_only() const { return enqueue_only_.load(); }
-
-  bool SupportsEnqueueOnly() const override { return true; }
-  void SetEnqueueOnly(bool on) override { enqueue_only_.store(on); }
-
-  void WaitForDevice(std::string_view what) override {
-    c10::cuda::CUDAGuard guard(device_);
-    at::cuda::CUDAEvent done;
-    done.record(c10::cuda::getCurrentCUDAStream(device_.index()));
-    NcclWork(*this, DescribeCollective(*this, what, next_sequence_), nullptr).WaitFor(done);
-  }
 
  private:
   // Enqueues `body`'s NCCL calls (it returns the first failure) as one group on the current
@@ -179,12 +165,8 @@ class NcclCommunicator : public Communicator {
     if (const auto started = ncclGroupStart(); !Queued(started)) Fail(description, started);
     if (const auto queued = body(stream.stream()); !Queued(queued)) Fail(description, queued);
     AwaitReady(ncclGroupEnd(), description, Clock::now() + options_.timeout);
-    // Enqueue-only (perhaps inside a CUDA-graph capture): nothing to record or poll.
-    std::unique_ptr<at::cuda::CUDAEvent> done;
-    if (!enqueue_only_.load()) {
-      done = std::make_unique<at::cuda::CUDAEvent>();
-      done->record(stream);
-    }
+    auto done = std::make_unique<at::cuda::CUDAEvent>();
+    done->record(stream);
     return std::make_unique<NcclWork>(*this, std::move(description), std::move(done));
   }
 
@@ -213,17 +195,12 @@ class NcclCommunicator : public Communicator {
   ncclComm_t comm_ = nullptr;
   std::mutex mutex_;  // NCCL communicators are not thread-safe; hooks may launch from autograd threads
   uint64_t next_sequence_ = 0;
-  std::atomic<bool> enqueue_only_{false};  // read by autograd threads too
 };
 
 void NcclWork::Wait() {
-  if (done_) WaitFor(*done_);
-}
-
-void NcclWork::WaitFor(const at::cuda::CUDAEvent& event) {
   const auto deadline = Clock::now() + comm_.timeout();
   auto pause = std::chrono::microseconds(5);
-  while (!comm_.Poll(event, description_)) {
+  while (!comm_.Poll(*done_, description_)) {
     if (Clock::now() >= deadline) {
       std::ostringstream message;
       message << description_ << " did not complete within " << std::chrono::duration<double>(comm_.timeout()).count()

@@ -1,7 +1,6 @@
 // The trainer's DataParallel interface (core/train/data_parallel.h) over a ProcessGroup:
 // embeddings all-gathered with their gradient, trainable gradients summed by the bucketed,
-// hook-driven GradientSynchronizer (eager steps) or by one grouped all-reduce of the packed
-// gradients (CUDA-graph steps, NCCL), parameters broadcast from rank 0, metric sums reduced.
+// hook-driven GradientSynchronizer, parameters broadcast from rank 0, metric sums reduced.
 #pragma once
 
 #include <memory>
@@ -31,19 +30,13 @@ class ProcessGroupParallel : public train::DataParallel {
   train::RankingMetrics ReduceMetrics(const train::RankingMetrics& local, int64_t expected_users) override;
   void CheckInSync(const std::vector<torch::Tensor>& tensors, const std::vector<std::string>& names,
                    int64_t step) override;
-  bool SupportsGraphSteps() const override;
-  void SetEnqueueOnly(bool on) override;
-  void WaitForStep() override;
-  void AllReduceSum(const std::vector<torch::Tensor>& tensors) override;
-  double TimeAllReduce(const std::vector<torch::Tensor>& like) override;
+
+  // Trainable bytes all-reduced per step (= the trainable parameters' bytes).
+  int64_t bytes_per_step() const { return sync_->bytes_per_step(); }
 
  private:
   ProcessGroup& group_;
   Communicator& device_comm_;
-  std::vector<torch::Tensor> trainable_;
-  size_t bucket_bytes_;
-  // Made at the first eager step: its gradient hooks must not exist in CUDA-graph steps, whose
-  // gradients are summed by AllReduceSum over the optimizer's packed buffers instead.
   std::unique_ptr<GradientSynchronizer> sync_;
 };
 

@@ -5,11 +5,12 @@
 # IISAN and FFT by default) and each mode:
 #   strong  the reference's global batch (64 for IISAN, 32 for FFT) split over the ranks
 #   weak    the reference's batch per rank (global batch = ranks x reference)
-# Every run trains one epoch (STEPS_<METHOD> steps of it, 0 = all); on CUDA every step is a
-# CUDA graph, the data-parallel ones included (GRAPH=false measures eager steps). N > 1 ranks start with
+# Every run trains one epoch (STEPS_<METHOD> steps of it, 0 = all) with eager steps, because
+# data-parallel steps are not captured as CUDA graphs; one more run per method shows one rank
+# with its CUDA graph (the single-device default) for comparison. N > 1 ranks start with
 # `iisan launch --nproc N` (one GPU a rank, NCCL on CUDA). The table (experiments/scaling_table.py)
 # gives steps/s and samples/s from the steady seconds per step, the scaling efficiency
-# (samples/s at N ranks / (N x samples/s of one rank)), the gradient all-reduce
+# (samples/s at N ranks / (N x samples/s of one rank with eager steps)), the gradient all-reduce
 # milliseconds and bytes per step, and rank 0's peak memory.
 #
 # Usage, from the repository root on the GPU machine, with iisan built against CUDA LibTorch:
@@ -48,15 +49,18 @@ common=(--set data.dir="$data" --set model.text_backbone="${TEXT_BACKBONE:-$shar
 runs=()
 for method in $methods; do
   case $method in iisan) base=64; steps=${STEPS_IISAN:-0} ;; *) base=32; steps=${STEPS_FFT:-60} ;; esac
-  args=("${common[@]}" --set model.method="$method" --set train.max_steps_per_epoch="$steps"
-        --set train.cuda_graph="${GRAPH:-true}")
+  args=("${common[@]}" --set model.method="$method" --set train.max_steps_per_epoch="$steps")
+  name=$method-graph-1
+  [ -f "$work/runs/$name/summary.json" ] ||
+    "$iisan" train "${args[@]}" --set train.batch_size=$base --set name=$name || echo "FAILED: $name" >&2
+  runs+=("$work/runs/$name")
   for mode in $modes; do
     for n in $ranks; do
       global=$base; [ "$mode" = weak ] && global=$((base * n))
       # One rank is the same run in both modes.
       name=$method-$mode-$n; [ "$n" = 1 ] && name=$method-strong-1
       [[ " ${runs[*]} " == *" $work/runs/$name "* ]] && continue
-      run=("${args[@]}" --set train.batch_size=$global --set name=$name)
+      run=("${args[@]}" --set train.batch_size=$global --set train.cuda_graph=false --set name=$name)
       if [ ! -f "$work/runs/$name/summary.json" ]; then
         if [ "$n" = 1 ]; then "$iisan" train "${run[@]}" || echo "FAILED: $name" >&2
         elif [ "$launcher" = mpirun ]; then

@@ -3,7 +3,7 @@
 
 For each run: steps/s = 1 / steady seconds per step (metrics.jsonl, last epoch), samples/s =
 global batch x steps/s, scaling efficiency = samples/s / (ranks x samples/s of the same method
-at one rank), the gradient all-reduce ms and bytes per step, rank 0's peak memory.
+at one rank with eager steps), the gradient all-reduce ms and bytes per step, rank 0's peak memory.
 Runs that did not finish are listed as missing."""
 import json
 import sys
@@ -34,7 +34,7 @@ def main(paths):
             "peak_gib": summary["peak_memory_gib"], "steps": epoch["train_steps"],
             "epoch_s": summary["train_seconds_per_epoch"],
         }))
-    # The one-rank run (named METHOD-strong-1) is the base of both modes.
+    # The one-rank eager run (named METHOD-strong-1) is the base of both modes.
     base = {m: r["samples_per_s"] for m, mode, n, r in rows if r and n == 1 and mode == "strong"}
     print("| method | mode | ranks | global batch | steps timed | steps/s | samples/s | scaling efficiency "
           "| all-reduce ms/step | all-reduce MiB/step | train s/epoch | peak GiB (rank 0) |")
@@ -44,7 +44,7 @@ def main(paths):
             print(f"| {method} | {mode} | {ranks} | | | missing | | | | | | |")
             continue
         one = base.get(method)
-        eff = f"{100 * r['samples_per_s'] / (ranks * one):.0f} %" if one else ""
+        eff = f"{100 * r['samples_per_s'] / (ranks * one):.0f} %" if one and mode != "graph" else ""
         print(f"| {method} | {mode} | {r['world']} | {r['batch']} | {r['steps']} | {r['steps_per_s']:.2f} "
               f"| {r['samples_per_s']:.0f} | {eff} | {r['allreduce_ms']:.2f} | {r['allreduce_mib']:.1f} "
               f"| {r['epoch_s']:.2f} | {r['peak_gib']:.2f} |")

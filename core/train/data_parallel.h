@@ -42,19 +42,6 @@ class DataParallel {
   // Sums over ranks.
   virtual double Sum(double value) = 0;
   virtual RankingMetrics ReduceMetrics(const RankingMetrics& local, int64_t expected_users) = 0;
-  // CUDA-graph steps (NCCL only). While enqueue-only is on, AllGather and AllReduceSum queue
-  // their collectives on the current stream without waiting, so that a step containing them can
-  // be captured and replayed; WaitForStep then waits, bounded by the collective timeout, for the
-  // device to finish the step, and ends the job, naming the rank, if it does not.
-  virtual bool SupportsGraphSteps() const { return false; }
-  virtual void SetEnqueueOnly(bool on) { (void)on; }
-  virtual void WaitForStep() {}
-  // Sums each tensor over the ranks, in place (one grouped collective).
-  virtual void AllReduceSum(const std::vector<torch::Tensor>& tensors) = 0;
-  // Milliseconds one all-reduce of tensors shaped like these takes, timed outside any graph on
-  // scratch copies (the all-reduce inside a replayed step cannot be timed on its own).
-  virtual double TimeAllReduce(const std::vector<torch::Tensor>& like) = 0;
-
   // Debug check: throws, naming the first differing tensor and the step, unless every rank
   // holds the same values.
   virtual void CheckInSync(const std::vector<torch::Tensor>& tensors, const std::vector<std::string>& names,

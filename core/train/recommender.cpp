@@ -280,57 +280,33 @@ torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Ten
   return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
 }
 
-torch::Tensor RecommenderImpl::ShardLoss(const torch::Tensor& local, const torch::Tensor& global_ids,
-                                        const torch::Tensor& global_mask, int64_t row_offset, int64_t rows,
-                                        const torch::Tensor& log_popularity, const Gather& gather) {
-  const int64_t seq_len = global_ids.size(1);
-  const auto embeddings = gather(local);  // [world * rows, L+1, d]
-  auto user_out = user_encoder->forward(local.narrow(1, 0, seq_len - 1), global_mask.narrow(0, row_offset, rows));
-  return models::InBatchSoftmaxLossShard(user_out, row_offset, embeddings, global_ids, global_mask, log_popularity);
-}
-
 torch::Tensor RecommenderImpl::LossShard(const SequenceBatch& global, int64_t row_offset, int64_t rows,
-                                        const torch::Tensor& log_popularity, const Gather& gather) {
+                                        const torch::Tensor& log_popularity,
+                                        const std::function<torch::Tensor(const torch::Tensor&)>& gather) {
   const auto distinct = FindDistinctItems(global.item_ids.narrow(0, row_offset, rows));
   const int64_t seq_len = global.item_ids.size(1);
   auto local = EmbedItems(distinct.ids)
                    .index_select(0, ToDeviceAsync(distinct.inverse, device_))
                    .view({rows, seq_len, -1});
+  const auto embeddings = gather(local);  // [world * rows, L+1, d]
   const auto item_ids = ToDeviceAsync(global.item_ids.to(torch::kCPU), device_);
   const auto log_mask = ToDeviceAsync(global.log_mask.to(torch::kCPU), device_);
-  return ShardLoss(local, item_ids, log_mask, row_offset, rows, log_popularity, gather);
-}
-
-torch::Tensor RecommenderImpl::EmbedPositionsCached(const torch::Tensor& item_ids) {
-  if (UsesLiveBackbones(config_.method)) throw std::logic_error("the on-device losses without staging are for cached IISAN");
-  const auto flat = item_ids.reshape({-1});
-  auto gather = [&](const torch::Tensor& table) {
-    return table.defined() ? table.index_select(0, flat) : torch::Tensor();
-  };
-  return side_network->forward(gather(states_.text), gather(states_.image)).view({item_ids.size(0), item_ids.size(1), -1});
+  auto user_out = user_encoder->forward(local.narrow(1, 0, seq_len - 1), log_mask.narrow(0, row_offset, rows));
+  return models::InBatchSoftmaxLossShard(user_out, row_offset, embeddings, item_ids, log_mask, log_popularity);
 }
 
 torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                                            const torch::Tensor& log_popularity) {
+  if (UsesLiveBackbones(config_.method)) throw std::logic_error("LossOnDevice is for cached IISAN");
+  const auto flat = item_ids.reshape({-1});
+  auto gather = [&](const torch::Tensor& table) {
+    return table.defined() ? table.index_select(0, flat) : torch::Tensor();
+  };
   const int64_t seq_len = item_ids.size(1);
-  auto embeddings = EmbedPositionsCached(item_ids);
+  auto embeddings =
+      side_network->forward(gather(states_.text), gather(states_.image)).view({item_ids.size(0), seq_len, -1});
   auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
   return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
-}
-
-torch::Tensor RecommenderImpl::LossShardOnDevice(const torch::Tensor& global_ids, const torch::Tensor& global_mask,
-                                                int64_t row_offset, int64_t rows, const torch::Tensor& log_popularity,
-                                                const Gather& gather) {
-  const auto local = EmbedPositionsCached(global_ids.narrow(0, row_offset, rows));
-  return ShardLoss(local, global_ids, global_mask, row_offset, rows, log_popularity, gather);
-}
-
-torch::Tensor RecommenderImpl::LossShardStaged(const StagedItems& items, const torch::Tensor& inverse,
-                                              const torch::Tensor& global_ids, const torch::Tensor& global_mask,
-                                              int64_t row_offset, int64_t rows, const torch::Tensor& log_popularity,
-                                              const Gather& gather) {
-  const auto local = EmbedStaged(items).index_select(0, inverse).view({rows, global_ids.size(1), -1});
-  return ShardLoss(local, global_ids, global_mask, row_offset, rows, log_popularity, gather);
 }
 
 torch::Tensor RecommenderImpl::ItemTable(int64_t chunk) {

@@ -123,15 +123,6 @@ class RecommenderImpl : public torch::nn::Module {
   // captured CUDA graph needs. Rows of all-zero ids and mask are padding and change nothing.
   torch::Tensor LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                              const torch::Tensor& log_popularity);
-  // The data-parallel forms of LossOnDevice (cached IISAN) and LossStaged (live methods), for
-  // CUDA-graph steps: `global_ids` [W * rows, L+1] and `global_mask` [W * rows, L] on the
-  // device; this rank's rows start at `row_offset`; `inverse` maps this rank's positions.
-  using Gather = std::function<torch::Tensor(const torch::Tensor&)>;
-  torch::Tensor LossShardOnDevice(const torch::Tensor& global_ids, const torch::Tensor& global_mask, int64_t row_offset,
-                                  int64_t rows, const torch::Tensor& log_popularity, const Gather& gather);
-  torch::Tensor LossShardStaged(const StagedItems& items, const torch::Tensor& inverse, const torch::Tensor& global_ids,
-                                const torch::Tensor& global_mask, int64_t row_offset, int64_t rows,
-                                const torch::Tensor& log_popularity, const Gather& gather);
   // The whole item table [N+1, d], `chunk` items at a time, without autograd.
   torch::Tensor ItemTable(int64_t chunk);
   // User vectors [U, d] from left-padded histories [U, L] (on the device) looked up in
@@ -157,11 +148,6 @@ class RecommenderImpl : public torch::nn::Module {
 
  private:
   torch::Tensor GatherPixels(const torch::Tensor& ids);  // [U, 3, S, S] uint8, pinned on CUDA
-  // The share of the global loss of this rank's rows, from their embeddings [rows, L+1, d].
-  torch::Tensor ShardLoss(const torch::Tensor& local, const torch::Tensor& global_ids, const torch::Tensor& global_mask,
-                          int64_t row_offset, int64_t rows, const torch::Tensor& log_popularity, const Gather& gather);
-  // Cached IISAN: embeddings of every position of ids [B, L+1] (on the device), [B, L+1, d].
-  torch::Tensor EmbedPositionsCached(const torch::Tensor& item_ids);
   torch::Tensor NormalisePixels(const StagedItems& items);
 
   RecommenderConfig config_;

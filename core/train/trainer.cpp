@@ -139,16 +139,13 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
   optimizer_ = MakeOptimizer(model_, options_.lr);
   loss_sum_ = torch::zeros({}, torch::TensorOptions().device(options_.device));
-  use_graph_ = options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported() &&
-               (!parallel_ || parallel_->SupportsGraphSteps());
+  use_graph_ = !parallel_ && options_.cuda_graph && options_.device.is_cuda() && CudaGraphStep::Supported();
   if (use_graph_) {
     const auto on_device = torch::TensorOptions().device(options_.device);
-    const int64_t world = parallel_ ? parallel_->world_size() : 1;
-    graph_rows_ = (options_.batch_size + world - 1) / world;
-    static_ids_ = torch::zeros({world * graph_rows_, dataset_.max_seq_len + 1}, on_device.dtype(torch::kInt64));
-    static_mask_ = torch::zeros({world * graph_rows_, dataset_.max_seq_len}, on_device.dtype(torch::kFloat32));
+    static_ids_ = torch::zeros({options_.batch_size, dataset_.max_seq_len + 1}, on_device.dtype(torch::kInt64));
+    static_mask_ = torch::zeros({options_.batch_size, dataset_.max_seq_len}, on_device.dtype(torch::kFloat32));
     if (UsesLiveBackbones(model_->config().method)) {
-      static_inverse_ = torch::zeros({graph_rows_ * (dataset_.max_seq_len + 1)}, on_device.dtype(torch::kInt64));
+      static_inverse_ = torch::zeros({static_ids_.numel()}, on_device.dtype(torch::kInt64));
       LOG(INFO) << "training steps run as CUDA graphs, one per count of distinct items (a multiple of "
                 << kLiveGraphBucket << "), each captured after warm-up steps";
     } else {
@@ -255,9 +252,6 @@ void Trainer::TrainEpoch(EpochRecord& record) {
     loss_total = parallel_->Sum(loss_total);  // each rank holds its share of every step's loss
     record.allreduce_bytes_per_step = num_batches ? comm_bytes / num_batches : 0;
     record.allreduce_ms_per_step = num_batches ? 1e3 * comm_seconds / static_cast<double>(num_batches) : 0.0;
-    // Inside a replayed graph the all-reduce cannot be timed apart: time the same collective
-    // on buffers of the same size, outside the graph, once an epoch (every rank takes part).
-    if (use_graph_) record.allreduce_ms_per_step = parallel_->TimeAllReduce(optimizer_->flat_grads());
   }
   record.train_loss = num_batches ? loss_total / static_cast<double>(num_batches) : 0.0;
 }
@@ -265,8 +259,7 @@ void Trainer::TrainEpoch(EpochRecord& record) {
 CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
   const int world = parallel_->world_size();
   const int rank = parallel_->rank();
-  // CUDA-graph steps keep one shape: every global batch is padded to the full one.
-  const int64_t rows = use_graph_ ? graph_rows_ : (static_cast<int64_t>(users.size()) + world - 1) / world;
+  const int64_t rows = (static_cast<int64_t>(users.size()) + world - 1) / world;
   // Deal the users to the ranks in snake order of their sequence lengths: equal counts (within
   // one) and nearly equal interactions. Every rank computes the same deal.
   std::vector<int64_t> by_length = users;
@@ -287,13 +280,6 @@ CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
     masks.push_back(padded.log_mask);
   }
   const SequenceBatch global{torch::cat(ids, 0), torch::cat(masks, 0)};
-  if (use_graph_) {
-    GraphStep(global);
-    ++parallel_steps_;
-    int64_t bytes = 0;
-    for (const auto& g : optimizer_->flat_grads()) bytes += g.nbytes();
-    return {bytes, 0.0};  // the all-reduce's time is measured apart, once an epoch
-  }
 
   optimizer_->ZeroGrad();
   auto loss = model_->LossShard(global, rank * rows, rows, log_popularity_,
@@ -318,20 +304,18 @@ CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
 }
 
 void Trainer::GraphStep(const SequenceBatch& batch) {
-  const int64_t rank = parallel_ ? parallel_->rank() : 0;
-  const int64_t rows = graph_rows_, row_offset = rank * graph_rows_;
-  const auto padded = PadBatch(batch, static_ids_.size(0));
+  const auto padded = PadBatch(batch, options_.batch_size);
   // Inputs travel through pinned memory: a copy from pageable memory would wait for the GPU.
   static_ids_.copy_(ToDeviceAsync(padded.item_ids, options_.device), /*non_blocking=*/true);
   static_mask_.copy_(ToDeviceAsync(padded.log_mask, options_.device), /*non_blocking=*/true);
   int64_t key = 0;
   std::function<void()> step;
   if (UsesLiveBackbones(model_->config().method)) {
-    const auto distinct = FindDistinctItems(padded.item_ids.narrow(0, row_offset, rows), kLiveGraphBucket);
-    const int64_t distinct_rows = distinct.ids.size(0);
+    const auto distinct = FindDistinctItems(padded.item_ids, kLiveGraphBucket);
+    const int64_t rows = distinct.ids.size(0);
     const auto staged = model_->StageItems(distinct.ids);
     if (!static_items_.ids.defined()) {
-      const int64_t capacity = static_inverse_.numel();
+      const int64_t capacity = static_ids_.numel();
       static_items_.ids = torch::zeros({capacity}, staged.ids.options());
       if (staged.pixels.defined()) {
         auto sizes = staged.pixels.sizes().vec();
@@ -340,60 +324,42 @@ void Trainer::GraphStep(const SequenceBatch& batch) {
       }
     }
     static_inverse_.copy_(ToDeviceAsync(distinct.inverse, options_.device), /*non_blocking=*/true);
-    static_items_.ids.narrow(0, 0, distinct_rows).copy_(staged.ids, /*non_blocking=*/true);
-    if (staged.pixels.defined()) {
-      static_items_.pixels.narrow(0, 0, distinct_rows).copy_(staged.pixels, /*non_blocking=*/true);
-    }
-    key = distinct_rows;
+    static_items_.ids.narrow(0, 0, rows).copy_(staged.ids, /*non_blocking=*/true);
+    if (staged.pixels.defined()) static_items_.pixels.narrow(0, 0, rows).copy_(staged.pixels, /*non_blocking=*/true);
+    key = rows;
+    step = [this, rows] {
+      const StagedItems items{static_items_.ids.narrow(0, 0, rows),
+                              static_items_.pixels.defined() ? static_items_.pixels.narrow(0, 0, rows) : torch::Tensor()};
+      optimizer_->ZeroGrad();
+      auto loss = model_->LossStaged(items, static_inverse_, static_ids_, static_mask_, log_popularity_);
+      loss.backward();
+      optimizer_->Step();
+      loss_sum_.add_(loss.detach());
+    };
+  } else {
+    step = [this] {
+      optimizer_->ZeroGrad();
+      auto loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
+      loss.backward();
+      optimizer_->Step();
+      loss_sum_.add_(loss.detach());
+    };
   }
-  // Data parallel: the embeddings are all-gathered and the packed gradients summed by
-  // collectives queued without waiting, which the graph records along with the rest.
-  const auto gather = [this](const torch::Tensor& local) { return parallel_->AllGather(local); };
-  step = [this, key, rows, row_offset, gather] {
-    optimizer_->ZeroGrad();
-    torch::Tensor loss;
-    if (key > 0) {
-      const StagedItems items{static_items_.ids.narrow(0, 0, key),
-                              static_items_.pixels.defined() ? static_items_.pixels.narrow(0, 0, key) : torch::Tensor()};
-      loss = parallel_ ? model_->LossShardStaged(items, static_inverse_, static_ids_, static_mask_, row_offset, rows,
-                                                 log_popularity_, gather)
-                       : model_->LossStaged(items, static_inverse_, static_ids_, static_mask_, log_popularity_);
-    } else {
-      loss = parallel_ ? model_->LossShardOnDevice(static_ids_, static_mask_, row_offset, rows, log_popularity_, gather)
-                       : model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
-    }
-    loss.backward();
-    if (parallel_) parallel_->AllReduceSum(optimizer_->flat_grads());
-    optimizer_->Step();
-    loss_sum_.add_(loss.detach());
-  };
-  struct EnqueueOnly {  // on for the step, off again on every way out
-    DataParallel* parallel;
-    explicit EnqueueOnly(DataParallel* p) : parallel(p) { if (parallel) parallel->SetEnqueueOnly(true); }
-    ~EnqueueOnly() { if (parallel) parallel->SetEnqueueOnly(false); }
-  };
   auto& slot = graphs_[key];
   if (!slot.graph) slot.graph = std::make_unique<CudaGraphStep>(options_.device);
-  {
-    EnqueueOnly enqueue_only(parallel_);
-    // The first graph waits for three eager steps (allocator growth, library handles, kernel
-    // selection); a later shape needs one on its own stream.
-    if (slot.warmups < (pool_owner_ ? 1 : 3)) {
-      slot.graph->Warmup(step);
-      ++slot.warmups;
-    } else {
-      if (!slot.graph->captured()) {
-        slot.graph->Capture(step, pool_owner_);
-        if (!pool_owner_) pool_owner_ = slot.graph.get();
-        if (key > 0) {
-          LOG(INFO) << "captured the training step for " << key << " distinct items (" << graphs_.size() << " graphs)";
-        }
-      }
-      slot.graph->Replay();
-    }
+  // The first graph waits for three eager steps (allocator growth, library handles, kernel
+  // selection); a later shape needs one on its own stream.
+  if (slot.warmups < (pool_owner_ ? 1 : 3)) {
+    slot.graph->Warmup(step);
+    ++slot.warmups;
+    return;
   }
-  // A peer that died mid-step would leave this rank's collectives waiting forever on the GPU.
-  if (parallel_) parallel_->WaitForStep();
+  if (!slot.graph->captured()) {
+    slot.graph->Capture(step, pool_owner_);
+    if (!pool_owner_) pool_owner_ = slot.graph.get();
+    if (key > 0) LOG(INFO) << "captured the training step for " << key << " distinct items (" << graphs_.size() << " graphs)";
+  }
+  slot.graph->Replay();
 }
 
 RankingMetrics Trainer::Evaluate(Split split) {

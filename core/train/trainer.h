@@ -109,8 +109,6 @@ class Trainer {
   Recommender model_;
   TrainOptions options_;
   torch::Tensor log_popularity_;
-  // One step as a CUDA graph. `batch` is padded to graph_rows_ users a rank (all ranks' rows,
-  // rank r's at r * graph_rows_); without data parallelism it is the whole batch.
   void GraphStep(const SequenceBatch& batch);
   // One data-parallel step over the global batch users[0..n); returns the comm stats.
   CommStats ParallelStep(const std::vector<int64_t>& users);
@@ -125,7 +123,6 @@ class Trainer {
   };
   std::map<int64_t, GraphSlot> graphs_;  // by distinct items per batch (one entry for cached IISAN)
   const CudaGraphStep* pool_owner_ = nullptr;  // the first captured graph; the others share its pool
-  int64_t graph_rows_ = 0;  // users a rank per graph step: batch_size, or ceil(batch_size / world)
   torch::Tensor static_ids_, static_mask_, static_inverse_, loss_sum_;
   StagedItems static_items_;  // live methods: room for every position of a batch
 };
