@@ -1,7 +1,6 @@
 // Frozen-backbone forward passes over the items, chunk by chunk, with image decoding spread
 // over threads so that the backbones are not left waiting on the CPU.
 #include "cache/builder.h"
-#include "core/data/text_file.h"
 
 #include <csignal>
 #include <fstream>
@@ -13,7 +12,6 @@
 #include <thread>
 
 #include <glog/logging.h>
-#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "cache/cache_dir.h"
@@ -21,11 +19,14 @@
 #include "cache/state_file.h"
 #include "core/data/image.h"
 #include "core/data/progress.h"
+#include "core/data/text_file.h"
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
 #include "core/models/hf_checkpoint.h"
+#include "core/models/modality.h"
 #include "core/models/vit.h"
+#include "core/train/device_stats.h"
 
 namespace iisan::cache {
 namespace {
@@ -36,8 +37,8 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-bool UsesText(models::Modality m) { return m != models::Modality::kImage; }
-bool UsesImage(models::Modality m) { return m != models::Modality::kText; }
+using models::UsesImage;
+using models::UsesText;
 
 // Whether `folder` holds weights to load (their files are logged); without them the backbone
 // keeps its seeded random init, which is fine for smoke tests but meaningless for results.
@@ -51,10 +52,6 @@ bool AnnounceBackboneWeights(const std::string& what, const std::filesystem::pat
   for (const auto& file : models::CheckpointFiles(folder)) files += " " + file.filename().string();
   LOG(INFO) << what << " backbone weights from " << folder << ":" << files;
   return true;
-}
-
-void Synchronize(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
 // Per token and layer: QKV and output projections (4 H^2) and the MLP (2 H I) multiply-adds,
@@ -147,10 +144,10 @@ struct StateComputer::Impl {
     }
     ids = ids.to(options.device);
     mask = mask.to(options.device);
-    Synchronize(options.device);
+    train::SynchronizeDevice(options.device);
     const auto start = Clock::now();
     auto cls = bert->ClsStates(ids, mask);
-    Synchronize(options.device);
+    train::SynchronizeDevice(options.device);
     text_seconds += SecondsSince(start);
     return Kept(cls);
   }
@@ -173,10 +170,10 @@ struct StateComputer::Impl {
     }
     for (auto& job : jobs) job.get();
     const auto input = batch.to(options.device, options.dtype);
-    Synchronize(options.device);
+    train::SynchronizeDevice(options.device);
     const auto start = Clock::now();
     auto cls = vit->ClsStates(input);
-    Synchronize(options.device);
+    train::SynchronizeDevice(options.device);
     image_seconds += SecondsSince(start);
     return Kept(cls);
   }

@@ -1,5 +1,4 @@
 #include "cache/cache_dir.h"
-#include "core/data/text_file.h"
 
 #include <algorithm>
 
@@ -7,6 +6,7 @@
 #include "cache/digest.h"
 #include "cache/ensure.h"
 #include "cache/state_file.h"
+#include "core/data/text_file.h"
 
 namespace iisan::cache {
 namespace {

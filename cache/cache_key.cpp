@@ -10,13 +10,14 @@
 #include "core/data/image.h"
 #include "core/models/backbone_config.h"
 #include "core/models/hf_checkpoint.h"
+#include "core/models/modality.h"
 #include "core/models/safetensors.h"
 
 namespace iisan::cache {
 namespace {
 
-bool UsesText(models::Modality m) { return m != models::Modality::kImage; }
-bool UsesImage(models::Modality m) { return m != models::Modality::kText; }
+using models::UsesImage;
+using models::UsesText;
 
 std::string ReadFile(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

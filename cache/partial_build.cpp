@@ -2,7 +2,6 @@
 // dim), the text then image rows as little-endian float32, and the Digest64 of everything
 // before it. A file that exists was renamed into place after it was written in full.
 #include "cache/partial_build.h"
-#include "core/data/text_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -17,6 +16,7 @@
 
 #include "cache/digest.h"
 #include "cache/state_file.h"
+#include "core/data/text_file.h"
 
 namespace iisan::cache {
 namespace {

@@ -1,6 +1,5 @@
 // posix_spawn of the ranks, and a wait loop that ends the job once one rank has failed.
 #include "distributed/local_launch.h"
-#include "core/data/text_file.h"
 
 #include <cerrno>
 #include <csignal>
@@ -15,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/data/text_file.h"
 #include "distributed/rendezvous.h"
 
 namespace iisan::distributed {

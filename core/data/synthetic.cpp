@@ -2,7 +2,6 @@
 // feed the output (no <random> distributions, no libm transcendentals), so a seed gives the same
 // bytes with every compiler and standard library.
 #include "core/data/synthetic.h"
-#include "core/data/text_file.h"
 
 #include <algorithm>
 #include <array>
@@ -23,6 +22,7 @@
 #include "core/data/image.h"
 #include "core/data/input_error.h"
 #include "core/data/progress.h"
+#include "core/data/text_file.h"
 
 namespace iisan::data {
 namespace {

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "core/models/loss.h"
+#include "core/models/modality.h"
 #include "core/train/device_stats.h"
 
 namespace iisan::train {
@@ -43,8 +44,17 @@ void SetBackboneTrainable(torch::nn::Module& backbone, Method method, bool is_te
   }
 }
 
-bool UsesText(models::Modality m) { return m != models::Modality::kImage; }
-bool UsesImage(models::Modality m) { return m != models::Modality::kText; }
+using models::UsesImage;
+using models::UsesText;
+
+// The in-batch softmax loss of a batch from its position embeddings [B, L+1, d]: the user
+// encoder reads positions 0..L-1, position k+1 is the target of position k.
+torch::Tensor SequenceLoss(models::UserEncoder& user_encoder, const torch::Tensor& embeddings,
+                           const torch::Tensor& item_ids, const torch::Tensor& log_mask,
+                           const torch::Tensor& log_popularity) {
+  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, item_ids.size(1) - 1), log_mask);
+  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+}
 
 }  // namespace
 
@@ -259,9 +269,8 @@ torch::Tensor RecommenderImpl::LossStaged(const StagedItems& items, const torch:
                                          const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                                          const torch::Tensor& log_popularity) {
   const int64_t batch_size = item_ids.size(0), seq_len = item_ids.size(1);
-  auto embeddings = EmbedStaged(items).index_select(0, inverse).view({batch_size, seq_len, -1});
-  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
-  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+  const auto embeddings = EmbedStaged(items).index_select(0, inverse).view({batch_size, seq_len, -1});
+  return SequenceLoss(user_encoder, embeddings, item_ids, log_mask, log_popularity);
 }
 
 torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Tensor& log_popularity,
@@ -275,9 +284,8 @@ torch::Tensor RecommenderImpl::Loss(const SequenceBatch& batch, const torch::Ten
     return LossStaged(StageItems(distinct.ids), inverse, item_ids, log_mask, log_popularity);
   }
   const int64_t batch_size = item_ids.size(0), seq_len = item_ids.size(1);
-  auto embeddings = EmbedItems(distinct.ids).index_select(0, inverse).view({batch_size, seq_len, -1});
-  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
-  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+  const auto embeddings = EmbedItems(distinct.ids).index_select(0, inverse).view({batch_size, seq_len, -1});
+  return SequenceLoss(user_encoder, embeddings, item_ids, log_mask, log_popularity);
 }
 
 torch::Tensor RecommenderImpl::LossShard(const SequenceBatch& global, int64_t row_offset, int64_t rows,
@@ -302,11 +310,9 @@ torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const
   auto gather = [&](const torch::Tensor& table) {
     return table.defined() ? table.index_select(0, flat) : torch::Tensor();
   };
-  const int64_t seq_len = item_ids.size(1);
-  auto embeddings =
-      side_network->forward(gather(states_.text), gather(states_.image)).view({item_ids.size(0), seq_len, -1});
-  auto user_out = user_encoder->forward(embeddings.narrow(1, 0, seq_len - 1), log_mask);
-  return models::InBatchSoftmaxLoss(user_out, embeddings, item_ids, log_mask, log_popularity);
+  const auto embeddings =
+      side_network->forward(gather(states_.text), gather(states_.image)).view({item_ids.size(0), item_ids.size(1), -1});
+  return SequenceLoss(user_encoder, embeddings, item_ids, log_mask, log_popularity);
 }
 
 torch::Tensor RecommenderImpl::ItemTable(int64_t chunk) {

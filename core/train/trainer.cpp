@@ -305,11 +305,11 @@ CommStats Trainer::ParallelStep(const std::vector<int64_t>& users) {
 
 void Trainer::GraphStep(const SequenceBatch& batch) {
   const auto padded = PadBatch(batch, options_.batch_size);
-  // Inputs travel through pinned memory: a copy from pageable memory would wait for the GPU.
-  static_ids_.copy_(ToDeviceAsync(padded.item_ids, options_.device), /*non_blocking=*/true);
-  static_mask_.copy_(ToDeviceAsync(padded.log_mask, options_.device), /*non_blocking=*/true);
+  // Inputs travel through pinned memory straight into the graph's buffers: a copy from
+  // pageable memory would wait for the GPU.
+  static_ids_.copy_(padded.item_ids.pin_memory(), /*non_blocking=*/true);
+  static_mask_.copy_(padded.log_mask.pin_memory(), /*non_blocking=*/true);
   int64_t key = 0;
-  std::function<void()> step;
   if (UsesLiveBackbones(model_->config().method)) {
     const auto distinct = FindDistinctItems(padded.item_ids, kLiveGraphBucket);
     const int64_t rows = distinct.ids.size(0);
@@ -323,28 +323,26 @@ void Trainer::GraphStep(const SequenceBatch& batch) {
         static_items_.pixels = torch::zeros(sizes, staged.pixels.options());
       }
     }
-    static_inverse_.copy_(ToDeviceAsync(distinct.inverse, options_.device), /*non_blocking=*/true);
+    static_inverse_.copy_(distinct.inverse.pin_memory(), /*non_blocking=*/true);
     static_items_.ids.narrow(0, 0, rows).copy_(staged.ids, /*non_blocking=*/true);
     if (staged.pixels.defined()) static_items_.pixels.narrow(0, 0, rows).copy_(staged.pixels, /*non_blocking=*/true);
     key = rows;
-    step = [this, rows] {
-      const StagedItems items{static_items_.ids.narrow(0, 0, rows),
-                              static_items_.pixels.defined() ? static_items_.pixels.narrow(0, 0, rows) : torch::Tensor()};
-      optimizer_->ZeroGrad();
-      auto loss = model_->LossStaged(items, static_inverse_, static_ids_, static_mask_, log_popularity_);
-      loss.backward();
-      optimizer_->Step();
-      loss_sum_.add_(loss.detach());
-    };
-  } else {
-    step = [this] {
-      optimizer_->ZeroGrad();
-      auto loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
-      loss.backward();
-      optimizer_->Step();
-      loss_sum_.add_(loss.detach());
-    };
   }
+  // key > 0: the live methods' step over that many (padded) distinct items; 0: cached IISAN.
+  const auto step = [this, key] {
+    optimizer_->ZeroGrad();
+    torch::Tensor loss;
+    if (key > 0) {
+      const StagedItems items{static_items_.ids.narrow(0, 0, key),
+                              static_items_.pixels.defined() ? static_items_.pixels.narrow(0, 0, key) : torch::Tensor()};
+      loss = model_->LossStaged(items, static_inverse_, static_ids_, static_mask_, log_popularity_);
+    } else {
+      loss = model_->LossOnDevice(static_ids_, static_mask_, log_popularity_);
+    }
+    loss.backward();
+    optimizer_->Step();
+    loss_sum_.add_(loss.detach());
+  };
   auto& slot = graphs_[key];
   if (!slot.graph) slot.graph = std::make_unique<CudaGraphStep>(options_.device);
   // The first graph waits for three eager steps (allocator growth, library handles, kernel
