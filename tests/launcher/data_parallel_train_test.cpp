@@ -165,15 +165,17 @@ void ExpectAKilledRankEndsTheJob(const std::string& label, const std::string& st
   const std::string iisan = IISAN_BINARY;
   const std::string train = PrepareDemo(work) + " --set train.device=" + TestDevice() +
                             " --set train.epochs=1000 --set train.patience=1000 --set train.collective_timeout_s=10"
-                            " --set name=killed";
+                            " --set name=killed_" + label;
   ASSERT_FALSE(::testing::Test::HasFailure());
-  const auto metrics = work / "runs/killed/metrics.jsonl";
+  // The run's name is the test's own: ctest runs both killed-rank tests at once, and each must
+  // find and kill a rank of its own job, not of the other's.
+  const auto metrics = work / ("runs/killed_" + label) / "metrics.jsonl";
   const std::string job = starter.empty() ? iisan + " launch --nproc 2 --" + train : starter + " " + iisan + train;
   // Start the job, wait for its first epoch, kill the newest rank, and time the job's end.
   const std::string script =
       "OMP_NUM_THREADS=1 " + job + " > " + (work / "job.log").string() +
       " 2>&1 & job=$!; for i in $(seq 600); do [ -s " + metrics.string() +
-      " ] && break; sleep 0.1; done; victim=$(pgrep -n -f 'iisan train .*name=killed'); kill -9 $victim; "
+      " ] && break; sleep 0.1; done; victim=$(pgrep -n -f 'iisan train .*name=killed_" + label + "( |$)'); kill -9 $victim; "
       "start=$(date +%s); wait $job; code=$?; echo \"exit=$code seconds=$(( $(date +%s) - start ))\"";
   const auto script_path = work / "kill_one_rank.sh";
   std::ofstream(script_path) << script << "\n";
