@@ -4,12 +4,16 @@
 
 #include <csignal>
 #include <fstream>
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <thread>
+#include <variant>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -26,6 +30,7 @@
 #include "core/models/hf_checkpoint.h"
 #include "core/models/modality.h"
 #include "core/models/vit.h"
+#include "core/train/cuda_graph.h"
 #include "core/train/device_stats.h"
 
 namespace iisan::cache {
@@ -81,6 +86,8 @@ nlohmann::json BuildStats::ToJson() const {
           {"seconds", seconds},
           {"items_per_second", seconds > 0 ? static_cast<double>(items_computed) / seconds : 0.0},
           {"forward_seconds", {{"text", forward_seconds_text}, {"image", forward_seconds_image}, {"total", total_forward}}},
+          {"pipeline_seconds", {{"prepare", prepare_seconds}, {"wait_for_host", wait_seconds},
+                                {"write_chunks_waited", write_seconds}, {"assemble", assemble_seconds}}},
           {"forward_items_per_second", total_forward > 0 ? static_cast<double>(items_computed) / total_forward : 0.0},
           {"flops_per_item", {{"text", flops_per_item_text}, {"image", flops_per_item_image},
                               {"total", flops_per_item_text + flops_per_item_image}}},
@@ -107,6 +114,61 @@ ForwardFlops ForwardFlopsPerItem(const CacheBuildOptions& options) {
   return out;
 }
 
+// One batch's inputs, prepared on the host while the device works on earlier batches: token
+// ids and masks, and the images as resized bytes (a quarter of the floats' size to copy; the
+// device turns them into floats through the exact value table).
+struct HostBatch {
+  size_t part = 0;  // which list of rows (chunk) it belongs to
+  std::vector<int64_t> rows;
+  torch::Tensor ids, mask;  // int64 [n, T]
+  torch::Tensor pixels;     // uint8 [n, 3, H, W]
+  bool last_of_part = false;
+};
+
+// A bounded first-in first-out queue between the host preparation thread and the device loop.
+template <typename T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(size_t capacity) : capacity_(capacity) {}
+  // False when the queue was closed (the consumer gave up) instead of accepting `item`.
+  bool Push(T item) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_full_.wait(lock, [&] { return closed_ || items_.size() < capacity_; });
+    if (closed_) return false;
+    items_.push_back(std::move(item));
+    not_empty_.notify_one();
+    return true;
+  }
+  T Pop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_empty_.wait(lock, [&] { return !items_.empty(); });
+    T item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed_ = true;
+    not_full_.notify_all();
+  }
+
+ private:
+  size_t capacity_;
+  std::mutex mutex_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<T> items_;
+  bool closed_ = false;
+};
+
+// A backbone's fixed-shape forward (full batches) captured once as a CUDA graph and replayed:
+// the same kernels as the eager forward, without the per-operator launch cost.
+struct GraphedForward {
+  std::unique_ptr<train::CudaGraphStep> graph;
+  std::vector<torch::Tensor> inputs;  // static device buffers the graph reads
+  torch::Tensor output;               // static [B, K, D] buffer it writes
+};
+
 struct StateComputer::Impl {
   Impl(const data::Dataset& dataset, const CacheBuildOptions& options, std::vector<int> kept)
       : dataset(dataset), options(options), kept(std::move(kept)) {}
@@ -116,66 +178,144 @@ struct StateComputer::Impl {
   std::optional<data::WordPieceTokenizer> tokenizer;
   models::BertModel bert{nullptr};
   data::ImagePreprocessConfig preprocess;
+  torch::Tensor pixel_table;  // PixelValueTable on the device, float32 [3 * 256]
   models::ViTModel vit{nullptr};
-  double text_seconds = 0;
-  double image_seconds = 0;
+  GraphedForward text_graph, image_graph;
+  PipelineTimes times;
 
-  // [CLS] rows of the kept hidden states: float32 [B, K, D] on the host.
+  int Threads() const {
+    if (options.threads > 0) return options.threads;
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+
+  bool UseGraphs() const {
+    return options.cuda_graph && options.device.is_cuda() && train::CudaGraphStep::Supported();
+  }
+
+  torch::TensorOptions HostOptions(torch::ScalarType dtype) const {
+    auto host = torch::TensorOptions().dtype(dtype);
+    // Pinned memory lets the copy to the device run without waiting for it; the caching host
+    // allocator keeps each block until the copy that reads it has finished.
+    if (options.device.is_cuda()) host = host.pinned_memory(true);
+    return host;
+  }
+
+  // Tokenises and decodes one batch, its items spread over the worker threads.
+  HostBatch Prepare(size_t part, std::vector<int64_t> rows) {
+    HostBatch batch;
+    batch.part = part;
+    batch.rows = std::move(rows);
+    const auto n = static_cast<int64_t>(batch.rows.size());
+    const int tokens = options.title_max_tokens;
+    int64_t pixels = 0;
+    if (bert) {
+      batch.ids = torch::empty({n, tokens}, HostOptions(torch::kInt64));
+      batch.mask = torch::empty({n, tokens}, HostOptions(torch::kInt64));
+    }
+    if (vit) {
+      pixels = 3LL * preprocess.height * preprocess.width;
+      batch.pixels = torch::empty({n, 3, preprocess.height, preprocess.width}, HostOptions(torch::kUInt8));
+    }
+    int64_t* ids = bert ? batch.ids.data_ptr<int64_t>() : nullptr;
+    int64_t* mask = bert ? batch.mask.data_ptr<int64_t>() : nullptr;
+    uint8_t* bytes = vit ? batch.pixels.data_ptr<uint8_t>() : nullptr;
+    auto prepare_item = [&](int64_t i) {
+      const int64_t row = batch.rows[i];
+      if (ids) {
+        const auto encoded = tokenizer->Encode(dataset.titles.at(row), tokens);
+        std::copy(encoded.input_ids.begin(), encoded.input_ids.begin() + tokens, ids + i * tokens);
+        std::copy(encoded.attention_mask.begin(), encoded.attention_mask.begin() + tokens, mask + i * tokens);
+      }
+      if (bytes) {
+        const auto image = data::DecodeImage(dataset.image_paths.at(row));
+        data::PreprocessImageBytes(image, preprocess, bytes + i * pixels);
+      }
+    };
+    const auto workers = std::min<int64_t>(Threads(), n);
+    if (workers <= 1) {
+      for (int64_t i = 0; i < n; ++i) prepare_item(i);
+      return batch;
+    }
+    std::atomic<int64_t> next{0};
+    std::vector<std::future<void>> jobs;
+    for (int64_t w = 0; w < workers; ++w) {
+      jobs.push_back(std::async(std::launch::async, [&] {
+        for (int64_t i = next++; i < n; i = next++) prepare_item(i);
+      }));
+    }
+    // Every job is waited for before the first error is rethrown: they reference this frame.
+    std::exception_ptr error;
+    for (auto& job : jobs) {
+      try {
+        job.get();
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return batch;
+  }
+
+  // [CLS] rows of the kept hidden states: float32 [B, K, D] on the device.
   torch::Tensor Kept(const std::vector<torch::Tensor>& cls) const {
     std::vector<torch::Tensor> rows;
     rows.reserve(kept.size());
     for (int index : kept) rows.push_back(cls.at(index));
-    return torch::stack(rows, 1).to(torch::kCPU, torch::kFloat32);
+    return torch::stack(rows, 1).to(torch::kFloat32);
   }
 
-  torch::Tensor Text(const std::vector<int64_t>& rows) {
-    const int tokens = options.title_max_tokens;
-    const auto n = static_cast<int64_t>(rows.size());
-    auto ids = torch::empty({n, tokens}, torch::kInt64);
-    auto mask = torch::empty({n, tokens}, torch::kInt64);
-    auto ids_a = ids.accessor<int64_t, 2>();
-    auto mask_a = mask.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < n; ++i) {
-      const auto encoded = tokenizer->Encode(dataset.titles.at(rows[i]), tokens);
-      for (int t = 0; t < tokens; ++t) {
-        ids_a[i][t] = encoded.input_ids[t];
-        mask_a[i][t] = encoded.attention_mask[t];
-      }
-    }
-    ids = ids.to(options.device);
-    mask = mask.to(options.device);
-    train::SynchronizeDevice(options.device);
-    const auto start = Clock::now();
-    auto cls = bert->ClsStates(ids, mask);
-    train::SynchronizeDevice(options.device);
-    text_seconds += SecondsSince(start);
-    return Kept(cls);
+  torch::Tensor TextForward(const torch::Tensor& ids, const torch::Tensor& mask) {
+    return Kept(bert->ClsStates(ids, mask));
   }
 
-  torch::Tensor Image(const std::vector<int64_t>& rows) {
-    const auto n = static_cast<int64_t>(rows.size());
-    const int64_t pixels = 3LL * preprocess.height * preprocess.width;
-    auto batch = torch::empty({n, 3, preprocess.height, preprocess.width}, torch::kFloat32);
-    float* out = batch.data_ptr<float>();
-    // Decode and resize in parallel: each worker takes every `workers`-th item of the batch.
-    const auto workers = static_cast<int64_t>(std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
-    std::vector<std::future<void>> jobs;
-    for (int64_t w = 0; w < std::min(workers, n); ++w) {
-      jobs.push_back(std::async(std::launch::async, [&, w] {
-        for (int64_t i = w; i < n; i += workers) {
-          const auto values = data::PreprocessImage(data::DecodeImage(dataset.image_paths.at(rows[i])), preprocess);
-          std::copy(values.begin(), values.end(), out + i * pixels);
-        }
-      }));
+  torch::Tensor ImageForward(const torch::Tensor& bytes) {
+    // The exact floats of data::PreprocessImage: entry channel * 256 + byte of the table.
+    const auto channel = torch::arange(3, bytes.options().dtype(torch::kInt64)).mul(256).view({1, 3, 1, 1});
+    const auto index = bytes.to(torch::kInt64).add(channel);
+    const auto values = pixel_table.index_select(0, index.reshape({-1})).view(bytes.sizes());
+    return Kept(vit->ClsStates(values.to(options.dtype)));
+  }
+
+  // Runs `forward` on `inputs` (already on the device): through the graph for full batches when
+  // graphs are on, eagerly otherwise. Returns float32 [B, K, D] on the host.
+  torch::Tensor Run(GraphedForward& graphed, const std::vector<torch::Tensor>& inputs,
+                    const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& forward) {
+    if (!UseGraphs() || inputs.front().size(0) != options.batch_size) return forward(inputs).to(torch::kCPU);
+    if (!graphed.graph) {
+      graphed.graph = std::make_unique<train::CudaGraphStep>(options.device);
+      for (const auto& input : inputs) graphed.inputs.push_back(input.clone());
+      // Warm-up outside the capture: lazy kernel loading, library handles, allocator pools.
+      for (int i = 0; i < 2; ++i) graphed.graph->Warmup([&] { forward(graphed.inputs); });
+      // Graphs of this computer replay one at a time, so they share one memory pool.
+      const train::CudaGraphStep* share = (&graphed == &image_graph && text_graph.graph) ? text_graph.graph.get() : nullptr;
+      graphed.graph->Capture([&] { graphed.output = forward(graphed.inputs); }, share);
     }
-    for (auto& job : jobs) job.get();
-    const auto input = batch.to(options.device, options.dtype);
-    train::SynchronizeDevice(options.device);
-    const auto start = Clock::now();
-    auto cls = vit->ClsStates(input);
-    train::SynchronizeDevice(options.device);
-    image_seconds += SecondsSince(start);
-    return Kept(cls);
+    for (size_t i = 0; i < inputs.size(); ++i) graphed.inputs[i].copy_(inputs[i]);
+    graphed.graph->Replay();
+    return graphed.output.to(torch::kCPU);
+  }
+
+  // The device half of one batch: copy in, both forwards (each device-synchronised and timed).
+  std::pair<torch::Tensor, torch::Tensor> Forward(const HostBatch& batch) {
+    std::pair<torch::Tensor, torch::Tensor> out;
+    const bool async = options.device.is_cuda();
+    if (bert) {
+      const std::vector<torch::Tensor> inputs{batch.ids.to(options.device, async), batch.mask.to(options.device, async)};
+      train::SynchronizeDevice(options.device);
+      const auto start = Clock::now();
+      out.first = Run(text_graph, inputs, [&](const std::vector<torch::Tensor>& in) { return TextForward(in[0], in[1]); });
+      train::SynchronizeDevice(options.device);
+      times.forward_text += SecondsSince(start);
+    }
+    if (vit) {
+      const std::vector<torch::Tensor> inputs{batch.pixels.to(options.device, async)};
+      train::SynchronizeDevice(options.device);
+      const auto start = Clock::now();
+      out.second = Run(image_graph, inputs, [&](const std::vector<torch::Tensor>& in) { return ImageForward(in[0]); });
+      train::SynchronizeDevice(options.device);
+      times.forward_image += SecondsSince(start);
+    }
+    return out;
   }
 };
 
@@ -200,6 +340,8 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
   if (UsesImage(options.modality)) {
     const auto config = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
     impl.preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
+    const auto table = data::PixelValueTable(impl.preprocess);
+    impl.pixel_table = torch::tensor(table, torch::kFloat32).to(options.device);
     torch::manual_seed(options.seed + 1);
     impl.vit = models::ViTModel(config);
     if (AnnounceBackboneWeights("image", options.image_backbone, options.seed + 1)) {
@@ -212,26 +354,80 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
 
 StateComputer::~StateComputer() = default;
 
-StateComputer::Rows StateComputer::Compute(const std::vector<int64_t>& rows) {
+void StateComputer::ComputeParts(const std::vector<std::vector<int64_t>>& parts,
+                                 const std::function<void(size_t part, Rows rows)>& done) {
   torch::NoGradGuard no_grad;
   auto& impl = *impl_;
+  const auto batch_size = std::max<int64_t>(1, impl.options.batch_size);
+  // The host thread prepares up to kAhead batches beyond the one on the device.
+  constexpr size_t kAhead = 2;
+  using Item = std::variant<HostBatch, std::exception_ptr>;
+  BoundedQueue<Item> queue(kAhead);
+  std::thread producer([&] {
+    try {
+      for (size_t part = 0; part < parts.size(); ++part) {
+        const auto& rows = parts[part];
+        for (size_t begin = 0; begin < rows.size(); begin += batch_size) {
+          const auto end = std::min(rows.size(), begin + static_cast<size_t>(batch_size));
+          const auto start = Clock::now();
+          auto batch = impl.Prepare(part, std::vector<int64_t>(rows.begin() + begin, rows.begin() + end));
+          batch.last_of_part = end == rows.size();
+          impl.times.prepare += SecondsSince(start);
+          if (!queue.Push(std::move(batch))) return;
+        }
+        if (rows.empty()) {
+          HostBatch empty;
+          empty.part = part;
+          empty.last_of_part = true;
+          if (!queue.Push(std::move(empty))) return;
+        }
+      }
+    } catch (...) {
+      queue.Push(std::current_exception());
+    }
+  });
+  // However this loop ends, the producer is told to stop and joined before the frame goes.
+  struct Joiner {
+    BoundedQueue<Item>& queue;
+    std::thread& thread;
+    ~Joiner() {
+      queue.Close();
+      thread.join();
+    }
+  } joiner{queue, producer};
+
   std::vector<torch::Tensor> text, image;
-  const auto batch = std::max<int64_t>(1, impl.options.batch_size);
-  for (size_t begin = 0; begin < rows.size(); begin += batch) {
-    const std::vector<int64_t> part(rows.begin() + begin, rows.begin() + std::min(rows.size(), begin + batch));
-    if (impl.bert) text.push_back(impl.Text(part));
-    if (impl.vit) image.push_back(impl.Image(part));
+  for (size_t finished = 0; finished < parts.size();) {
+    const auto wait_start = Clock::now();
+    auto item = queue.Pop();
+    impl.times.wait += SecondsSince(wait_start);
+    if (auto* error = std::get_if<std::exception_ptr>(&item)) std::rethrow_exception(*error);
+    auto& batch = std::get<HostBatch>(item);
+    if (!batch.rows.empty()) {
+      auto [t, i] = impl.Forward(batch);
+      if (t.defined()) text.push_back(std::move(t));
+      if (i.defined()) image.push_back(std::move(i));
+    }
+    if (!batch.last_of_part) continue;
+    Rows out;
+    if (!text.empty()) out.text = torch::cat(text);
+    if (!image.empty()) out.image = torch::cat(image);
+    text.clear();
+    image.clear();
+    done(batch.part, std::move(out));
+    ++finished;
   }
+}
+
+StateComputer::Rows StateComputer::Compute(const std::vector<int64_t>& rows) {
   Rows out;
-  if (!text.empty()) out.text = torch::cat(text);
-  if (!image.empty()) out.image = torch::cat(image);
+  ComputeParts({rows}, [&](size_t, Rows computed) { out = std::move(computed); });
   return out;
 }
 
 int64_t StateComputer::text_dim() const { return impl_->bert ? impl_->bert->config().hidden_size : 0; }
 int64_t StateComputer::image_dim() const { return impl_->vit ? impl_->vit->config().hidden_size : 0; }
-double StateComputer::forward_seconds_text() const { return impl_->text_seconds; }
-double StateComputer::forward_seconds_image() const { return impl_->image_seconds; }
+const PipelineTimes& StateComputer::times() const { return impl_->times; }
 
 std::filesystem::path PartialBuildDir(const std::filesystem::path& cache_path) {
   auto dir = cache_path;
@@ -320,14 +516,13 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
     if (!partial->HasChunk(chunk)) mine.push_back(chunk);
   }
   std::unique_ptr<StateComputer> computer;
-  auto compute_chunk = [&](int64_t chunk) {
+  auto make_computer = [&] {
     if (!computer) computer = std::make_unique<StateComputer>(dataset, options, kept);
+  };
+  auto rows_of = [&](int64_t chunk) {
     std::vector<int64_t> rows(layout.count(chunk));
     std::iota(rows.begin(), rows.end(), layout.begin(chunk));
-    const auto states = computer->Compute(rows);
-    partial->WriteChunk(chunk, states.text, states.image);
-    ++stats.chunks_computed;
-    stats.items_computed += layout.count(chunk);
+    return rows;
   };
 
   const int64_t kill_after = KillAfterChunk();
@@ -335,25 +530,58 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
   for (int64_t chunk : mine) my_items += layout.count(chunk);
   data::ProgressMeter progress("cache build", my_items, "items");
   if (control.on_progress) control.on_progress(stats.chunks_already_done, layout.num_chunks());
-  for (int64_t chunk : mine) {
-    compute_chunk(chunk);
-    progress.Advance(layout.count(chunk));
+  // Each chunk file is written on its own thread while the next chunk computes; the write before
+  // it is waited for first, so at most one is in flight and a chunk counts once it is on disk.
+  std::future<void> writing;
+  auto finish_write = [&] {
+    if (!writing.valid()) return;
+    const auto wait_start = Clock::now();
+    writing.get();
+    stats.write_seconds += SecondsSince(wait_start);
+    ++stats.chunks_computed;
     if (control.on_progress) control.on_progress(stats.chunks_already_done + stats.chunks_computed, layout.num_chunks());
     if (kill_after > 0 && stats.chunks_computed == kill_after) {
       LOG(WARNING) << kEnvKillAfterChunk << "=" << kill_after << ": killing this build process";
       google::FlushLogFiles(google::GLOG_INFO);
       std::raise(SIGKILL);
     }
+  };
+  if (!mine.empty()) {
+    make_computer();
+    std::vector<std::vector<int64_t>> parts;
+    for (int64_t chunk : mine) parts.push_back(rows_of(chunk));
+    try {
+      computer->ComputeParts(parts, [&](size_t part, StateComputer::Rows states) {
+        finish_write();
+        const int64_t chunk = mine[part];
+        writing = std::async(std::launch::async, [&partial, chunk, states = std::move(states)] {
+          partial->WriteChunk(chunk, states.text, states.image);
+        });
+        stats.items_computed += layout.count(chunk);
+        progress.Advance(layout.count(chunk));
+      });
+    } catch (...) {
+      // A chunk being written is either completed or left as a temporary file; never abandoned
+      // mid-write with this frame gone.
+      if (writing.valid()) writing.wait();
+      throw;
+    }
+    finish_write();
   }
   progress.Finish();
   barrier();
 
   if (control.rank == 0) {
+    const auto assemble_start = Clock::now();
     StateFileWriter writer(path, dataset.item_ids, layout.kept_layers, layout.text_dim, layout.image_dim);
     for (int64_t chunk = 0; chunk < layout.num_chunks(); ++chunk) {
       auto rows = partial->ReadChunk(chunk);
       if (!rows) {
-        compute_chunk(chunk);
+        make_computer();
+        const auto states = computer->Compute(rows_of(chunk));
+        partial->WriteChunk(chunk, states.text, states.image);
+        ++stats.chunks_computed;
+        stats.items_computed += layout.count(chunk);
         rows = partial->ReadChunk(chunk);
         if (!rows) throw CacheError(dir.string() + ": chunk " + std::to_string(chunk) + " cannot be read back after writing it");
       }
@@ -362,11 +590,15 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
     }
     writer.Commit(stats.fingerprint, inputs);
     data::RemoveTree(dir);
+    stats.assemble_seconds = SecondsSince(assemble_start);
   }
   barrier();
   if (computer) {
-    stats.forward_seconds_text = computer->forward_seconds_text();
-    stats.forward_seconds_image = computer->forward_seconds_image();
+    const auto& times = computer->times();
+    stats.forward_seconds_text = times.forward_text;
+    stats.forward_seconds_image = times.forward_image;
+    stats.prepare_seconds = times.prepare;
+    stats.wait_seconds = times.wait;
   }
   stats.seconds = SecondsSince(start);
   if (control.rank == 0) {

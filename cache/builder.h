@@ -51,6 +51,10 @@ struct BuildStats {
   double seconds = 0;               // this process, from start to the file in place
   double forward_seconds_text = 0;  // the text backbone's forwards alone (device synchronised)
   double forward_seconds_image = 0;
+  double prepare_seconds = 0;       // host thread: tokenising, decoding, resizing (beside the forwards)
+  double wait_seconds = 0;          // the device loop waiting for prepared batches (host too slow)
+  double write_seconds = 0;         // writing chunk files (beside the forwards, waited for here)
+  double assemble_seconds = 0;      // rank 0: the HDF5 file from the chunks
   double flops_per_item_text = 0;   // analytic forward FLOPs (ForwardFlopsPerItem)
   double flops_per_item_image = 0;
   std::string device;
@@ -70,6 +74,14 @@ struct ForwardFlops {
 };
 ForwardFlops ForwardFlopsPerItem(const CacheBuildOptions& options);
 
+// Where a StateComputer's time went, summed over its batches.
+struct PipelineTimes {
+  double prepare = 0;        // preparing batches on the host (runs beside the device's work)
+  double wait = 0;           // the device loop waiting for a prepared batch
+  double forward_text = 0;   // device-synchronised forwards, graph capture included
+  double forward_image = 0;
+};
+
 // The backbones loaded once, computing the kept [CLS] states of any items: the builder's
 // forward pass, and `iisan cache verify`'s reference.
 class StateComputer {
@@ -85,11 +97,15 @@ class StateComputer {
   };
   // The states of item rows `rows` (1-based dataset rows), in batches of options.batch_size.
   Rows Compute(const std::vector<int64_t>& rows);
+  // The states of each list of rows in turn, handed to `done` as each list completes, on this
+  // thread. One host thread tokenises and decodes (over options.threads workers) up to two
+  // batches ahead of the device, across list boundaries; on a CUDA device, full batches run as
+  // one captured graph per backbone (options.cuda_graph). An error in either half is rethrown.
+  void ComputeParts(const std::vector<std::vector<int64_t>>& parts, const std::function<void(size_t part, Rows rows)>& done);
 
   int64_t text_dim() const;
   int64_t image_dim() const;
-  double forward_seconds_text() const;
-  double forward_seconds_image() const;
+  const PipelineTimes& times() const;
 
  private:
   struct Impl;

@@ -41,7 +41,10 @@ void PrintStats(const cache::BuildStats& stats, std::ostream& out) {
       << stats.forward_seconds_image << "), " << json["forward_items_per_second"].get<double>() << " items/s, "
       << std::setprecision(3) << json["flops_per_item"]["total"].get<double>() / 1e9 << " GFLOP/item, "
       << json["forward_tflops_per_second"].get<double>() << " TFLOP/s (" << stats.device << ", " << stats.dtype
-      << ")\n";
+      << ")\n"
+      << std::setprecision(2) << "pipeline: host preparation " << stats.prepare_seconds
+      << " s beside the forwards, device waited for the host " << stats.wait_seconds
+      << " s, waited for chunk writes " << stats.write_seconds << " s, assembly " << stats.assemble_seconds << " s\n";
 }
 
 void WriteJsonFile(const std::filesystem::path& path, const Json& json) {

@@ -42,6 +42,8 @@ Json BuildDefaults() {
       "dir": "cache",
       "batch_size": 128,
       "chunk_items": 1024,
+      "threads": 0,
+      "cuda_graph": true,
       "dtype": "float32",
       "service": "",
       "token": ""

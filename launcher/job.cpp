@@ -59,6 +59,9 @@ Job PrepareJob(const Json& config) {
   cache.chunk_items = At(config, "cache.chunk_items").get<int64_t>();
   if (cache.batch_size < 1) throw ConfigError("cache.batch_size must be at least 1");
   if (cache.chunk_items < 1) throw ConfigError("cache.chunk_items must be at least 1");
+  cache.threads = At(config, "cache.threads").get<int>();
+  if (cache.threads < 0) throw ConfigError("cache.threads must be 0 (one per core) or a positive thread count");
+  cache.cuda_graph = At(config, "cache.cuda_graph").get<bool>();
   cache.dtype = cache::ParseDtype(At(config, "cache.dtype").get<std::string>(), "config key 'cache.dtype'");
   cache.seed = At(config, "seed").get<uint64_t>();
   cache.device = ParseDevice(At(config, "train.device").get<std::string>());

@@ -274,23 +274,49 @@ ImagePreprocessConfig ImagePreprocessConfig::FromJsonFile(const std::filesystem:
   return config;
 }
 
-std::vector<float> PreprocessImage(const Image& image, const ImagePreprocessConfig& config) {
+namespace {
+
+// Rescale, then normalise, as Hugging Face: the rescale in float64 cast to float32, the
+// normalisation in float32.
+float PixelValue(uint8_t byte, int channel, const ImagePreprocessConfig& config) {
+  float value = config.do_rescale ? static_cast<float>(byte * config.rescale_factor) : static_cast<float>(byte);
+  if (config.do_normalize) value = (value - config.mean[channel]) / config.std[channel];
+  return value;
+}
+
+Image ResizeForModel(const Image& image, const ImagePreprocessConfig& config) {
   CheckImage(image);
-  const Image resized =
-      config.do_resize ? ResizeBilinear(image, config.width, config.height) : image;
+  return config.do_resize ? ResizeBilinear(image, config.width, config.height) : image;
+}
+
+}  // namespace
+
+std::vector<float> PreprocessImage(const Image& image, const ImagePreprocessConfig& config) {
+  const Image resized = ResizeForModel(image, config);
   const size_t plane = static_cast<size_t>(resized.width) * resized.height;
   std::vector<float> out(plane * kChannels);
   for (size_t pixel = 0; pixel < plane; ++pixel) {
     for (int c = 0; c < kChannels; ++c) {
-      const uint8_t byte = resized.rgb[pixel * kChannels + c];
-      // Hugging Face rescales in float64 then casts to float32, and normalises in float32.
-      float value = config.do_rescale ? static_cast<float>(byte * config.rescale_factor)
-                                      : static_cast<float>(byte);
-      if (config.do_normalize) value = (value - config.mean[c]) / config.std[c];
-      out[c * plane + pixel] = value;
+      out[c * plane + pixel] = PixelValue(resized.rgb[pixel * kChannels + c], c, config);
     }
   }
   return out;
+}
+
+void PreprocessImageBytes(const Image& image, const ImagePreprocessConfig& config, uint8_t* out) {
+  const Image resized = ResizeForModel(image, config);
+  const size_t plane = static_cast<size_t>(resized.width) * resized.height;
+  for (size_t pixel = 0; pixel < plane; ++pixel) {
+    for (int c = 0; c < kChannels; ++c) out[c * plane + pixel] = resized.rgb[pixel * kChannels + c];
+  }
+}
+
+std::vector<float> PixelValueTable(const ImagePreprocessConfig& config) {
+  std::vector<float> table(kChannels * 256);
+  for (int c = 0; c < kChannels; ++c) {
+    for (int byte = 0; byte < 256; ++byte) table[c * 256 + byte] = PixelValue(static_cast<uint8_t>(byte), c, config);
+  }
+  return table;
 }
 
 }  // namespace iisan::data

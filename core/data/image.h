@@ -49,4 +49,11 @@ struct ImagePreprocessConfig {
 // (the image's own size when do_resize is off).
 std::vector<float> PreprocessImage(const Image& image, const ImagePreprocessConfig& config);
 
+// PreprocessImage in two steps, for pipelines that move bytes rather than floats: the resize
+// (when configured) as channel-major bytes [3, height, width] written to `out`, and the value
+// table [3 * 256] whose entry c * 256 + b is the float PreprocessImage gives byte b of channel
+// c. Looking the bytes up in the table reproduces PreprocessImage bit for bit.
+void PreprocessImageBytes(const Image& image, const ImagePreprocessConfig& config, uint8_t* out);
+std::vector<float> PixelValueTable(const ImagePreprocessConfig& config);
+
 }  // namespace iisan::data

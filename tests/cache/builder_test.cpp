@@ -17,7 +17,9 @@
 #include "cache_test_data.h"
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
+#include "core/data/image.h"
 #include "core/models/bert.h"
+#include "core/models/vit.h"
 #include "core/models/safetensors.h"
 
 namespace iisan::cache {
@@ -150,6 +152,17 @@ TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
   EXPECT_TRUE(torch::allclose(file.text[7][0], hidden[0][0][0], 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(file.text[7][1], hidden[2][0][0], 1e-5, 1e-6));
 
+  // Item 7's image states from the float preprocessing: the builder moves bytes and looks them
+  // up on the device, which must give the same input.
+  torch::manual_seed(options_.seed + 1);
+  models::ViTModel vit(models::ViTConfig::FromJsonFile((root_ / "image/config.json").string()));
+  vit->eval();
+  const auto preprocess = data::ImagePreprocessConfig::FromJsonFile(root_ / "image/preprocessor_config.json");
+  auto pixels = data::PreprocessImage(data::DecodeImage(dataset_.image_paths[7]), preprocess);
+  const auto image_hidden = vit->forward(torch::tensor(pixels).view({1, 3, preprocess.height, preprocess.width}));
+  EXPECT_TRUE(torch::allclose(file.image[7][0], image_hidden[0][0][0], 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(file.image[7][1], image_hidden[2][0][0], 1e-5, 1e-6));
+
   // Another chunk size batches the items differently: the same states up to float rounding.
   options_.chunk_items = 48;
   BuildStateCache(dataset_, options_, root_ / "cache" / "d.h5");
@@ -187,6 +200,44 @@ TEST_F(BuilderFixture, ResumesFinishedChunksWithoutRecomputingThemAndRedoesCorru
   EXPECT_EQ(stats.chunks_already_done, 3);
   EXPECT_EQ(stats.chunks_computed, 2 + 1) << "chunks 2 and 4, then the corrupt chunk 3 again";
   ExpectSameStates(path, reference);
+}
+
+TEST_F(BuilderFixture, PipelinedPartsGiveEachPartsStatesAndAnyThreadCount) {
+  // Batches of 7 straddle the parts' ends, so the host thread prepares across part boundaries.
+  options_.batch_size = 7;
+  const std::vector<std::vector<int64_t>> parts{{1, 2, 3, 4, 5}, {}, {6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, {48, 20}};
+  for (int threads : {1, 3}) {
+    options_.threads = threads;
+    StateComputer computer(dataset_, options_, {0, 2});
+    std::vector<size_t> order;
+    computer.ComputeParts(parts, [&](size_t part, StateComputer::Rows rows) {
+      order.push_back(part);
+      StateComputer alone(dataset_, options_, {0, 2});
+      const auto expected = parts[part].empty() ? StateComputer::Rows{} : alone.Compute(parts[part]);
+      ASSERT_EQ(rows.text.defined(), expected.text.defined()) << "part " << part;
+      if (!expected.text.defined()) return;
+      EXPECT_TRUE(torch::allclose(rows.text, expected.text, 1e-5, 1e-6)) << "part " << part << ", threads " << threads;
+      EXPECT_TRUE(torch::allclose(rows.image, expected.image, 1e-5, 1e-6)) << "part " << part << ", threads " << threads;
+    });
+    EXPECT_EQ(order, (std::vector<size_t>{0, 1, 2, 3}));
+    EXPECT_GT(computer.times().prepare, 0.0);
+  }
+}
+
+TEST_F(BuilderFixture, AHostErrorInALaterPartIsRethrownAfterTheEarlierPartsAreDone) {
+  options_.batch_size = 4;
+  std::filesystem::remove(dataset_.image_paths[30]);
+  StateComputer computer(dataset_, options_, {0, 2});
+  std::vector<size_t> done;
+  try {
+    computer.ComputeParts({{1, 2, 3, 4}, {5, 6, 7, 8}, {29, 30, 31}, {40}},
+                          [&](size_t part, StateComputer::Rows) { done.push_back(part); });
+    FAIL() << "a missing image went unnoticed";
+  } catch (const std::exception& error) {
+    EXPECT_NE(std::string(error.what()).find(dataset_.image_paths[30].filename().string()), std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(done, (std::vector<size_t>{0, 1}));
 }
 
 TEST_F(BuilderFixture, APartialBuildOfOtherInputsIsDiscarded) {

@@ -188,6 +188,34 @@ TEST(PreprocessTest, StepsCanBeSwitchedOff) {
   EXPECT_EQ(out, (std::vector<float>{1.0f, 2.0f, -0.5f}));
 }
 
+TEST(PreprocessTest, BytesThroughTheValueTableAreTheFloatsExactly) {
+  // A noisy image that needs a resize (60x40 -> 32x48) and a config with uneven channels.
+  Image image{60, 40, std::vector<uint8_t>(60 * 40 * 3)};
+  uint32_t state = 12345;
+  for (auto& byte : image.rgb) {
+    state = state * 1664525u + 1013904223u;
+    byte = static_cast<uint8_t>(state >> 24);
+  }
+  ImagePreprocessConfig config;
+  config.width = 32;
+  config.height = 48;
+  config.mean = {0.485f, 0.456f, 0.406f};
+  config.std = {0.229f, 0.224f, 0.225f};
+  for (bool resize : {true, false}) {
+    config.do_resize = resize;
+    const auto floats = PreprocessImage(image, config);
+    std::vector<uint8_t> bytes(floats.size());
+    PreprocessImageBytes(image, config, bytes.data());
+    const auto table = PixelValueTable(config);
+    ASSERT_EQ(table.size(), 3u * 256);
+    const size_t plane = floats.size() / 3;
+    for (size_t i = 0; i < floats.size(); ++i) {
+      const size_t channel = i / plane;
+      ASSERT_EQ(table[channel * 256 + bytes[i]], floats[i]) << "element " << i << ", resize " << resize;
+    }
+  }
+}
+
 class PreprocessConfigTest : public ::testing::Test {
  protected:
   ImagePreprocessConfig Read(std::string_view json) {
