@@ -137,9 +137,20 @@ void PartialBuild::WriteChunk(int64_t chunk, const torch::Tensor& text, const to
 
 std::optional<std::pair<torch::Tensor, torch::Tensor>> PartialBuild::ReadChunk(int64_t chunk) const {
   const auto path = ChunkPath(chunk);
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   std::string bytes;
-  if (in) bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (in) {
+    // One read of the whole file (a stream iterator goes byte by byte: seconds per GB).
+    const auto size = static_cast<int64_t>(in.tellg());
+    if (size > 0 && size <= ChunkBytes(chunk)) {
+      bytes.resize(static_cast<size_t>(size));
+      in.seekg(0);
+      in.read(bytes.data(), size);
+      if (!in) bytes.clear();
+    } else if (size > 0) {
+      bytes.resize(static_cast<size_t>(ChunkBytes(chunk)) + 1);  // too long: rejected below by size
+    }
+  }
   auto reject = [&](const std::string& why) -> std::optional<std::pair<torch::Tensor, torch::Tensor>> {
     LOG(WARNING) << path << ": " << why << "; the chunk will be computed again";
     std::error_code ignored;
