@@ -86,7 +86,7 @@ nlohmann::json BuildStats::ToJson() const {
           {"seconds", seconds},
           {"items_per_second", seconds > 0 ? static_cast<double>(items_computed) / seconds : 0.0},
           {"forward_seconds", {{"text", forward_seconds_text}, {"image", forward_seconds_image}, {"total", total_forward}}},
-          {"pipeline_seconds", {{"prepare", prepare_seconds}, {"wait_for_host", wait_seconds},
+          {"pipeline_seconds", {{"setup", setup_seconds}, {"prepare", prepare_seconds}, {"wait_for_host", wait_seconds},
                                 {"write_chunks_waited", write_seconds}, {"assemble", assemble_seconds}}},
           {"forward_items_per_second", total_forward > 0 ? static_cast<double>(items_computed) / total_forward : 0.0},
           {"flops_per_item", {{"text", flops_per_item_text}, {"image", flops_per_item_image},
@@ -515,9 +515,27 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
   for (int64_t chunk = control.rank; chunk < layout.num_chunks(); chunk += control.world_size) {
     if (!partial->HasChunk(chunk)) mine.push_back(chunk);
   }
+  // Rank 0 writes the HDF5 file (under a temporary name) as its own chunks finish, beside the
+  // next chunk's forwards; at the end only chunks found on disk or computed by other ranks are
+  // read back into it.
+  std::unique_ptr<StateFileWriter> writer;
+  std::vector<char> in_file(static_cast<size_t>(layout.num_chunks()), 0);
+  if (control.rank == 0) {
+    writer = std::make_unique<StateFileWriter>(path, dataset.item_ids, layout.kept_layers, layout.text_dim,
+                                               layout.image_dim);
+  }
+  auto write_rows = [&](int64_t chunk, const torch::Tensor& text, const torch::Tensor& image) {
+    if (layout.text_dim > 0) writer->WriteRows("text", layout.begin(chunk), text);
+    if (layout.image_dim > 0) writer->WriteRows("image", layout.begin(chunk), image);
+    in_file[static_cast<size_t>(chunk)] = 1;
+  };
+
   std::unique_ptr<StateComputer> computer;
   auto make_computer = [&] {
-    if (!computer) computer = std::make_unique<StateComputer>(dataset, options, kept);
+    if (computer) return;
+    const auto setup_start = Clock::now();
+    computer = std::make_unique<StateComputer>(dataset, options, kept);
+    stats.setup_seconds = SecondsSince(setup_start);
   };
   auto rows_of = [&](int64_t chunk) {
     std::vector<int64_t> rows(layout.count(chunk));
@@ -554,8 +572,9 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
       computer->ComputeParts(parts, [&](size_t part, StateComputer::Rows states) {
         finish_write();
         const int64_t chunk = mine[part];
-        writing = std::async(std::launch::async, [&partial, chunk, states = std::move(states)] {
+        writing = std::async(std::launch::async, [&, chunk, states = std::move(states)] {
           partial->WriteChunk(chunk, states.text, states.image);
+          if (writer) write_rows(chunk, states.text, states.image);
         });
         stats.items_computed += layout.count(chunk);
         progress.Advance(layout.count(chunk));
@@ -573,8 +592,8 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
 
   if (control.rank == 0) {
     const auto assemble_start = Clock::now();
-    StateFileWriter writer(path, dataset.item_ids, layout.kept_layers, layout.text_dim, layout.image_dim);
     for (int64_t chunk = 0; chunk < layout.num_chunks(); ++chunk) {
+      if (in_file[static_cast<size_t>(chunk)]) continue;
       auto rows = partial->ReadChunk(chunk);
       if (!rows) {
         make_computer();
@@ -585,10 +604,9 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
         rows = partial->ReadChunk(chunk);
         if (!rows) throw CacheError(dir.string() + ": chunk " + std::to_string(chunk) + " cannot be read back after writing it");
       }
-      if (layout.text_dim > 0) writer.WriteRows("text", layout.begin(chunk), rows->first);
-      if (layout.image_dim > 0) writer.WriteRows("image", layout.begin(chunk), rows->second);
+      write_rows(chunk, rows->first, rows->second);
     }
-    writer.Commit(stats.fingerprint, inputs);
+    writer->Commit(stats.fingerprint, inputs);
     data::RemoveTree(dir);
     stats.assemble_seconds = SecondsSince(assemble_start);
   }

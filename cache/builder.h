@@ -51,10 +51,11 @@ struct BuildStats {
   double seconds = 0;               // this process, from start to the file in place
   double forward_seconds_text = 0;  // the text backbone's forwards alone (device synchronised)
   double forward_seconds_image = 0;
+  double setup_seconds = 0;         // loading (or randomly initialising) the backbones onto the device
   double prepare_seconds = 0;       // host thread: tokenising, decoding, resizing (beside the forwards)
   double wait_seconds = 0;          // the device loop waiting for prepared batches (host too slow)
   double write_seconds = 0;         // writing chunk files (beside the forwards, waited for here)
-  double assemble_seconds = 0;      // rank 0: the HDF5 file from the chunks
+  double assemble_seconds = 0;      // rank 0: closing the HDF5 file, after reading in chunks it did not compute
   double flops_per_item_text = 0;   // analytic forward FLOPs (ForwardFlopsPerItem)
   double flops_per_item_image = 0;
   std::string device;

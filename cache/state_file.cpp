@@ -2,7 +2,11 @@
 #include "cache/state_file.h"
 
 #include <hdf5.h>
+#include <sys/types.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
 
 #include <mutex>
 
@@ -78,6 +82,26 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
   return value;
 }
 
+// "<final>.tmp.<pid>" files left by writers that were killed (kill -9, preemption) before they
+// could remove them: removed when their process no longer exists on this machine.
+void RemoveTemporariesOfDeadWriters(const std::filesystem::path& final_path) {
+  const std::string prefix = final_path.filename().string() + ".tmp.";
+  std::error_code error;
+  const auto dir = final_path.has_parent_path() ? final_path.parent_path() : std::filesystem::path(".");
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string pid_text = name.substr(prefix.size());
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+    const auto pid = static_cast<pid_t>(std::stol(pid_text));
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code ignored;
+    if (std::filesystem::remove(entry.path(), ignored)) {
+      LOG(WARNING) << "removed " << entry.path() << ", left by a writer (pid " << pid << ") that no longer runs";
+    }
+  }
+}
+
 }  // namespace
 
 StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
@@ -88,6 +112,7 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
   temp_path_ = final_path_;
   temp_path_ += ".tmp." + std::to_string(::getpid());
+  RemoveTemporariesOfDeadWriters(final_path_);
   file_ = CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
                   "create the file", temp_path_);
 

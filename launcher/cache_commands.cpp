@@ -42,7 +42,7 @@ void PrintStats(const cache::BuildStats& stats, std::ostream& out) {
       << std::setprecision(3) << json["flops_per_item"]["total"].get<double>() / 1e9 << " GFLOP/item, "
       << json["forward_tflops_per_second"].get<double>() << " TFLOP/s (" << stats.device << ", " << stats.dtype
       << ")\n"
-      << std::setprecision(2) << "pipeline: host preparation " << stats.prepare_seconds
+      << std::setprecision(2) << "pipeline: backbones set up in " << stats.setup_seconds << " s, host preparation " << stats.prepare_seconds
       << " s beside the forwards, device waited for the host " << stats.wait_seconds
       << " s, waited for chunk writes " << stats.write_seconds << " s, assembly " << stats.assemble_seconds << " s\n";
 }

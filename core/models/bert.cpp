@@ -38,11 +38,11 @@ class BertLayerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& additive_mask) {
     const auto context = self_attention_->forward(hidden, additive_mask);
     // Houlsby adapters sit after each sublayer's projection and dropout, before the residual.
-    auto attention_out = dropout_->forward(attention_dense_->forward(context));
+    auto attention_out = dropout_->forward(Dense(attention_dense_, context));
     if (attention_adapter_) attention_out = attention_adapter_->forward(attention_out);
     const auto attended = attention_norm_->forward(attention_out + hidden);
-    const auto inner = Activate(activation_, intermediate_dense_->forward(attended));
-    auto output = dropout_->forward(output_dense_->forward(inner));
+    const auto inner = Activate(activation_, Dense(intermediate_dense_, attended));
+    auto output = dropout_->forward(Dense(output_dense_, inner));
     if (output_adapter_) output = output_adapter_->forward(output);
     return output_norm_->forward(output + attended);
   }

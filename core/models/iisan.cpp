@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "core/models/transformer_blocks.h"
+
 namespace iisan::models {
 namespace {
 
@@ -72,7 +74,7 @@ void SanBlockImpl::Reset() {
 }
 
 torch::Tensor SanBlockImpl::forward(const torch::Tensor& x) {
-  return x + up_->forward(torch::relu(down_->forward(x)));
+  return x + Dense(up_, torch::relu(Dense(down_, x)));
 }
 
 void ResetAdapters(torch::nn::Module& root) {
@@ -104,9 +106,9 @@ IntraItemEncoderImpl::IntraItemEncoderImpl(Modality modality, int64_t text_hidde
 torch::Tensor IntraItemEncoderImpl::forward(const torch::Tensor& text_cls, const torch::Tensor& image_cls) {
   // Image first, as the reference concatenates (IISAN.md §3.2).
   std::vector<torch::Tensor> parts;
-  if (cv_classifier_) parts.push_back(torch::gelu(cv_classifier_->forward(image_cls.to(torch::kFloat32))));
-  if (bert_fc_) parts.push_back(torch::gelu(bert_fc_->forward(text_cls.to(torch::kFloat32))));
-  return com_dense_->forward(parts.size() == 1 ? parts[0] : torch::cat(parts, 1)).to(torch::kFloat32);
+  if (cv_classifier_) parts.push_back(torch::gelu(Dense(cv_classifier_, image_cls.to(torch::kFloat32))));
+  if (bert_fc_) parts.push_back(torch::gelu(Dense(bert_fc_, text_cls.to(torch::kFloat32))));
+  return Dense(com_dense_, parts.size() == 1 ? parts[0] : torch::cat(parts, 1)).to(torch::kFloat32);
 }
 
 IisanItemEncoderImpl::IisanItemEncoderImpl(const IisanConfig& config)
@@ -215,15 +217,15 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
   // Concatenated in the reference's order: image, text, inter (model.py line 69).
   std::vector<torch::Tensor> heads;
   if (uses_image_) {
-    heads.push_back(cv_pre_fc_->forward(fc_cv_->forward(RunIntraTower(image_san_, image_gates_, image))));
+    heads.push_back(Dense(cv_pre_fc_, Dense(fc_cv_, RunIntraTower(image_san_, image_gates_, image))));
   }
   if (uses_text_) {
-    heads.push_back(bert_pre_fc_->forward(fc_bert_->forward(RunIntraTower(text_san_, text_gates_, text))));
+    heads.push_back(Dense(bert_pre_fc_, Dense(fc_bert_, RunIntraTower(text_san_, text_gates_, text))));
   }
   if (uses_text_ && uses_image_) {
-    heads.push_back(fc_mm_down_->forward(fc_mm_->forward(RunInterTower(text, image))));
+    heads.push_back(Dense(fc_mm_down_, Dense(fc_mm_, RunInterTower(text, image))));
   }
-  return com_dense_->forward(torch::cat(heads, 1));
+  return Dense(com_dense_, torch::cat(heads, 1));
 }
 
 OptimizerGroup IisanParameterGroup(const std::string& name) {

@@ -59,9 +59,9 @@ class UserEncoderBlockImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask) {
     const auto context = self_attention_->forward(x, additive_mask);
-    const auto attended = attention_norm_->forward(x + dropout_->forward(attention_output_->forward(context)));
-    const auto inner = torch::relu(ffn_in_->forward(attended));
-    return ffn_norm_->forward(attended + dropout_->forward(ffn_out_->forward(inner)));
+    const auto attended = attention_norm_->forward(x + dropout_->forward(Dense(attention_output_, context)));
+    const auto inner = torch::relu(Dense(ffn_in_, attended));
+    return ffn_norm_->forward(attended + dropout_->forward(Dense(ffn_out_, inner)));
   }
 
  private:

@@ -25,6 +25,10 @@ torch::Tensor Activate(HiddenActivation activation, const torch::Tensor& x) {
   throw std::logic_error("Activate: unhandled HiddenActivation value");
 }
 
+torch::Tensor Dense(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  return at::linear(x, layer->weight, layer->bias);
+}
+
 MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool bias,
                                                        double probs_dropout, int64_t lora_rank, double lora_alpha)
     : num_heads_(num_heads), head_dim_(hidden_size / num_heads) {
@@ -53,7 +57,7 @@ MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(int64_t hidden_size, int6
 
 torch::Tensor MultiHeadSelfAttentionImpl::Project(torch::nn::Linear& projection, const torch::Tensor& lora_a,
                                                   const torch::Tensor& lora_b, const torch::Tensor& hidden) {
-  auto out = projection->forward(hidden);
+  auto out = Dense(projection, hidden);
   if (!lora_a.defined()) return out;
   namespace F = torch::nn::functional;
   return out + F::linear(F::linear(hidden, lora_a), lora_b) * lora_scaling_;
@@ -66,7 +70,7 @@ torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& hidden, c
     return x.view({batch, length, num_heads_, head_dim_}).transpose(1, 2);
   };
   const auto query = split_heads(Project(query_, query_lora_a_, query_lora_b_, hidden));
-  const auto key = split_heads(key_->forward(hidden));
+  const auto key = split_heads(Dense(key_, hidden));
   const auto value = split_heads(Project(value_, value_lora_a_, value_lora_b_, hidden));
 #if TORCH_VERSION_MAJOR >= 2
   std::optional<torch::Tensor> mask;

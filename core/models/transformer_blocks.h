@@ -19,6 +19,14 @@ namespace iisan::models {
 
 torch::Tensor Activate(HiddenActivation activation, const torch::Tensor& x);
 
+// x W^T + b for a Linear layer through ATen's linear, which folds the bias into the product (one
+// addmm) at every input rank. torch::nn::Linear::forward (LibTorch's functional linear) does
+// that only for 2-D inputs: for [B, T, H] it multiplies, then adds the bias in a kernel of its
+// own, a second pass over the output that halved the rate of the encoders' [tokens, 768] x
+// [768, N] bf16 products on an H200 (tools/gemm_shapes.py, experiments/bench/forward_ops.cpp).
+// Every Linear of our models runs through this.
+torch::Tensor Dense(const torch::nn::Linear& layer, const torch::Tensor& x);
+
 // Query/key/value projections and scaled dot-product attention over all heads. The output
 // projection is left to the caller: its name, residual and normalisation differ per encoder.
 // Registered children: query, key, value; with lora_rank > 0 also query.lora_{A,B} and

@@ -39,11 +39,11 @@ class ViTLayerImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& hidden) {
     const auto context = self_attention_->forward(layernorm_before_->forward(hidden));
     // Houlsby adapters sit after each sublayer's projection and dropout, before the residual.
-    auto attention_out = dropout_->forward(attention_dense_->forward(context));
+    auto attention_out = dropout_->forward(Dense(attention_dense_, context));
     if (attention_adapter_) attention_out = attention_adapter_->forward(attention_out);
     const auto attended = attention_out + hidden;
-    const auto inner = Activate(activation_, intermediate_dense_->forward(layernorm_after_->forward(attended)));
-    auto output = dropout_->forward(output_dense_->forward(inner));
+    const auto inner = Activate(activation_, Dense(intermediate_dense_, layernorm_after_->forward(attended)));
+    auto output = dropout_->forward(Dense(output_dense_, inner));
     if (output_adapter_) output = output_adapter_->forward(output);
     return output + attended;
   }

@@ -4,6 +4,9 @@
 // analytic FLOPs of the benchmark hook.
 #include "cache/builder.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <barrier>
 #include <fstream>
 #include <numeric>
@@ -238,6 +241,28 @@ TEST_F(BuilderFixture, AHostErrorInALaterPartIsRethrownAfterTheEarlierPartsAreDo
         << error.what();
   }
   EXPECT_EQ(done, (std::vector<size_t>{0, 1}));
+}
+
+TEST_F(BuilderFixture, TemporaryFilesOfKilledWritersAreRemovedAndLiveOnesKept) {
+  const auto path = root_ / "cache" / "c.h5";
+  std::filesystem::create_directories(path.parent_path());
+  // A process that has exited: its pid no longer exists.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  auto temp_of = [&](long pid) {
+    auto temp = path;
+    temp += ".tmp." + std::to_string(pid);
+    WriteText(temp, "half an HDF5 file");
+    return temp;
+  };
+  const auto dead = temp_of(child);
+  const auto live = temp_of(1);  // init runs for as long as the machine does
+  BuildStateCache(dataset_, options_, path);
+  EXPECT_FALSE(std::filesystem::exists(dead)) << "the killed writer's temporary file outlived the next build";
+  EXPECT_TRUE(std::filesystem::exists(live)) << "a running writer's temporary file was removed";
+  EXPECT_TRUE(std::filesystem::exists(path));
 }
 
 TEST_F(BuilderFixture, APartialBuildOfOtherInputsIsDiscarded) {
