@@ -30,7 +30,6 @@
 #include "core/models/hf_checkpoint.h"
 #include "core/models/modality.h"
 #include "core/models/vit.h"
-#include "core/train/cuda_graph.h"
 #include "core/train/device_stats.h"
 
 namespace iisan::cache {
@@ -161,14 +160,6 @@ class BoundedQueue {
   bool closed_ = false;
 };
 
-// A backbone's fixed-shape forward (full batches) captured once as a CUDA graph and replayed:
-// the same kernels as the eager forward, without the per-operator launch cost.
-struct GraphedForward {
-  std::unique_ptr<train::CudaGraphStep> graph;
-  std::vector<torch::Tensor> inputs;  // static device buffers the graph reads
-  torch::Tensor output;               // static [B, K, D] buffer it writes
-};
-
 struct StateComputer::Impl {
   Impl(const data::Dataset& dataset, const CacheBuildOptions& options, std::vector<int> kept)
       : dataset(dataset), options(options), kept(std::move(kept)) {}
@@ -180,16 +171,11 @@ struct StateComputer::Impl {
   data::ImagePreprocessConfig preprocess;
   torch::Tensor pixel_table;  // PixelValueTable on the device, float32 [3 * 256]
   models::ViTModel vit{nullptr};
-  GraphedForward text_graph, image_graph;
   PipelineTimes times;
 
   int Threads() const {
     if (options.threads > 0) return options.threads;
     return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }
-
-  bool UseGraphs() const {
-    return options.cuda_graph && options.device.is_cuda() && train::CudaGraphStep::Supported();
   }
 
   torch::TensorOptions HostOptions(torch::ScalarType dtype) const {
@@ -276,23 +262,29 @@ struct StateComputer::Impl {
     return Kept(vit->ClsStates(values.to(options.dtype)));
   }
 
-  // Runs `forward` on `inputs` (already on the device): through the graph for full batches when
-  // graphs are on, eagerly otherwise. Returns float32 [B, K, D] on the host.
-  torch::Tensor Run(GraphedForward& graphed, const std::vector<torch::Tensor>& inputs,
-                    const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& forward) {
-    if (!UseGraphs() || inputs.front().size(0) != options.batch_size) return forward(inputs).to(torch::kCPU);
-    if (!graphed.graph) {
-      graphed.graph = std::make_unique<train::CudaGraphStep>(options.device);
-      for (const auto& input : inputs) graphed.inputs.push_back(input.clone());
-      // Warm-up outside the capture: lazy kernel loading, library handles, allocator pools.
-      for (int i = 0; i < 2; ++i) graphed.graph->Warmup([&] { forward(graphed.inputs); });
-      // Graphs of this computer replay one at a time, so they share one memory pool.
-      const train::CudaGraphStep* share = (&graphed == &image_graph && text_graph.graph) ? text_graph.graph.get() : nullptr;
-      graphed.graph->Capture([&] { graphed.output = forward(graphed.inputs); }, share);
+  // A device result back on the host (float32 [B, K, D]); on a GPU through pinned memory, which
+  // copies several times faster than pageable memory.
+  torch::Tensor ToHost(const torch::Tensor& rows) const {
+    if (!options.device.is_cuda()) return rows.to(torch::kCPU);
+    auto host = torch::empty(rows.sizes(), HostOptions(rows.scalar_type()));
+    host.copy_(rows, /*non_blocking=*/true);
+    train::SynchronizeDevice(options.device);
+    return host;
+  }
+
+  // One forward of each backbone on a full batch of placeholder inputs, on a GPU: loading the
+  // kernels (CUDA loads them lazily, at first use), the BLAS heuristics and the allocator's
+  // blocks then count as setting up, not as the first batch's forward.
+  void WarmUp() {
+    if (!options.device.is_cuda()) return;
+    torch::NoGradGuard no_grad;
+    const int64_t n = std::max<int64_t>(1, options.batch_size);
+    const auto on_device = torch::TensorOptions().device(options.device);
+    if (bert) {
+      const auto ids = torch::zeros({n, options.title_max_tokens}, on_device.dtype(torch::kInt64));
+      ToHost(TextForward(ids, torch::ones_like(ids)));
     }
-    for (size_t i = 0; i < inputs.size(); ++i) graphed.inputs[i].copy_(inputs[i]);
-    graphed.graph->Replay();
-    return graphed.output.to(torch::kCPU);
+    if (vit) ToHost(ImageForward(torch::zeros({n, 3, preprocess.height, preprocess.width}, on_device.dtype(torch::kUInt8))));
   }
 
   // The device half of one batch: copy in, both forwards (each device-synchronised and timed).
@@ -303,7 +295,7 @@ struct StateComputer::Impl {
       const std::vector<torch::Tensor> inputs{batch.ids.to(options.device, async), batch.mask.to(options.device, async)};
       train::SynchronizeDevice(options.device);
       const auto start = Clock::now();
-      out.first = Run(text_graph, inputs, [&](const std::vector<torch::Tensor>& in) { return TextForward(in[0], in[1]); });
+      out.first = ToHost(TextForward(inputs[0], inputs[1]));
       train::SynchronizeDevice(options.device);
       times.forward_text += SecondsSince(start);
     }
@@ -311,7 +303,7 @@ struct StateComputer::Impl {
       const std::vector<torch::Tensor> inputs{batch.pixels.to(options.device, async)};
       train::SynchronizeDevice(options.device);
       const auto start = Clock::now();
-      out.second = Run(image_graph, inputs, [&](const std::vector<torch::Tensor>& in) { return ImageForward(in[0]); });
+      out.second = ToHost(ImageForward(inputs[0]));
       train::SynchronizeDevice(options.device);
       times.forward_image += SecondsSince(start);
     }
@@ -350,6 +342,7 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
     impl.vit->eval();
     impl.vit->to(options.device, options.dtype);
   }
+  impl.WarmUp();
 }
 
 StateComputer::~StateComputer() = default;

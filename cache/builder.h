@@ -79,7 +79,7 @@ ForwardFlops ForwardFlopsPerItem(const CacheBuildOptions& options);
 struct PipelineTimes {
   double prepare = 0;        // preparing batches on the host (runs beside the device's work)
   double wait = 0;           // the device loop waiting for a prepared batch
-  double forward_text = 0;   // device-synchronised forwards, graph capture included
+  double forward_text = 0;   // device-synchronised forwards, results copied back to the host
   double forward_image = 0;
 };
 
@@ -100,8 +100,9 @@ class StateComputer {
   Rows Compute(const std::vector<int64_t>& rows);
   // The states of each list of rows in turn, handed to `done` as each list completes, on this
   // thread. One host thread tokenises and decodes (over options.threads workers) up to two
-  // batches ahead of the device, across list boundaries; on a CUDA device, full batches run as
-  // one captured graph per backbone (options.cuda_graph). An error in either half is rethrown.
+  // batches ahead of the device, across list boundaries. An error in either half is rethrown.
+  // (CUDA graphs of the forwards were tried: at batches of 256 and more they were no faster on
+  // an H200, experiments/results/cache-h200.md.)
   void ComputeParts(const std::vector<std::vector<int64_t>>& parts, const std::function<void(size_t part, Rows rows)>& done);
 
   int64_t text_dim() const;

@@ -23,10 +23,9 @@ struct CacheBuildOptions {
   std::filesystem::path image_backbone;  // folder with config.json and preprocessor_config.json
   std::vector<int> kept_layers;          // hidden-state indices; empty = DefaultKeptLayers
   int title_max_tokens = 30;
-  int64_t batch_size = 128;
+  int64_t batch_size = 512;
   int64_t chunk_items = 1024;  // items per resumable chunk (not part of the key)
   int threads = 0;             // host threads tokenising and decoding; 0 = one per core (not in the key)
-  bool cuda_graph = true;      // full batches' forwards as CUDA graphs on a CUDA device (not in the key)
   uint64_t seed = 12345;       // initialises the backbones while no checkpoint is loaded
   // The backbones' compute dtype: float32 or bfloat16 (the file stores float32 either way).
   torch::ScalarType dtype = torch::kFloat32;

@@ -10,8 +10,7 @@
 #
 # Usage, from the repository root on the GPU machine, with iisan built against CUDA LibTorch:
 #   IISAN=build-h200/iisan SHARED=../shared/data WORK=/tmp/cache-h200 experiments/cache_h200.sh
-# RUNS: space-separated DTYPE:BATCH:GRAPH entries (GRAPH is graph or eager), default
-#   "bfloat16:512:graph bfloat16:256:graph bfloat16:512:eager float32:512:graph".
+# RUNS: space-separated DTYPE:BATCH entries, default "bfloat16:512 bfloat16:256 float32:512".
 # Optional: CHUNK (cache.chunk_items, default 2048), THREADS (cache.threads, default 0 = one per
 # core), DEVICE (default cuda), VERIFY_ROWS (default 64; 0 skips `iisan cache verify`).
 set -euo pipefail
@@ -22,19 +21,18 @@ device=${DEVICE:-cuda}
 chunk=${CHUNK:-2048}
 threads=${THREADS:-0}
 verify_rows=${VERIFY_ROWS:-64}
-runs=${RUNS:-bfloat16:512:graph bfloat16:256:graph bfloat16:512:eager float32:512:graph}
+runs=${RUNS:-bfloat16:512 bfloat16:256 float32:512}
 mkdir -p "$work/data" "$work/stats"
 for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-scientific/$f" "$work/data/$f"; done
 "$iisan" data images "$work/data" --size 224
 
 for run in $runs; do
-  IFS=: read -r dtype batch graph <<<"$run"
-  case "$graph" in graph) cuda_graph=true ;; eager) cuda_graph=false ;; *) echo "bad RUNS entry $run" >&2; exit 2 ;; esac
-  tag="$dtype-b$batch-$graph"
+  IFS=: read -r dtype batch <<<"$run"
+  tag="$dtype-b$batch"
   args=(--set data.dir="$work/data" --set model.text_backbone="$shared/bert-base-uncased"
         --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device="$device"
         --set cache.batch_size="$batch" --set cache.chunk_items="$chunk" --set cache.threads="$threads"
-        --set cache.cuda_graph="$cuda_graph" --set cache.dir="$work/cache-$tag" --set cache.dtype="$dtype")
+        --set cache.dir="$work/cache-$tag" --set cache.dtype="$dtype")
   # A fresh cache folder per run, so that every run computes every item.
   rm -rf "$work/cache-$tag"
   "$iisan" cache key "${args[@]}"
@@ -47,7 +45,7 @@ done
 
 # One block per run: items/s end to end, forwards, TFLOP/s, then where the time went.
 for run in $runs; do
-  IFS=: read -r dtype batch graph <<<"$run"
-  tag="$dtype-b$batch-$graph"
+  IFS=: read -r dtype batch <<<"$run"
+  tag="$dtype-b$batch"
   echo "$tag: $(grep -h -A1 '^built ' "$work/stats/$tag.txt" | tr '\n' ' ')"
 done | tee "$work/stats/summary.txt"

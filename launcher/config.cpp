@@ -40,10 +40,9 @@ Json BuildDefaults() {
     "cache": {
       "path": "",
       "dir": "cache",
-      "batch_size": 128,
+      "batch_size": 512,
       "chunk_items": 1024,
       "threads": 0,
-      "cuda_graph": true,
       "dtype": "float32",
       "service": "",
       "token": ""

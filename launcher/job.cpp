@@ -61,7 +61,6 @@ Job PrepareJob(const Json& config) {
   if (cache.chunk_items < 1) throw ConfigError("cache.chunk_items must be at least 1");
   cache.threads = At(config, "cache.threads").get<int>();
   if (cache.threads < 0) throw ConfigError("cache.threads must be 0 (one per core) or a positive thread count");
-  cache.cuda_graph = At(config, "cache.cuda_graph").get<bool>();
   cache.dtype = cache::ParseDtype(At(config, "cache.dtype").get<std::string>(), "config key 'cache.dtype'");
   cache.seed = At(config, "seed").get<uint64_t>();
   cache.device = ParseDevice(At(config, "train.device").get<std::string>());

@@ -68,8 +68,11 @@ nlohmann::json LayerOps(const torch::Device& device, torch::ScalarType dtype, in
   torch::NoGradGuard no_grad;
   const double t = static_cast<double>(tokens), h = static_cast<double>(hidden), i = static_cast<double>(intermediate);
   memory("layer_norm", 2, [&] { at::layer_norm(x, {hidden}, gamma, beta, 1e-12); });
-  matmul("q_or_k_or_v_linear", 2 * t * h * h, [&] { torch::nn::functional::linear(x, w, b); });
-  matmul("qkv_fused_linear", 6 * t * h * h, [&] { torch::nn::functional::linear(x, w3, b3); });
+  // LibTorch's functional linear adds a 3-D input's bias in a kernel of its own; at::linear (what
+  // the models call, through models::Dense) folds it into the matmul.
+  matmul("libtorch_functional_linear", 2 * t * h * h, [&] { torch::nn::functional::linear(x, w, b); });
+  matmul("q_or_k_or_v_linear", 2 * t * h * h, [&] { at::linear(x, w, b); });
+  matmul("qkv_fused_linear", 6 * t * h * h, [&] { at::linear(x, w3, b3); });
 #if TORCH_VERSION_MAJOR >= 2
   const double attention_flops = 4.0 * batch * heads * length * length * head_dim;
   matmul("sdpa_head_views", attention_flops, [&] { at::scaled_dot_product_attention(q, k, v); });
@@ -84,12 +87,12 @@ nlohmann::json LayerOps(const torch::Device& device, torch::ScalarType dtype, in
     at::scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape({batch, length, hidden});
   });
 #endif
-  matmul("output_linear", 2 * t * h * h, [&] { torch::nn::functional::linear(x, w, b); });
+  matmul("output_linear", 2 * t * h * h, [&] { at::linear(x, w, b); });
   memory("residual_add", 3, [&] { x + x; });
-  matmul("mlp_fc1_linear", 2 * t * h * i, [&] { torch::nn::functional::linear(x, w1, b1); });
+  matmul("mlp_fc1_linear", 2 * t * h * i, [&] { at::linear(x, w1, b1); });
   memory("gelu_erf", 2 * i / h, [&] { torch::gelu(inner); });
   memory("gelu_tanh", 2 * i / h, [&] { torch::gelu(inner, "tanh"); });
-  matmul("mlp_fc2_linear", 2 * t * h * i, [&] { torch::nn::functional::linear(inner, w2, b); });
+  matmul("mlp_fc2_linear", 2 * t * h * i, [&] { at::linear(inner, w2, b); });
   matmul("square_matmul_8192", 2.0 * 8192 * 8192 * 8192, [&] {
     static const auto a = torch::randn({8192, 8192}, options);
     torch::matmul(a, a);
