@@ -2,6 +2,7 @@
 // resolved config to them, owns the run directory and prints what the user asked for.
 #include "launcher/commands.h"
 
+#include <fstream>
 #include <iomanip>
 
 #include <glog/logging.h>
@@ -9,8 +10,10 @@
 
 #include "cache/state_file.h"
 #include "core/data/synthetic.h"
+#include "core/data/text_file.h"
 #include "core/models/backbone_config.h"
 #include "core/models/bert.h"
+#include "core/models/safetensors.h"
 #include "core/models/vit.h"
 #include "core/train/method.h"
 #include "distributed/local_launch.h"
@@ -26,34 +29,97 @@ namespace iisan::launcher {
 namespace {
 
 // Checkpoints hold what trains (DESIGN.md): frozen weights come back from the backbone
-// folder or the seed. Written under a temporary name and renamed.
-void SaveCheckpoint(train::Recommender& model, const std::filesystem::path& path) {
-  auto temp = path;
-  temp += ".tmp";
-  torch::serialize::OutputArchive archive;
+// folder or the seed. safetensors with the modules' PyTorch-style names, readable from Python:
+//   checkpoints/best.safetensors   the trainable weights of the best epoch
+//   checkpoints/last/              after every epoch: model.safetensors, trainer.safetensors
+//                                  (optimizer moments and step, generator states) and
+//                                  trainer.json (progress): what `train.resume` continues from
+models::NamedTensors TrainableTensors(train::Recommender& model) {
+  models::NamedTensors out;
   for (const auto& item : model->named_parameters()) {
-    if (item.value().requires_grad()) archive.write(item.key(), item.value().detach().to(torch::kCPU));
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value().detach().to(torch::kCPU));
   }
-  archive.save_to(temp.string());
-  std::filesystem::rename(temp, path);
+  return out;
 }
 
 void LoadCheckpoint(train::Recommender& model, const std::filesystem::path& path) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path.string());
+  const models::SafetensorsReader reader(path);
   torch::NoGradGuard no_grad;
   for (auto& item : model->named_parameters()) {
     if (!item.value().requires_grad()) continue;
-    torch::Tensor value;
-    if (!archive.try_read(item.key(), value)) {
+    if (!reader.contains(item.key())) {
       throw std::runtime_error(path.string() + ": no tensor '" + item.key() + "'; was it saved by a run of another "
                                "method or model config?");
     }
+    const auto value = reader.Tensor(item.key());
     if (value.sizes() != item.value().sizes()) {
       throw std::runtime_error(path.string() + ": '" + item.key() + "' has shape " + c10::str(value.sizes()) +
                                ", the model needs " + c10::str(item.value().sizes()));
     }
     item.value().copy_(value);
+  }
+}
+
+// Writes checkpoints/last as a whole: into last.tmp, then swapped in by renames (a kill between
+// the two renames leaves last.old, which Resume also accepts).
+void SaveLast(const std::filesystem::path& checkpoints, train::Recommender& model, const train::Trainer& trainer) {
+  const auto last = checkpoints / "last", temp = checkpoints / "last.tmp", old = checkpoints / "last.old";
+  data::RemoveTree(temp);
+  std::filesystem::create_directories(temp);
+  models::WriteSafetensors(temp / "model.safetensors", TrainableTensors(model));
+  const auto state = trainer.Checkpoint();
+  models::WriteSafetensors(temp / "trainer.safetensors", state.tensors);
+  WriteJsonAtomically(temp / "trainer.json", nlohmann::ordered_json::parse(state.state.dump()));
+  data::RemoveTree(old);
+  if (std::filesystem::exists(last)) std::filesystem::rename(last, old);
+  std::filesystem::rename(temp, last);
+  data::RemoveTree(old);
+}
+
+// The checkpoint a resumed run continues from: last, or last.old when a kill came mid-swap.
+std::filesystem::path LastCheckpoint(const std::filesystem::path& checkpoints) {
+  for (const char* name : {"last", "last.old"}) {
+    const auto dir = checkpoints / name;
+    if (std::filesystem::exists(dir / "trainer.json")) return dir;
+  }
+  throw std::runtime_error((checkpoints / "last").string() + ": missing; the run finished no epoch, so there is "
+                           "nothing to resume (start it again without train.resume)");
+}
+
+void ResumeFrom(const std::filesystem::path& dir, train::Recommender& model, train::Trainer& trainer) {
+  LoadCheckpoint(model, dir / "model.safetensors");
+  train::TrainCheckpoint state;
+  std::ifstream in(dir / "trainer.json");
+  state.state = nlohmann::json::parse(in, nullptr, false);
+  if (state.state.is_discarded()) throw std::runtime_error((dir / "trainer.json").string() + ": not valid JSON");
+  const models::SafetensorsReader reader(dir / "trainer.safetensors");
+  for (const auto& name : reader.names()) state.tensors.emplace_back(name, reader.Tensor(name).clone());
+  try {
+    trainer.Resume(state);
+  } catch (const std::exception& error) {
+    throw std::runtime_error(dir.string() + ": " + error.what());
+  }
+}
+
+// A resumed run must be the same run: its model, data and seed keys as stored.
+void CheckSameRun(const std::filesystem::path& run_dir, const Json& config) {
+  if (!std::filesystem::exists(run_dir / "config.json")) {
+    throw std::runtime_error(run_dir.string() + ": no run to resume here (no config.json); check run_root and name, "
+                             "or drop train.resume to start a new run");
+  }
+  std::ifstream in(run_dir / "config.json");
+  const auto stored = Json::parse(in, nullptr, false);
+  if (stored.is_discarded()) throw std::runtime_error((run_dir / "config.json").string() + ": not valid JSON");
+  for (const char* section : {"model", "data", "seed"}) {
+    const auto a = Json(stored.value(section, Json())).flatten(), b = Json(config.value(section, Json())).flatten();
+    for (const auto& [key, value] : b.items()) {
+      if (!a.contains(key) || a[key] != value) {
+        throw ConfigError(std::string("train.resume: config key ") + section + (key.empty() ? "" : key) + " is " +
+                          value.dump() + " but the run in " + run_dir.string() + " used " +
+                          (a.contains(key) ? a[key].dump() : "nothing") + "; a resumed run must keep its model, data "
+                          "and seed (change train.epochs or train.patience only)");
+      }
+    }
   }
 }
 
@@ -138,6 +204,10 @@ Json Train(const Json& config_in, std::ostream& out) {
   const bool lead = world.rank == 0;
   auto model = BuildModel(job);
 
+  const bool resume = At(config, "train.resume").get<bool>();
+  if (resume && config["name"].get<std::string>().empty()) {
+    throw ConfigError("train.resume needs --set name=...: the name of the run to continue");
+  }
   if (config["name"].get<std::string>().empty()) {
     if (world.world_size > 1) {
       throw ConfigError("a data-parallel run needs --set name=...: every rank must agree on the run directory");
@@ -146,7 +216,10 @@ Json Train(const Json& config_in, std::ostream& out) {
   }
   std::optional<RunDirectory> run;
   if (lead) {
-    run = RunDirectory::Create(At(config, "run_root").get<std::string>(), config["name"].get<std::string>(), config);
+    const auto root = At(config, "run_root").get<std::string>();
+    const auto name = config["name"].get<std::string>();
+    if (resume) CheckSameRun(std::filesystem::path(root) / name, config);
+    run = resume ? RunDirectory::Reopen(root, name, config) : RunDirectory::Create(root, name, config);
     google::SetLogDestination(google::GLOG_INFO, (run->log_dir() / "iisan.log.").string().c_str());
     LOG(INFO) << "run directory " << run->path() << ": " << train::MethodLabel(job.method) << ", "
               << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
@@ -165,11 +238,24 @@ Json Train(const Json& config_in, std::ostream& out) {
                                                                    std::max<size_t>(bucket_bytes, 1));
   }
   train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
-  const auto checkpoint = lead ? run->checkpoint_dir() / "best.pt" : std::filesystem::path();
+  const auto checkpoints = std::filesystem::path(At(config, "run_root").get<std::string>()) /
+                           config["name"].get<std::string>() / "checkpoints";
+  if (resume) {
+    // Every rank reads the same files, so the ranks continue from one state.
+    const auto dir = LastCheckpoint(checkpoints);
+    ResumeFrom(dir, model, trainer);
+    if (lead) {
+      run->TruncateMetrics(trainer.Checkpoint().state.at("epochs_done").get<int>());
+      LOG(INFO) << "continuing " << run->path() << " from " << dir;
+    }
+  }
+  const auto checkpoint = lead ? checkpoints / "best.safetensors" : std::filesystem::path();
   const auto result = trainer.Fit([&](const train::EpochRecord& record) {
     if (!lead) return;
+    // The metrics line first: a kill before the checkpoint leaves a line that resuming drops.
     run->AppendMetrics(record.ToJson());
-    if (record.best) SaveCheckpoint(model, checkpoint);
+    if (record.best) models::WriteSafetensors(checkpoint, TrainableTensors(model));
+    SaveLast(checkpoints, model, trainer);
   });
   if (!lead) return Json();
   const auto popularity = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks);
@@ -210,7 +296,7 @@ Json Train(const Json& config_in, std::ostream& out) {
 
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
   const auto config_path = run_dir / "config.json";
-  const auto checkpoint = run_dir / "checkpoints" / "best.pt";
+  const auto checkpoint = run_dir / "checkpoints" / "best.safetensors";
   if (!std::filesystem::exists(config_path)) {
     throw std::runtime_error(config_path.string() + ": missing; is " + run_dir.string() + " a run directory?");
   }

@@ -54,6 +54,7 @@ Json BuildDefaults() {
       "patience": 10,
       "max_steps_per_epoch": 0,
       "cuda_graph": true,
+      "resume": false,
       "check_sync_every": 0,
       "collective_timeout_s": 300.0,
       "bucket_mb": 4.0,

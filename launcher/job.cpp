@@ -203,7 +203,12 @@ std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats) 
 
 train::ItemStates EnsureCache(const Job& job) {
   const auto path = EnsureCacheFile(job);
-  const auto tables = cache::LoadStateTables(path, {}, job.fingerprint, job.dataset.item_ids);
+  // Straight onto the training device, slab by slab: on a GPU in bf16 (what the recommender keeps
+  // there), so that neither a whole fp32 copy on the host nor one on the device is ever made.
+  cache::LoadOptions load;
+  load.device = job.train_options.device;
+  load.dtype = load.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  const auto tables = cache::LoadStateTables(path, load, job.fingerprint, job.dataset.item_ids);
   return {tables.text, tables.image};
 }
 

@@ -34,8 +34,8 @@ Job PrepareJob(const Json& config);
 // timing when this process built it.
 std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats = nullptr);
 
-// EnsureCacheFile, then loads the cache into host memory after checking that it belongs to
-// this job (fingerprint and item list).
+// EnsureCacheFile, then loads the cache onto the job's training device (bf16 on a GPU, fp32 on
+// the CPU) after checking that it belongs to this job (fingerprint and item list).
 train::ItemStates EnsureCache(const Job& job);
 
 // The config an ensure request sends to the cache service: the job's config with absolute

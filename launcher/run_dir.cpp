@@ -33,6 +33,40 @@ RunDirectory RunDirectory::Create(const std::filesystem::path& root, const std::
   return RunDirectory(path);
 }
 
+RunDirectory RunDirectory::Reopen(const std::filesystem::path& root, const std::string& name,
+                                  const nlohmann::ordered_json& config) {
+  const auto path = root / name;
+  if (!std::filesystem::exists(path / "config.json")) {
+    throw std::runtime_error(path.string() + ": no run to resume here (no config.json); check run_root and name, "
+                             "or drop train.resume to start a new run");
+  }
+  std::filesystem::create_directories(path / "log");
+  std::filesystem::create_directories(path / "checkpoints");
+  WriteJsonAtomically(path / "config.json", config);
+  return RunDirectory(path);
+}
+
+void RunDirectory::TruncateMetrics(int epochs) {
+  const auto path = path_ / "metrics.jsonl";
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto json = nlohmann::json::parse(line, nullptr, false);
+    if (json.is_discarded() || !json.contains("epoch")) continue;
+    if (json["epoch"].get<int>() <= epochs) kept += line + "\n";
+  }
+  auto temp = path;
+  temp += ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << kept;
+    out.flush();
+    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
+  }
+  std::filesystem::rename(temp, path);
+}
+
 void RunDirectory::AppendMetrics(const nlohmann::ordered_json& line) {
   std::ofstream out(path_ / "metrics.jsonl", std::ios::app);
   out << line.dump() << "\n";

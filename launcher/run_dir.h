@@ -20,7 +20,15 @@ class RunDirectory {
   static RunDirectory Create(const std::filesystem::path& root, const std::string& name,
                              const nlohmann::ordered_json& config);
 
+  // Reopens root/name to continue it (`train.resume`): it must hold a run (config.json); the
+  // resolved config of the continuation replaces the old one.
+  static RunDirectory Reopen(const std::filesystem::path& root, const std::string& name,
+                             const nlohmann::ordered_json& config);
+
   const std::filesystem::path& path() const { return path_; }
+  // Keeps the metrics lines of epochs 1..epochs (a kill between an epoch's line and its
+  // checkpoint leaves one line too many); atomically.
+  void TruncateMetrics(int epochs);
   std::filesystem::path log_dir() const { return path_ / "log"; }
   std::filesystem::path checkpoint_dir() const { return path_ / "checkpoints"; }
   void AppendMetrics(const nlohmann::ordered_json& line);

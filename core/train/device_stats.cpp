@@ -6,12 +6,15 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <mutex>
+#include <stdexcept>
 
 #include <glog/logging.h>
 #include <torch/version.h>
 
 #if defined(IISAN_WITH_CUDA)
 #include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #define IISAN_AUTOCAST (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
@@ -52,6 +55,33 @@ void SynchronizeDevice(const torch::Device& device) {
   (void)device;
 #endif
 }
+
+#if defined(IISAN_WITH_CUDA)
+namespace {
+const at::Generator& CudaGenerator(const torch::Device& device) {
+  return at::cuda::detail::getDefaultCUDAGenerator(device.has_index() ? device.index() : c10::cuda::current_device());
+}
+}  // namespace
+
+torch::Tensor CudaGeneratorState(const torch::Device& device) {
+  auto generator = CudaGenerator(device);
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+void SetCudaGeneratorState(const torch::Device& device, const torch::Tensor& state) {
+  auto generator = CudaGenerator(device);
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+#else
+torch::Tensor CudaGeneratorState(const torch::Device&) {
+  throw std::runtime_error("this build has no CUDA: there is no CUDA generator state");
+}
+void SetCudaGeneratorState(const torch::Device&, const torch::Tensor&) {
+  throw std::runtime_error("this build has no CUDA: there is no CUDA generator to set");
+}
+#endif
 
 void ResetPeakMemory(const torch::Device& device) {
 #if defined(IISAN_WITH_CUDA)

@@ -32,6 +32,12 @@ class AutocastGuard {
 // Waits for the device's queued work (no-op on CPU).
 void SynchronizeDevice(const torch::Device& device);
 
+// The default CUDA generator's state of `device` (seed and offset, as torch serialises it), and
+// setting it back: what dropout draws on a GPU, for exact resume. std::runtime_error in a build
+// without CUDA.
+torch::Tensor CudaGeneratorState(const torch::Device& device);
+void SetCudaGeneratorState(const torch::Device& device, const torch::Tensor& state);
+
 // Starts a new peak-memory window on a CUDA device (no-op on CPU).
 void ResetPeakMemory(const torch::Device& device);
 

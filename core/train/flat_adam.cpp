@@ -40,6 +40,31 @@ FlatAdam::FlatAdam(std::vector<Group> groups, double beta1, double beta2, double
   }
 }
 
+std::vector<std::pair<std::string, torch::Tensor>> FlatAdam::State() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const std::string prefix = "adam." + std::to_string(g) + ".";
+    out.emplace_back(prefix + "exp_avg", groups_[g].exp_avg);
+    out.emplace_back(prefix + "exp_avg_sq", groups_[g].exp_avg_sq);
+  }
+  if (step_.defined()) out.emplace_back("adam.step", step_);
+  return out;
+}
+
+void FlatAdam::LoadState(const std::function<torch::Tensor(const std::string&)>& lookup) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : State()) {
+    const auto value = lookup(name);
+    if (!value.defined()) throw std::runtime_error("optimizer state '" + name + "' is missing");
+    if (value.numel() != target.numel()) {
+      throw std::runtime_error("optimizer state '" + name + "' has " + std::to_string(value.numel()) +
+                               " values, this model's optimizer needs " + std::to_string(target.numel()) +
+                               "; was it saved by a run of another method or model config?");
+    }
+    target.copy_(value.reshape(target.sizes()));
+  }
+}
+
 void FlatAdam::ZeroGrad() {
   for (auto& group : groups_) group.grads.zero_();
 }

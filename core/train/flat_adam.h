@@ -5,6 +5,9 @@
 // packed gradients are what a data-parallel all-reduce sends.
 #pragma once
 
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -27,6 +30,13 @@ class FlatAdam {
 
   // The packed gradients, one per group.
   std::vector<torch::Tensor> flat_grads() const;
+
+  // The moments of every group and the step count, by name ("adam.<group>.exp_avg",
+  // "adam.<group>.exp_avg_sq", "adam.step"), for a checkpoint. LoadState copies them back in
+  // place (captured CUDA graphs keep pointing at the same buffers); a missing name or another
+  // size is an std::runtime_error naming it.
+  std::vector<std::pair<std::string, torch::Tensor>> State() const;
+  void LoadState(const std::function<torch::Tensor(const std::string&)>& lookup);
 
  private:
   struct FlatGroup {

@@ -2,7 +2,9 @@
 #include "core/train/trainer.h"
 
 #include <chrono>
+#include <mutex>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
 #include <torch/torch.h>
 
@@ -127,6 +129,8 @@ nlohmann::ordered_json TrainResult::EfficiencyJson() const {
 Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options, DataParallel* parallel)
     : dataset_(dataset), model_(std::move(model)), options_(std::move(options)), parallel_(parallel) {
   if (parallel_ && parallel_->world_size() <= 1) parallel_ = nullptr;
+  progress_.result.best_valid = RankingMetrics(options_.ks);
+  progress_.result.test = RankingMetrics(options_.ks);
   if (model_->device() != options_.device) {
     throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
                            options_.device.str());
@@ -379,26 +383,124 @@ RankingMetrics Trainer::Evaluate(Split split) {
   return parallel_ ? parallel_->ReduceMetrics(metrics, users) : metrics;
 }
 
+namespace {
+
+nlohmann::json MetricsState(const RankingMetrics& m) {
+  return {{"ks", m.ks}, {"hit_sum", m.hit_sum}, {"ndcg_sum", m.ndcg_sum}, {"users", m.users}};
+}
+
+RankingMetrics MetricsFromState(const nlohmann::json& j) {
+  RankingMetrics m(j.at("ks").get<std::vector<int>>());
+  m.hit_sum = j.at("hit_sum").get<std::vector<double>>();
+  m.ndcg_sum = j.at("ndcg_sum").get<std::vector<double>>();
+  m.users = j.at("users").get<int64_t>();
+  return m;
+}
+
+constexpr int kCheckpointVersion = 1;
+
+}  // namespace
+
+TrainCheckpoint Trainer::Checkpoint() const {
+  const auto& p = progress_;
+  TrainCheckpoint out;
+  out.state = {{"version", kCheckpointVersion},
+               {"epochs_done", p.epochs_done},
+               {"best_hr", p.best_hr},
+               {"bad_epochs", p.bad_epochs},
+               {"best_epoch", p.result.best_epoch},
+               {"best_valid", MetricsState(p.result.best_valid)},
+               {"test", MetricsState(p.result.test)},
+               {"full_epoch_steps", p.result.full_epoch_steps},
+               {"steps_measured", p.result.steps_measured},
+               {"train_total", p.train_total},
+               {"later_train_total", p.later_train_total},
+               {"eval_total", p.eval_total},
+               {"valid_total", p.valid_total},
+               {"steady_total", p.steady_total},
+               {"utilization_total", p.utilization_total},
+               {"utilization_epochs", p.utilization_epochs},
+               {"truncated", p.truncated},
+               {"seed", options_.seed},
+               {"batch_size", options_.batch_size}};
+  for (auto& [name, tensor] : optimizer_->State()) out.tensors.emplace_back(name, tensor.detach().to(torch::kCPU));
+  // The generators dropout draws from; the epochs' user order is a function of seed and epoch.
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    out.tensors.emplace_back("rng.cpu", generator.get_state());
+  }
+  if (options_.device.is_cuda()) out.tensors.emplace_back("rng.cuda", CudaGeneratorState(options_.device));
+  return out;
+}
+
+void Trainer::Resume(const TrainCheckpoint& checkpoint) {
+  const auto& j = checkpoint.state;
+  if (j.value("version", 0) != kCheckpointVersion) {
+    throw std::runtime_error("checkpoint version " + j.value("version", nlohmann::json(0)).dump() + " is not " +
+                             std::to_string(kCheckpointVersion) + "; it was written by another iisan");
+  }
+  if (j.at("seed").get<uint64_t>() != options_.seed || j.at("batch_size").get<int64_t>() != options_.batch_size) {
+    throw std::runtime_error("the checkpoint was trained with seed " + j.at("seed").dump() + " and batch size " +
+                             j.at("batch_size").dump() + ", this run has seed " + std::to_string(options_.seed) +
+                             " and batch size " + std::to_string(options_.batch_size) +
+                             ": an exact resume needs the same; drop the overrides that change them");
+  }
+  auto lookup = [&](const std::string& name) {
+    for (const auto& [key, tensor] : checkpoint.tensors) {
+      if (key == name) return tensor;
+    }
+    return torch::Tensor();
+  };
+  optimizer_->LoadState([&](const std::string& name) { return lookup(name); });
+  auto& p = progress_;
+  p.epochs_done = j.at("epochs_done").get<int>();
+  p.best_hr = j.at("best_hr").get<double>();
+  p.bad_epochs = j.at("bad_epochs").get<int>();
+  p.result.best_epoch = j.at("best_epoch").get<int>();
+  p.result.best_valid = MetricsFromState(j.at("best_valid"));
+  p.result.test = MetricsFromState(j.at("test"));
+  p.result.epochs_run = p.epochs_done;
+  p.result.full_epoch_steps = j.at("full_epoch_steps").get<int64_t>();
+  p.result.steps_measured = j.at("steps_measured").get<int64_t>();
+  p.train_total = j.at("train_total").get<double>();
+  p.later_train_total = j.at("later_train_total").get<double>();
+  p.eval_total = j.at("eval_total").get<double>();
+  p.valid_total = j.at("valid_total").get<double>();
+  p.steady_total = j.at("steady_total").get<double>();
+  p.utilization_total = j.at("utilization_total").get<double>();
+  p.utilization_epochs = j.at("utilization_epochs").get<int>();
+  p.truncated = j.at("truncated").get<bool>();
+  const auto cpu = lookup("rng.cpu");
+  if (!cpu.defined()) throw std::runtime_error("checkpoint has no 'rng.cpu' generator state");
+  {
+    auto generator = at::detail::getDefaultCPUGenerator();  // a handle: copies share the generator
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(cpu);
+  }
+  if (options_.device.is_cuda()) {
+    const auto cuda = lookup("rng.cuda");
+    if (!cuda.defined()) throw std::runtime_error("checkpoint has no 'rng.cuda' generator state (saved on a CPU run?)");
+    SetCudaGeneratorState(options_.device, cuda);
+  }
+  LOG(INFO) << "resumed after epoch " << p.epochs_done << " (best epoch " << p.result.best_epoch << ", "
+            << p.bad_epochs << " epochs without a new best)";
+}
+
 TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch) {
-  TrainResult result;
-  result.best_valid = RankingMetrics(options_.ks);
-  result.test = RankingMetrics(options_.ks);
-  double best_hr = -1.0;
-  int bad_epochs = 0;
-  double train_total = 0.0, eval_total = 0.0, valid_total = 0.0, later_train_total = 0.0;
-  double steady_total = 0.0, utilization_total = 0.0;
-  int utilization_epochs = 0;
-  bool truncated = false;
+  auto& p = progress_;
+  auto& result = p.result;
   ResetPeakMemory(options_.device);
   if (parallel_) {
     std::vector<torch::Tensor> trainable;
-    for (const auto& p : model_->parameters()) {
-      if (p.requires_grad()) trainable.push_back(p);
+    for (const auto& param : model_->parameters()) {
+      if (param.requires_grad()) trainable.push_back(param);
     }
     torch::NoGradGuard no_grad;
     parallel_->Broadcast(trainable);  // every rank starts from rank 0's initialisation
   }
-  for (int epoch = 1; epoch <= options_.epochs; ++epoch) {
+  const bool stopped_before = p.epochs_done > 0 && p.bad_epochs > options_.patience;
+  for (int epoch = p.epochs_done + 1; epoch <= options_.epochs && !stopped_before; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(record);
@@ -407,25 +509,26 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
     record.valid = Evaluate(Split::kValid);
     record.valid_seconds = SecondsSince(start);
     const double hr = record.valid.hr(options_.selection_k);
-    if (hr > best_hr) {
-      best_hr = hr;
-      bad_epochs = 0;
+    if (hr > p.best_hr) {
+      p.best_hr = hr;
+      p.bad_epochs = 0;
       record.best = true;
       record.test = Evaluate(Split::kTest);
       result.best_epoch = epoch;
       result.best_valid = record.valid;
       result.test = *record.test;
     } else {
-      ++bad_epochs;
+      ++p.bad_epochs;
     }
     record.eval_seconds = SecondsSince(start);
-    train_total += record.train_seconds;
-    if (epoch > 1) later_train_total += record.train_seconds;
-    eval_total += record.eval_seconds;
-    valid_total += record.valid_seconds;
-    steady_total += record.steady_seconds_per_step;
-    if (record.gpu_utilization) utilization_total += *record.gpu_utilization, ++utilization_epochs;
-    truncated |= record.train_steps < record.full_epoch_steps;
+    p.train_total += record.train_seconds;
+    if (epoch > 1) p.later_train_total += record.train_seconds;
+    p.eval_total += record.eval_seconds;
+    p.valid_total += record.valid_seconds;
+    p.steady_total += record.steady_seconds_per_step;
+    if (record.gpu_utilization) p.utilization_total += *record.gpu_utilization, ++p.utilization_epochs;
+    p.truncated |= record.train_steps < record.full_epoch_steps;
+    p.epochs_done = epoch;
     result.epochs_run = epoch;
     result.full_epoch_steps = record.full_epoch_steps;
     result.steps_measured += record.train_steps;
@@ -436,25 +539,26 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
               << record.train_seconds << " s train (" << record.train_steps << " steps, "
               << record.steady_seconds_per_step << " s/step steady), " << record.eval_seconds << " s eval";
     on_epoch(record);
-    if (bad_epochs > options_.patience) {
+    if (p.bad_epochs > options_.patience) {
       LOG(INFO) << "early stop: no new best validation HR@" << options_.selection_k << " for "
-                << bad_epochs << " epochs";
+                << p.bad_epochs << " epochs";
       break;
     }
   }
-  const double epochs = std::max(1, result.epochs_run);
-  result.mean_train_seconds = train_total / epochs;
-  result.mean_eval_seconds = eval_total / epochs;
-  result.valid_seconds_per_epoch = valid_total / epochs;
-  result.train_epoch_extrapolated = truncated;
-  if (truncated) {
-    result.train_seconds_per_epoch = steady_total / epochs * static_cast<double>(result.full_epoch_steps);
+  TrainResult out = result;
+  const double epochs = std::max(1, out.epochs_run);
+  out.mean_train_seconds = p.train_total / epochs;
+  out.mean_eval_seconds = p.eval_total / epochs;
+  out.valid_seconds_per_epoch = p.valid_total / epochs;
+  out.train_epoch_extrapolated = p.truncated;
+  if (p.truncated) {
+    out.train_seconds_per_epoch = p.steady_total / epochs * static_cast<double>(out.full_epoch_steps);
   } else {
-    result.train_seconds_per_epoch = result.epochs_run > 1 ? later_train_total / (epochs - 1) : train_total;
+    out.train_seconds_per_epoch = out.epochs_run > 1 ? p.later_train_total / (epochs - 1) : p.train_total;
   }
-  if (utilization_epochs > 0) result.gpu_utilization = utilization_total / utilization_epochs;
-  result.peak_memory = MeasurePeakMemory(options_.device);
-  return result;
+  if (p.utilization_epochs > 0) out.gpu_utilization = p.utilization_total / p.utilization_epochs;
+  out.peak_memory = MeasurePeakMemory(options_.device);
+  return out;
 }
 
 RankingMetrics EvaluatePopularity(const data::Dataset& dataset, Split split, const std::vector<int>& ks) {

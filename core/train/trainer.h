@@ -11,6 +11,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -92,13 +94,29 @@ struct TrainResult {
   nlohmann::ordered_json EfficiencyJson() const;
 };
 
+// What Fit needs to go on after a completed epoch exactly as an uninterrupted run would: the
+// progress (epochs done, best metric, epochs without a new best, timing totals) as JSON, and
+// the optimizer's moments and step and the random generators' states as tensors. The model's
+// trainable weights are saved beside it by the caller.
+struct TrainCheckpoint {
+  nlohmann::json state;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+};
+
 class Trainer {
  public:
   // The model must be Prepare()d for options.device. With `parallel` (which must outlive the
   // trainer) this process is one rank of a data-parallel job; see data_parallel.h.
   Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options, DataParallel* parallel = nullptr);
 
+  // Trains from the epoch after the last completed one (the first, unless Resume was called)
+  // up to options.epochs or early stopping; on_epoch runs after each epoch's evaluation, where
+  // Checkpoint() describes the state after that epoch.
   TrainResult Fit(const std::function<void(const EpochRecord&)>& on_epoch);
+  TrainCheckpoint Checkpoint() const;
+  // Restores a Checkpoint() of a run with the same config (its model weights already loaded).
+  // std::runtime_error naming what differs when the seed or batch size do, or state is missing.
+  void Resume(const TrainCheckpoint& checkpoint);
   RankingMetrics Evaluate(Split split);
   int64_t trainable_parameters() const;
 
@@ -112,6 +130,17 @@ class Trainer {
   void GraphStep(const SequenceBatch& batch);
   // One data-parallel step over the global batch users[0..n); returns the comm stats.
   CommStats ParallelStep(const std::vector<int64_t>& users);
+
+  struct Progress {
+    int epochs_done = 0;
+    double best_hr = -1.0;
+    int bad_epochs = 0;
+    double train_total = 0.0, later_train_total = 0.0, eval_total = 0.0, valid_total = 0.0;
+    double steady_total = 0.0, utilization_total = 0.0;
+    int utilization_epochs = 0;
+    bool truncated = false;
+    TrainResult result;
+  } progress_;
 
   DataParallel* parallel_ = nullptr;
   int64_t parallel_steps_ = 0;

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include "core/data/text_file.h"
+#include "core/models/safetensors.h"
 
 namespace {
 
@@ -50,12 +51,10 @@ nlohmann::json LastLine(const std::filesystem::path& path) {
 
 std::map<std::string, torch::Tensor> ReadCheckpoint(const std::filesystem::path& path,
                                                      const std::vector<std::string>& names) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path.string(), torch::Device(torch::kCPU));
+  const iisan::models::SafetensorsReader reader(path);
   std::map<std::string, torch::Tensor> out;
   for (const auto& name : names) {
-    torch::Tensor value;
-    if (archive.try_read(name, value)) out[name] = value;
+    if (reader.contains(name)) out[name] = reader.Tensor(name);
   }
   return out;
 }
@@ -120,13 +119,9 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
   const auto single = ReadJson(work / "runs/single/summary.json");
   const int64_t trainable = single["trainable_parameters"].get<int64_t>();
   std::vector<std::string> names;
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from((work / "runs/single/checkpoints/best.pt").string(), torch::Device(torch::kCPU));
-    names = archive.keys();
-  }
+  names = iisan::models::SafetensorsReader(work / "runs/single/checkpoints/best.safetensors").names();
   ASSERT_FALSE(names.empty());
-  const auto reference = ReadCheckpoint(work / "runs/single/checkpoints/best.pt", names);
+  const auto reference = ReadCheckpoint(work / "runs/single/checkpoints/best.safetensors", names);
   for (size_t r = 1; r < runs.size(); ++r) {
     const std::string& name = runs[r].first;
     SCOPED_TRACE(name + " on " + device);
@@ -143,7 +138,7 @@ TEST(DataParallelTrainTest, RanksReproduceOneProcess) {
         }
       }
     }
-    const auto params = ReadCheckpoint(run_dir / "checkpoints/best.pt", names);
+    const auto params = ReadCheckpoint(run_dir / "checkpoints/best.safetensors", names);
     ASSERT_EQ(params.size(), reference.size());
     double worst = 0.0;
     for (const auto& [key, value] : reference) {

@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "core/models/safetensors.h"
 
 namespace {
 
@@ -48,7 +51,9 @@ TEST(EndToEndTest, DemoTrainsBeatsPopularityAndReproduces) {
     ASSERT_EQ(result.exit_code, 0) << result.output;
     EXPECT_NE(result.output.find("| IISAN (cached)"), std::string::npos) << result.output;
     const auto run_dir = work / "runs" / ("run" + std::to_string(run));
-    for (const char* file : {"config.json", "metrics.jsonl", "summary.json", "checkpoints/best.pt"}) {
+    for (const char* file : {"config.json", "metrics.jsonl", "summary.json", "checkpoints/best.safetensors",
+                             "checkpoints/last/model.safetensors", "checkpoints/last/trainer.safetensors",
+                             "checkpoints/last/trainer.json"}) {
       EXPECT_TRUE(std::filesystem::exists(run_dir / file)) << file;
     }
     summaries.push_back(ReadJson(run_dir / "summary.json"));
@@ -71,6 +76,74 @@ TEST(EndToEndTest, DemoTrainsBeatsPopularityAndReproduces) {
   ASSERT_NE(json_start, std::string::npos) << eval.output;
   const auto evaluated = nlohmann::json::parse(eval.output.substr(json_start));
   EXPECT_NEAR(evaluated["test"]["HR@10"].get<double>(), summary["test"]["HR@10"].get<double>(), 1e-9);
+}
+
+std::vector<nlohmann::json> ReadMetrics(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
+}
+
+void ExpectSameTensors(const std::filesystem::path& a, const std::filesystem::path& b) {
+  const iisan::models::SafetensorsReader left(a), right(b);
+  ASSERT_EQ(left.names(), right.names()) << a << " vs " << b;
+  for (const auto& name : left.names()) {
+    EXPECT_TRUE(torch::equal(left.Tensor(name), right.Tensor(name))) << name << ": " << a << " vs " << b;
+  }
+}
+
+// A run stopped after 2 of 4 epochs and resumed with train.resume ends exactly where an
+// uninterrupted 4-epoch run ends: the same weights, optimizer moments, generator states,
+// metrics and best epoch (dropout draws from the restored generator).
+TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
+  const auto work = Fresh("resume");
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 600 --items 200 --categories 6").exit_code, 0);
+  const std::string common = "demo --workdir " + work.string() + " --set train.patience=100";
+  auto whole = RunIisan(common + " --set train.epochs=4 --set name=whole");
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto part = RunIisan(common + " --set train.epochs=2 --set name=part");
+  ASSERT_EQ(part.exit_code, 0) << part.output;
+  ASSERT_EQ(ReadMetrics(work / "runs/part/metrics.jsonl").size(), 2u);
+  // As if killed during epoch 3 after its line was written but before its checkpoint: a stray line.
+  {
+    std::ofstream metrics(work / "runs/part/metrics.jsonl", std::ios::app);
+    metrics << R"({"epoch": 3, "train_loss": 123.0})" << "\n";
+  }
+  const auto resumed = RunIisan(common + " --set train.epochs=4 --set name=part --set train.resume=true");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed after epoch 2"), std::string::npos) << resumed.output;
+
+  const auto a = ReadMetrics(work / "runs/whole/metrics.jsonl"), b = ReadMetrics(work / "runs/part/metrics.jsonl");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u) << "the stray epoch-3 line was not dropped, or epochs are missing";
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["epoch"], b[i]["epoch"]);
+    EXPECT_EQ(a[i]["train_loss"], b[i]["train_loss"]) << "epoch " << i + 1;
+    EXPECT_EQ(a[i]["valid"], b[i]["valid"]) << "epoch " << i + 1;
+  }
+  const auto sa = ReadJson(work / "runs/whole/summary.json"), sb = ReadJson(work / "runs/part/summary.json");
+  EXPECT_EQ(sa["best_epoch"], sb["best_epoch"]);
+  EXPECT_EQ(sa["test"], sb["test"]);
+  EXPECT_EQ(sb["epochs_run"], 4);
+  ExpectSameTensors(work / "runs/whole/checkpoints/best.safetensors", work / "runs/part/checkpoints/best.safetensors");
+  ExpectSameTensors(work / "runs/whole/checkpoints/last/model.safetensors",
+                    work / "runs/part/checkpoints/last/model.safetensors");
+  ExpectSameTensors(work / "runs/whole/checkpoints/last/trainer.safetensors",
+                    work / "runs/part/checkpoints/last/trainer.safetensors");
+
+  // A resume that changes the model is refused, naming the key; one without a run says so.
+  const auto changed = RunIisan(common + " --set train.epochs=5 --set name=part --set train.resume=true"
+                                         " --set model.embedding_dim=32");
+  EXPECT_NE(changed.exit_code, 0);
+  EXPECT_NE(changed.output.find("model/embedding_dim"), std::string::npos) << changed.output;
+  const auto missing = RunIisan(common + " --set train.epochs=5 --set name=nothing --set train.resume=true");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.output.find("no run to resume"), std::string::npos) << missing.output;
+  EXPECT_EQ(ReadMetrics(work / "runs/part/metrics.jsonl").size(), 4u) << "a refused resume touched the run";
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
