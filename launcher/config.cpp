@@ -55,6 +55,7 @@ Json BuildDefaults() {
       "max_steps_per_epoch": 0,
       "cuda_graph": true,
       "resume": false,
+      "checkpoint_every": 1,
       "check_sync_every": 0,
       "collective_timeout_s": 300.0,
       "bucket_mb": 4.0,

@@ -144,6 +144,14 @@ TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.output.find("no run to resume"), std::string::npos) << missing.output;
   EXPECT_EQ(ReadMetrics(work / "runs/part/metrics.jsonl").size(), 4u) << "a refused resume touched the run";
+
+  // train.checkpoint_every=0 writes no resumable checkpoint; resuming such a run says so.
+  ASSERT_EQ(RunIisan(common + " --set train.epochs=1 --set name=none --set train.checkpoint_every=0").exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(work / "runs/none/checkpoints/last"));
+  const auto nothing = RunIisan(common + " --set train.epochs=2 --set name=none --set train.resume=true");
+  EXPECT_NE(nothing.exit_code, 0);
+  EXPECT_NE(nothing.output.find("nothing to resume"), std::string::npos) << nothing.output;
+  EXPECT_EQ(ReadJson(work / "runs/none/config.json")["train"]["epochs"], 1) << "a refused resume rewrote the config";
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
