@@ -169,7 +169,8 @@ struct StateComputer::Impl {
   std::optional<data::WordPieceTokenizer> tokenizer;
   models::BertModel bert{nullptr};
   data::ImagePreprocessConfig preprocess;
-  torch::Tensor pixel_table;  // PixelValueTable on the device, float32 [3 * 256]
+  torch::Tensor pixel_table;    // PixelValueTable on the device, float32 [3 * 256]
+  torch::Tensor pixel_offsets;  // channel * 256, int64 [1, 3, 1, 1] on the device: the table's rows
   models::ViTModel vit{nullptr};
   PipelineTimes times;
 
@@ -256,8 +257,7 @@ struct StateComputer::Impl {
 
   torch::Tensor ImageForward(const torch::Tensor& bytes) {
     // The exact floats of data::PreprocessImage: entry channel * 256 + byte of the table.
-    const auto channel = torch::arange(3, bytes.options().dtype(torch::kInt64)).mul(256).view({1, 3, 1, 1});
-    const auto index = bytes.to(torch::kInt64).add(channel);
+    const auto index = bytes.to(torch::kInt64).add(pixel_offsets);
     const auto values = pixel_table.index_select(0, index.reshape({-1})).view(bytes.sizes());
     return Kept(vit->ClsStates(values.to(options.dtype)));
   }
@@ -287,7 +287,8 @@ struct StateComputer::Impl {
     if (vit) ToHost(ImageForward(torch::zeros({n, 3, preprocess.height, preprocess.width}, on_device.dtype(torch::kUInt8))));
   }
 
-  // The device half of one batch: copy in, both forwards (each device-synchronised and timed).
+  // The device half of one batch: copy in, both forwards (each timed between device
+  // synchronisations; ToHost's copy back is the closing one).
   std::pair<torch::Tensor, torch::Tensor> Forward(const HostBatch& batch) {
     std::pair<torch::Tensor, torch::Tensor> out;
     const bool async = options.device.is_cuda();
@@ -296,7 +297,6 @@ struct StateComputer::Impl {
       train::SynchronizeDevice(options.device);
       const auto start = Clock::now();
       out.first = ToHost(TextForward(inputs[0], inputs[1]));
-      train::SynchronizeDevice(options.device);
       times.forward_text += SecondsSince(start);
     }
     if (vit) {
@@ -304,7 +304,6 @@ struct StateComputer::Impl {
       train::SynchronizeDevice(options.device);
       const auto start = Clock::now();
       out.second = ToHost(ImageForward(inputs[0]));
-      train::SynchronizeDevice(options.device);
       times.forward_image += SecondsSince(start);
     }
     return out;
@@ -334,6 +333,7 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
     impl.preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
     const auto table = data::PixelValueTable(impl.preprocess);
     impl.pixel_table = torch::tensor(table, torch::kFloat32).to(options.device);
+    impl.pixel_offsets = torch::arange(3, torch::kInt64).mul(256).view({1, 3, 1, 1}).to(options.device);
     torch::manual_seed(options.seed + 1);
     impl.vit = models::ViTModel(config);
     if (AnnounceBackboneWeights("image", options.image_backbone, options.seed + 1)) {

@@ -11,7 +11,6 @@
 #include "core/models/backbone_config.h"
 #include "core/models/hf_checkpoint.h"
 #include "core/models/modality.h"
-#include "core/models/safetensors.h"
 
 namespace iisan::cache {
 namespace {
@@ -42,7 +41,7 @@ bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path&
   digest.Field("weights");
   for (const auto& file : models::CheckpointFiles(folder)) {
     files.push_back(file.filename().string());
-    digest.Field(files.back()).Field(models::SafetensorsDigest(file));
+    digest.Field(files.back()).Field(Digest64().File(file).Hex());
   }
   modality_inputs["weights"] = {{"files", files}, {"digest", digest.Hex()}};
   return true;

@@ -138,19 +138,6 @@ void PartialBuild::WriteChunk(int64_t chunk, const torch::Tensor& text, const to
 std::optional<std::pair<torch::Tensor, torch::Tensor>> PartialBuild::ReadChunk(int64_t chunk) const {
   const auto path = ChunkPath(chunk);
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  std::string bytes;
-  if (in) {
-    // One read of the whole file (a stream iterator goes byte by byte: seconds per GB).
-    const auto size = static_cast<int64_t>(in.tellg());
-    if (size > 0 && size <= ChunkBytes(chunk)) {
-      bytes.resize(static_cast<size_t>(size));
-      in.seekg(0);
-      in.read(bytes.data(), size);
-      if (!in) bytes.clear();
-    } else if (size > 0) {
-      bytes.resize(static_cast<size_t>(ChunkBytes(chunk)) + 1);  // too long: rejected below by size
-    }
-  }
   auto reject = [&](const std::string& why) -> std::optional<std::pair<torch::Tensor, torch::Tensor>> {
     LOG(WARNING) << path << ": " << why << "; the chunk will be computed again";
     std::error_code ignored;
@@ -158,7 +145,11 @@ std::optional<std::pair<torch::Tensor, torch::Tensor>> PartialBuild::ReadChunk(i
     return std::nullopt;
   };
   if (!in) return reject("missing");
-  if (static_cast<int64_t>(bytes.size()) != ChunkBytes(chunk)) return reject("wrong size (truncated?)");
+  if (static_cast<int64_t>(in.tellg()) != ChunkBytes(chunk)) return reject("wrong size (truncated?)");
+  // One read of the whole file, not a stream iterator's byte at a time.
+  std::string bytes(static_cast<size_t>(ChunkBytes(chunk)), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return reject("unreadable");
   uint64_t stored = 0;
   std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
   if (Digest64().Update(std::string_view(bytes).substr(0, bytes.size() - 8)).value() != stored) {

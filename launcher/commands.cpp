@@ -69,7 +69,7 @@ void SaveLast(const std::filesystem::path& checkpoints, train::Recommender& mode
   models::WriteSafetensors(temp / "model.safetensors", TrainableTensors(model));
   const auto state = trainer.Checkpoint();
   models::WriteSafetensors(temp / "trainer.safetensors", state.tensors);
-  WriteJsonAtomically(temp / "trainer.json", nlohmann::ordered_json::parse(state.state.dump()));
+  WriteJsonAtomically(temp / "trainer.json", state.state);
   data::RemoveTree(old);
   if (std::filesystem::exists(last)) std::filesystem::rename(last, old);
   std::filesystem::rename(temp, last);
@@ -90,7 +90,7 @@ void ResumeFrom(const std::filesystem::path& dir, train::Recommender& model, tra
   LoadCheckpoint(model, dir / "model.safetensors");
   train::TrainCheckpoint state;
   std::ifstream in(dir / "trainer.json");
-  state.state = nlohmann::json::parse(in, nullptr, false);
+  state.state = nlohmann::ordered_json::parse(in, nullptr, false);
   if (state.state.is_discarded()) throw std::runtime_error((dir / "trainer.json").string() + ": not valid JSON");
   const models::SafetensorsReader reader(dir / "trainer.safetensors");
   for (const auto& name : reader.names()) state.tensors.emplace_back(name, reader.Tensor(name).clone());
@@ -102,14 +102,7 @@ void ResumeFrom(const std::filesystem::path& dir, train::Recommender& model, tra
 }
 
 // A resumed run must be the same run: its model, data and seed keys as stored.
-void CheckSameRun(const std::filesystem::path& run_dir, const Json& config) {
-  if (!std::filesystem::exists(run_dir / "config.json")) {
-    throw std::runtime_error(run_dir.string() + ": no run to resume here (no config.json); check run_root and name, "
-                             "or drop train.resume to start a new run");
-  }
-  std::ifstream in(run_dir / "config.json");
-  const auto stored = Json::parse(in, nullptr, false);
-  if (stored.is_discarded()) throw std::runtime_error((run_dir / "config.json").string() + ": not valid JSON");
+void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored, const Json& config) {
   for (const char* section : {"model", "data", "seed"}) {
     const auto a = Json(stored.value(section, Json())).flatten(), b = Json(config.value(section, Json())).flatten();
     for (const auto& [key, value] : b.items()) {
@@ -221,16 +214,21 @@ Json Train(const Json& config_in, std::ostream& out) {
     }
     config["name"] = TimestampedName("train");
   }
+  const std::filesystem::path root = At(config, "run_root").get<std::string>();
+  const auto name = config["name"].get<std::string>();
+  const auto checkpoints = root / name / "checkpoints";
+  std::filesystem::path resume_from;  // the checkpoint folder a resumed run continues from
   std::optional<RunDirectory> run;
   if (lead) {
-    const auto root = At(config, "run_root").get<std::string>();
-    const auto name = config["name"].get<std::string>();
     if (resume) {
       // Everything a resume needs is checked before the run directory is touched.
-      CheckSameRun(std::filesystem::path(root) / name, config);
-      LastCheckpoint(std::filesystem::path(root) / name / "checkpoints");
+      run = RunDirectory::Reopen(root, name, config, [&](const Json& stored) {
+        CheckSameRun(root / name, stored, config);
+        resume_from = LastCheckpoint(checkpoints);
+      });
+    } else {
+      run = RunDirectory::Create(root, name, config);
     }
-    run = resume ? RunDirectory::Reopen(root, name, config) : RunDirectory::Create(root, name, config);
     google::SetLogDestination(google::GLOG_INFO, (run->log_dir() / "iisan.log.").string().c_str());
     LOG(INFO) << "run directory " << run->path() << ": " << train::MethodLabel(job.method) << ", "
               << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
@@ -249,15 +247,13 @@ Json Train(const Json& config_in, std::ostream& out) {
                                                                    std::max<size_t>(bucket_bytes, 1));
   }
   train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
-  const auto checkpoints = std::filesystem::path(At(config, "run_root").get<std::string>()) /
-                           config["name"].get<std::string>() / "checkpoints";
   if (resume) {
     // Every rank reads the same files, so the ranks continue from one state.
-    const auto dir = LastCheckpoint(checkpoints);
-    ResumeFrom(dir, model, trainer);
+    if (!lead) resume_from = LastCheckpoint(checkpoints);
+    ResumeFrom(resume_from, model, trainer);
     if (lead) {
-      run->TruncateMetrics(trainer.Checkpoint().state.at("epochs_done").get<int>());
-      LOG(INFO) << "continuing " << run->path() << " from " << dir;
+      run->TruncateMetrics(trainer.epochs_done());
+      LOG(INFO) << "continuing " << run->path() << " from " << resume_from;
     }
   }
   const auto checkpoint = lead ? checkpoints / "best.safetensors" : std::filesystem::path();

@@ -27,19 +27,25 @@ RunDirectory RunDirectory::Create(const std::filesystem::path& root, const std::
     throw std::runtime_error(path.string() + ": a run directory with this name exists already; choose "
                              "another name with --set name=... or move it away (nothing was overwritten)");
   }
-  std::filesystem::create_directories(path / "log");
-  std::filesystem::create_directories(path / "checkpoints");
-  WriteJsonAtomically(path / "config.json", config);
-  return RunDirectory(path);
+  return Initialise(path, config);
 }
 
 RunDirectory RunDirectory::Reopen(const std::filesystem::path& root, const std::string& name,
-                                  const nlohmann::ordered_json& config) {
+                                  const nlohmann::ordered_json& config,
+                                  const std::function<void(const nlohmann::ordered_json& stored)>& check) {
   const auto path = root / name;
-  if (!std::filesystem::exists(path / "config.json")) {
+  std::ifstream in(path / "config.json");
+  if (!in) {
     throw std::runtime_error(path.string() + ": no run to resume here (no config.json); check run_root and name, "
                              "or drop train.resume to start a new run");
   }
+  const auto stored = nlohmann::ordered_json::parse(in, nullptr, false);
+  if (stored.is_discarded()) throw std::runtime_error((path / "config.json").string() + ": not valid JSON");
+  check(stored);
+  return Initialise(path, config);
+}
+
+RunDirectory RunDirectory::Initialise(const std::filesystem::path& path, const nlohmann::ordered_json& config) {
   std::filesystem::create_directories(path / "log");
   std::filesystem::create_directories(path / "checkpoints");
   WriteJsonAtomically(path / "config.json", config);

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -20,10 +21,12 @@ class RunDirectory {
   static RunDirectory Create(const std::filesystem::path& root, const std::string& name,
                              const nlohmann::ordered_json& config);
 
-  // Reopens root/name to continue it (`train.resume`): it must hold a run (config.json); the
+  // Reopens root/name to continue it (`train.resume`): it must hold a run (config.json), which
+  // `check` sees (stored config) and may refuse by throwing before anything is written; then the
   // resolved config of the continuation replaces the old one.
   static RunDirectory Reopen(const std::filesystem::path& root, const std::string& name,
-                             const nlohmann::ordered_json& config);
+                             const nlohmann::ordered_json& config,
+                             const std::function<void(const nlohmann::ordered_json& stored)>& check);
 
   const std::filesystem::path& path() const { return path_; }
   // Keeps the metrics lines of epochs 1..epochs (a kill between an epoch's line and its
@@ -36,6 +39,8 @@ class RunDirectory {
 
  private:
   explicit RunDirectory(std::filesystem::path path) : path_(std::move(path)) {}
+  // Makes log/ and checkpoints/ and writes config.json: what Create and Reopen share.
+  static RunDirectory Initialise(const std::filesystem::path& path, const nlohmann::ordered_json& config);
   std::filesystem::path path_;
 };
 

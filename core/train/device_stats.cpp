@@ -9,6 +9,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
 #include <torch/version.h>
 
@@ -56,32 +57,31 @@ void SynchronizeDevice(const torch::Device& device) {
 #endif
 }
 
-#if defined(IISAN_WITH_CUDA)
 namespace {
-const at::Generator& CudaGenerator(const torch::Device& device) {
+
+// A handle on the default generator: copies share it.
+at::Generator DefaultGenerator(const torch::Device& device) {
+  if (!device.is_cuda()) return at::detail::getDefaultCPUGenerator();
+#if defined(IISAN_WITH_CUDA)
   return at::cuda::detail::getDefaultCUDAGenerator(device.has_index() ? device.index() : c10::cuda::current_device());
+#else
+  throw std::runtime_error("this build has no CUDA: there is no generator of " + device.str());
+#endif
 }
+
 }  // namespace
 
-torch::Tensor CudaGeneratorState(const torch::Device& device) {
-  auto generator = CudaGenerator(device);
+torch::Tensor GeneratorState(const torch::Device& device) {
+  auto generator = DefaultGenerator(device);
   std::lock_guard<std::mutex> lock(generator.mutex());
   return generator.get_state();
 }
 
-void SetCudaGeneratorState(const torch::Device& device, const torch::Tensor& state) {
-  auto generator = CudaGenerator(device);
+void SetGeneratorState(const torch::Device& device, const torch::Tensor& state) {
+  auto generator = DefaultGenerator(device);
   std::lock_guard<std::mutex> lock(generator.mutex());
   generator.set_state(state);
 }
-#else
-torch::Tensor CudaGeneratorState(const torch::Device&) {
-  throw std::runtime_error("this build has no CUDA: there is no CUDA generator state");
-}
-void SetCudaGeneratorState(const torch::Device&, const torch::Tensor&) {
-  throw std::runtime_error("this build has no CUDA: there is no CUDA generator to set");
-}
-#endif
 
 void ResetPeakMemory(const torch::Device& device) {
 #if defined(IISAN_WITH_CUDA)

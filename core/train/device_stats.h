@@ -32,11 +32,11 @@ class AutocastGuard {
 // Waits for the device's queued work (no-op on CPU).
 void SynchronizeDevice(const torch::Device& device);
 
-// The default CUDA generator's state of `device` (seed and offset, as torch serialises it), and
-// setting it back: what dropout draws on a GPU, for exact resume. std::runtime_error in a build
-// without CUDA.
-torch::Tensor CudaGeneratorState(const torch::Device& device);
-void SetCudaGeneratorState(const torch::Device& device, const torch::Tensor& state);
+// The state of the default random generator of `device`'s type (the CPU's, or that CUDA
+// device's), as torch serialises it, and setting it back: what dropout draws, for exact resume.
+// std::runtime_error for a CUDA device in a build without CUDA.
+torch::Tensor GeneratorState(const torch::Device& device);
+void SetGeneratorState(const torch::Device& device, const torch::Tensor& state);
 
 // Starts a new peak-memory window on a CUDA device (no-op on CPU).
 void ResetPeakMemory(const torch::Device& device);

@@ -2,9 +2,7 @@
 #include "core/train/trainer.h"
 
 #include <chrono>
-#include <mutex>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
 #include <torch/torch.h>
 
@@ -385,11 +383,11 @@ RankingMetrics Trainer::Evaluate(Split split) {
 
 namespace {
 
-nlohmann::json MetricsState(const RankingMetrics& m) {
+nlohmann::ordered_json MetricsState(const RankingMetrics& m) {
   return {{"ks", m.ks}, {"hit_sum", m.hit_sum}, {"ndcg_sum", m.ndcg_sum}, {"users", m.users}};
 }
 
-RankingMetrics MetricsFromState(const nlohmann::json& j) {
+RankingMetrics MetricsFromState(const nlohmann::ordered_json& j) {
   RankingMetrics m(j.at("ks").get<std::vector<int>>());
   m.hit_sum = j.at("hit_sum").get<std::vector<double>>();
   m.ndcg_sum = j.at("ndcg_sum").get<std::vector<double>>();
@@ -405,7 +403,7 @@ TrainCheckpoint Trainer::Checkpoint() const {
   const auto& p = progress_;
   TrainCheckpoint out;
   out.state = {{"version", kCheckpointVersion},
-               {"epochs_done", p.epochs_done},
+               {"epochs_done", p.result.epochs_run},
                {"best_hr", p.best_hr},
                {"bad_epochs", p.bad_epochs},
                {"best_epoch", p.result.best_epoch},
@@ -425,19 +423,15 @@ TrainCheckpoint Trainer::Checkpoint() const {
                {"batch_size", options_.batch_size}};
   for (auto& [name, tensor] : optimizer_->State()) out.tensors.emplace_back(name, tensor.detach().to(torch::kCPU));
   // The generators dropout draws from; the epochs' user order is a function of seed and epoch.
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    out.tensors.emplace_back("rng.cpu", generator.get_state());
-  }
-  if (options_.device.is_cuda()) out.tensors.emplace_back("rng.cuda", CudaGeneratorState(options_.device));
+  out.tensors.emplace_back("rng.cpu", GeneratorState(torch::kCPU));
+  if (options_.device.is_cuda()) out.tensors.emplace_back("rng.cuda", GeneratorState(options_.device));
   return out;
 }
 
 void Trainer::Resume(const TrainCheckpoint& checkpoint) {
   const auto& j = checkpoint.state;
   if (j.value("version", 0) != kCheckpointVersion) {
-    throw std::runtime_error("checkpoint version " + j.value("version", nlohmann::json(0)).dump() + " is not " +
+    throw std::runtime_error("checkpoint version " + j.value("version", nlohmann::ordered_json(0)).dump() + " is not " +
                              std::to_string(kCheckpointVersion) + "; it was written by another iisan");
   }
   if (j.at("seed").get<uint64_t>() != options_.seed || j.at("batch_size").get<int64_t>() != options_.batch_size) {
@@ -454,13 +448,12 @@ void Trainer::Resume(const TrainCheckpoint& checkpoint) {
   };
   optimizer_->LoadState([&](const std::string& name) { return lookup(name); });
   auto& p = progress_;
-  p.epochs_done = j.at("epochs_done").get<int>();
   p.best_hr = j.at("best_hr").get<double>();
   p.bad_epochs = j.at("bad_epochs").get<int>();
   p.result.best_epoch = j.at("best_epoch").get<int>();
   p.result.best_valid = MetricsFromState(j.at("best_valid"));
   p.result.test = MetricsFromState(j.at("test"));
-  p.result.epochs_run = p.epochs_done;
+  p.result.epochs_run = j.at("epochs_done").get<int>();
   p.result.full_epoch_steps = j.at("full_epoch_steps").get<int64_t>();
   p.result.steps_measured = j.at("steps_measured").get<int64_t>();
   p.train_total = j.at("train_total").get<double>();
@@ -473,17 +466,13 @@ void Trainer::Resume(const TrainCheckpoint& checkpoint) {
   p.truncated = j.at("truncated").get<bool>();
   const auto cpu = lookup("rng.cpu");
   if (!cpu.defined()) throw std::runtime_error("checkpoint has no 'rng.cpu' generator state");
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();  // a handle: copies share the generator
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(cpu);
-  }
+  SetGeneratorState(torch::kCPU, cpu);
   if (options_.device.is_cuda()) {
     const auto cuda = lookup("rng.cuda");
     if (!cuda.defined()) throw std::runtime_error("checkpoint has no 'rng.cuda' generator state (saved on a CPU run?)");
-    SetCudaGeneratorState(options_.device, cuda);
+    SetGeneratorState(options_.device, cuda);
   }
-  LOG(INFO) << "resumed after epoch " << p.epochs_done << " (best epoch " << p.result.best_epoch << ", "
+  LOG(INFO) << "resumed after epoch " << p.result.epochs_run << " (best epoch " << p.result.best_epoch << ", "
             << p.bad_epochs << " epochs without a new best)";
 }
 
@@ -499,8 +488,8 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
     torch::NoGradGuard no_grad;
     parallel_->Broadcast(trainable);  // every rank starts from rank 0's initialisation
   }
-  const bool stopped_before = p.epochs_done > 0 && p.bad_epochs > options_.patience;
-  for (int epoch = p.epochs_done + 1; epoch <= options_.epochs && !stopped_before; ++epoch) {
+  const bool stopped_before = result.epochs_run > 0 && p.bad_epochs > options_.patience;
+  for (int epoch = result.epochs_run + 1; epoch <= options_.epochs && !stopped_before; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
     TrainEpoch(record);
@@ -528,7 +517,6 @@ TrainResult Trainer::Fit(const std::function<void(const EpochRecord&)>& on_epoch
     p.steady_total += record.steady_seconds_per_step;
     if (record.gpu_utilization) p.utilization_total += *record.gpu_utilization, ++p.utilization_epochs;
     p.truncated |= record.train_steps < record.full_epoch_steps;
-    p.epochs_done = epoch;
     result.epochs_run = epoch;
     result.full_epoch_steps = record.full_epoch_steps;
     result.steps_measured += record.train_steps;

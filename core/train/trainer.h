@@ -99,7 +99,7 @@ struct TrainResult {
 // the optimizer's moments and step and the random generators' states as tensors. The model's
 // trainable weights are saved beside it by the caller.
 struct TrainCheckpoint {
-  nlohmann::json state;
+  nlohmann::ordered_json state;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
 };
 
@@ -114,6 +114,7 @@ class Trainer {
   // Checkpoint() describes the state after that epoch.
   TrainResult Fit(const std::function<void(const EpochRecord&)>& on_epoch);
   TrainCheckpoint Checkpoint() const;
+  int epochs_done() const { return progress_.result.epochs_run; }
   // Restores a Checkpoint() of a run with the same config (its model weights already loaded).
   // std::runtime_error naming what differs when the seed or batch size do, or state is missing.
   void Resume(const TrainCheckpoint& checkpoint);
@@ -132,14 +133,13 @@ class Trainer {
   CommStats ParallelStep(const std::vector<int64_t>& users);
 
   struct Progress {
-    int epochs_done = 0;
     double best_hr = -1.0;
     int bad_epochs = 0;
     double train_total = 0.0, later_train_total = 0.0, eval_total = 0.0, valid_total = 0.0;
     double steady_total = 0.0, utilization_total = 0.0;
     int utilization_epochs = 0;
     bool truncated = false;
-    TrainResult result;
+    TrainResult result;  // its epochs_run: the epochs completed
   } progress_;
 
   DataParallel* parallel_ = nullptr;
