@@ -6,6 +6,7 @@
 #include "distributed/all_gather_autograd.h"
 #include "distributed/metric_reduction.h"
 #include "distributed/parameter_sync.h"
+#include "distributed/user_sharder.h"
 
 namespace iisan::distributed {
 
@@ -13,6 +14,16 @@ ProcessGroupParallel::ProcessGroupParallel(ProcessGroup& group, torch::Device de
                                            const std::vector<torch::Tensor>& trainable, size_t bucket_bytes)
     : group_(group), device_comm_(group.For(device)) {
   sync_ = std::make_unique<GradientSynchronizer>(device_comm_, trainable, bucket_bytes);
+}
+
+std::vector<std::vector<int64_t>> ProcessGroupParallel::Deal(std::span<const int64_t> users,
+                                                            std::span<const int64_t> costs) const {
+  return DealUsers(users, costs, group_.world.world_size);
+}
+
+std::pair<int64_t, int64_t> ProcessGroupParallel::EvaluationUsers(int64_t users) const {
+  const auto range = EvaluationRange(users, group_.world.world_size, group_.world.rank);
+  return {range.begin, range.end};
 }
 
 torch::Tensor ProcessGroupParallel::AllGather(const torch::Tensor& local) {

@@ -22,6 +22,9 @@ class ProcessGroupParallel : public train::DataParallel {
 
   int rank() const override { return group_.world.rank; }
   int world_size() const override { return group_.world.world_size; }
+  // The policy of user_sharder.h.
+  std::vector<std::vector<int64_t>> Deal(std::span<const int64_t> users, std::span<const int64_t> costs) const override;
+  std::pair<int64_t, int64_t> EvaluationUsers(int64_t users) const override;
   torch::Tensor AllGather(const torch::Tensor& local) override;
   void BeforeBackward() override;
   train::CommStats AfterBackward() override;

@@ -1,4 +1,4 @@
-// Seeded, balanced assignment of users to ranks and steps.
+// The sharding policy: seeded global batches dealt to the ranks in snake order of their cost.
 #include "distributed/user_sharder.h"
 
 #include <algorithm>
@@ -46,6 +46,22 @@ std::vector<std::vector<int64_t>> EpochPlan::batches_of(int rank) const {
   return batches;
 }
 
+std::vector<std::vector<int64_t>> DealUsers(std::span<const int64_t> users, std::span<const int64_t> costs,
+                                            int world_size) {
+  if (world_size < 1) throw std::invalid_argument("DealUsers: world size must be >= 1");
+  if (costs.size() != users.size()) throw std::invalid_argument("DealUsers: one cost per user");
+  std::vector<size_t> by_cost(users.size());
+  std::iota(by_cost.begin(), by_cost.end(), size_t{0});
+  std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  std::vector<std::vector<int64_t>> shares(world_size);
+  for (size_t i = 0; i < by_cost.size(); ++i) {
+    const int64_t round = static_cast<int64_t>(i) / world_size, position = static_cast<int64_t>(i) % world_size;
+    const int64_t target = round % 2 == 0 ? position : world_size - 1 - position;
+    shares[target].push_back(users[by_cost[i]]);
+  }
+  return shares;
+}
+
 UserSharder::UserSharder(std::vector<int64_t> interactions, int world_size, ShardingOptions options)
     : interactions_(std::move(interactions)), world_size_(world_size), options_(options) {
   if (world_size_ < 1) throw std::invalid_argument("UserSharder: world size must be >= 1");
@@ -54,42 +70,20 @@ UserSharder::UserSharder(std::vector<int64_t> interactions, int world_size, Shar
 
 EpochPlan UserSharder::Plan(int epoch) const {
   const int64_t users = static_cast<int64_t>(interactions_.size());
-  const int W = world_size_;
-  const int64_t global = options_.batch_size * W;
+  const int64_t global = options_.batch_size;
   const auto order = train::SeededPermutation(users, options_.seed + static_cast<uint64_t>(epoch));
 
   EpochPlan plan;
-  plan.world_size_ = W;
+  plan.world_size_ = world_size_;
   plan.steps_ = (users + global - 1) / global;
   plan.offsets_.push_back(0);
-  std::vector<int64_t> load(W, 0);  // kBalanced: interactions dealt to each rank so far
-  std::vector<std::vector<int64_t>> per_rank(W);
   for (int64_t step = 0; step < plan.steps_; ++step) {
     const int64_t begin = step * global, end = std::min(users, begin + global);
-    for (auto& part : per_rank) part.clear();
-    if (options_.mode == ShardingMode::kExactGlobalOrder) {
-      for (int r = 0; r < W; ++r) {
-        const auto slice = SplitEvenly(end - begin, W, r);
-        per_rank[r].assign(order.begin() + begin + slice.begin, order.begin() + begin + slice.end);
-      }
-    } else {
-      // `begin` is a multiple of W, so groups of W line up across steps.
-      for (int64_t group = begin; group < end; group += W) {
-        std::vector<int64_t> members(order.begin() + group, order.begin() + std::min(end, group + W));
-        std::sort(members.begin(), members.end(), [&](int64_t a, int64_t b) {
-          return interactions_[a] != interactions_[b] ? interactions_[a] > interactions_[b] : a < b;
-        });
-        std::vector<int> ranks(W);
-        std::iota(ranks.begin(), ranks.end(), 0);
-        std::sort(ranks.begin(), ranks.end(), [&](int a, int b) { return load[a] != load[b] ? load[a] < load[b] : a < b; });
-        for (size_t k = 0; k < members.size(); ++k) {
-          per_rank[ranks[k]].push_back(members[k]);
-          load[ranks[k]] += interactions_[members[k]];
-        }
-      }
-    }
-    for (const auto& part : per_rank) {
-      plan.users_.insert(plan.users_.end(), part.begin(), part.end());
+    const std::span<const int64_t> batch(order.data() + begin, static_cast<size_t>(end - begin));
+    std::vector<int64_t> costs;
+    for (const int64_t user : batch) costs.push_back(interactions_[user]);
+    for (const auto& share : DealUsers(batch, costs, world_size_)) {
+      plan.users_.insert(plan.users_.end(), share.begin(), share.end());
       plan.offsets_.push_back(static_cast<int64_t>(plan.users_.size()));
     }
   }

@@ -1,26 +1,20 @@
-// Which users each rank trains on at each step, and which it evaluates.
+// The job's one sharding policy: which users each rank trains on at each step, and which it
+// evaluates. The trainer reaches it through DataParallel::Deal (core/train/data_parallel.h),
+// so the code that these functions' tests check is the code every data-parallel run uses.
 //
-// Training. Every epoch starts from the same seeded permutation of the users as the
-// single-process trainer (train::SeededPermutation(users, seed + epoch)), and step s covers the
-// same global batch of users in both modes: positions [s*B*W, (s+1)*B*W) of that permutation,
-// B being the per-rank batch size and W the world size. The modes differ in how a global batch
-// is split among the ranks:
+// Training. Epoch e visits the users in the single-process order, the seeded permutation
+// train::SeededPermutation(users, seed + e), cut into global batches of `batch_size` users:
+// the batches one process trains on. DealUsers splits each global batch among the W ranks:
+// the users sorted by cost (training interactions), heaviest first (stable), then dealt in
+// snake order (ranks 0..W-1, then W-1..0, ...). User counts differ by at most one and the
+// ranks' interactions nearly balance. Every rank runs every step, ceil(users / batch_size) per
+// epoch, so no collective waits on a rank that ran out of data; a rank's share may be empty
+// when a batch has fewer users than ranks (the trainer pads every share to one row count).
 //
-//  - kBalanced (default): users are dealt in groups of W consecutive users of the permutation,
-//    the heaviest user of a group (by interactions) to the rank with the least interactions so
-//    far. Every rank gets one user per group, so user counts differ by at most one, and after
-//    every group the ranks' interaction totals differ by at most the heaviest user's.
-//  - kExactGlobalOrder: rank r takes the r-th contiguous slice of the global batch, so the
-//    concatenation of the ranks' batches in rank order IS the single-process batch, in its
-//    order. Needed where the loss couples the rows of a batch (IISAN's in-batch negatives):
-//    equivalence with one process then also needs the batch's item embeddings gathered in
-//    rank order (AllGatherWithGradient, all_gather_autograd.h). For a loss that is a mean over
-//    independent rows, both modes are equivalent.
-//
-// Both modes give every rank the same number of steps, ceil(users / (B*W)), so no collective
-// waits on a rank that ran out of data; a rank's batch may be short or, in the last step, empty
-// (it must still call GradientSynchronizer::Prepare()/Finish()). The gradient then equals one
-// process's on a global batch of B*W users only with the weighting of LocalShare() below.
+// Because the in-batch softmax couples the rows of a batch, the trainer all-gathers the item
+// embeddings of every rank's share (all_gather_autograd.h); for a loss that is a mean over
+// independent rows, LocalShare() weights each rank's gradient so that their sum is the
+// one-process gradient.
 //
 // Evaluation. EvaluationRange() splits users into contiguous ranges, one per rank, that cover
 // every user exactly once; the ranks' metric sums are then reduced (metric_reduction.h).
@@ -33,11 +27,12 @@
 
 namespace iisan::distributed {
 
-enum class ShardingMode { kBalanced, kExactGlobalOrder };
+// One global batch dealt to `world_size` ranks (see above); costs[i] is users[i]'s cost.
+std::vector<std::vector<int64_t>> DealUsers(std::span<const int64_t> users, std::span<const int64_t> costs,
+                                            int world_size);
 
 struct ShardingOptions {
-  ShardingMode mode = ShardingMode::kBalanced;
-  int64_t batch_size = 64;  // per rank
+  int64_t batch_size = 64;  // the global batch: users per step over all ranks
   uint64_t seed = 12345;    // the trainer's seed: epoch e uses seed + e, as in one process
 };
 
@@ -66,7 +61,8 @@ class UserSharder {
   // interactions[u]: user u's training interactions (its cost); every user is sharded.
   UserSharder(std::vector<int64_t> interactions, int world_size, ShardingOptions options);
 
-  // Deterministic: the same arguments give the same plan on every rank and every run.
+  // Deterministic: the same arguments give the same plan on every rank and every run; each
+  // step's shares are DealUsers of that step's global batch.
   EpochPlan Plan(int epoch) const;
 
  private:

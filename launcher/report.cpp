@@ -13,15 +13,14 @@
 #include <stdexcept>
 #include <string>
 
-#include <nlohmann/json.hpp>
 
 #include "core/train/efficiency.h"
 #include "core/train/method.h"
+#include "core/train/run_summary.h"
 
 namespace iisan::launcher {
 namespace {
 
-using Json = nlohmann::json;
 using Path = std::filesystem::path;
 
 constexpr double kBytesPerGiB = 1024.0 * 1024.0 * 1024.0;
@@ -51,7 +50,7 @@ std::string BarColor(const std::optional<train::Method>& method) {
   return kOtherMethodColor;
 }
 
-// What the report needs from one summary.json.
+// What the report needs from one summary.json (read through train::RunSummary).
 struct RunSummary {
   Path dir;
   std::string method;
@@ -78,120 +77,27 @@ struct RunSummary {
 
 // ---- reading summary.json ----
 
-enum class FieldType { kString, kInteger, kNumber, kBoolean, kObject };
-
-bool HasType(const Json& value, FieldType type) {
-  switch (type) {
-    case FieldType::kString: return value.is_string();
-    case FieldType::kInteger: return value.is_number_integer();
-    case FieldType::kNumber: return value.is_number();
-    case FieldType::kBoolean: return value.is_boolean();
-    case FieldType::kObject: return value.is_object();
-  }
-  return false;
-}
-
-const char* Describe(FieldType type) {
-  switch (type) {
-    case FieldType::kString: return "a string";
-    case FieldType::kInteger: return "an integer";
-    case FieldType::kNumber: return "a number";
-    case FieldType::kBoolean: return "true or false";
-    case FieldType::kObject: return "an object";
-  }
-  return "?";
-}
-
-// Typed access to one summary.json; every error names the file and the field.
-class SummaryFields {
- public:
-  SummaryFields(const Path& file, const Json& json) : file_(file), json_(json) {}
-
-  // The field, or nullptr when it is absent or null. `name` is how messages call it ("test.HR@10").
-  const Json* Find(const Json& object, const std::string& key, const std::string& name, FieldType type) const {
-    const auto it = object.find(key);
-    if (it == object.end() || it->is_null()) return nullptr;
-    if (!HasType(*it, type)) Fail(name, std::string("must be ") + Describe(type) + ", found " + it->dump());
-    return &*it;
-  }
-
-  const Json* Find(const std::string& field, FieldType type) const { return Find(json_, field, field, type); }
-
-  const Json& Require(const std::string& field, FieldType type) const {
-    const Json* value = Find(field, type);
-    if (value == nullptr) Fail(field, std::string("is missing (expected ") + Describe(type) + ")");
-    return *value;
-  }
-
-  void Expect(bool ok, const std::string& field, const std::string& requirement, double value) const {
-    if (!ok) Fail(field, requirement + ", found " + Json(value).dump());
-  }
-
-  [[noreturn]] void Fail(const std::string& field, const std::string& problem) const {
-    throw std::runtime_error(file_.string() + ": field \"" + field + "\" " + problem);
-  }
-
- private:
-  const Path& file_;
-  const Json& json_;
-};
-
-std::optional<double> Fraction(const SummaryFields& fields, const Json& object, const std::string& key,
-                               const std::string& name) {
-  const Json* value = fields.Find(object, key, name, FieldType::kNumber);
-  if (value == nullptr) return std::nullopt;
-  const double fraction = value->get<double>();
-  fields.Expect(fraction >= 0.0 && fraction <= 1.0, name, "must be a fraction in [0, 1]", fraction);
-  return fraction;
-}
-
+// One run's summary (train::RunSummary, which checks every field) as the report uses it.
 RunSummary ReadSummary(const Path& run_dir) {
-  const Path file = run_dir / "summary.json";
-  if (!std::filesystem::is_regular_file(file)) {
-    throw std::runtime_error(file.string() + ": not found; the run may not have finished (summary.json is "
-                             "written at its end), or " + run_dir.string() + " is not a run directory");
-  }
-  Json json;
-  try {
-    std::ifstream in(file);
-    json = Json::parse(in);
-  } catch (const Json::parse_error& error) {
-    throw std::runtime_error(file.string() + ": not valid JSON (" + error.what() + ")");
-  }
-  if (!json.is_object()) throw std::runtime_error(file.string() + ": expected a JSON object");
-
-  const SummaryFields fields(file, json);
+  const auto summary = train::RunSummary::Read(run_dir.string());
   RunSummary run;
   run.dir = run_dir;
-  run.method = fields.Require("method", FieldType::kString).get<std::string>();
-  run.name = fields.Require("name", FieldType::kString).get<std::string>();
-  run.trainable_parameters = fields.Require("trainable_parameters", FieldType::kInteger).get<int64_t>();
-  fields.Expect(run.trainable_parameters >= 0, "trainable_parameters", "must not be negative",
-                static_cast<double>(run.trainable_parameters));
-  run.train_seconds_per_epoch = fields.Require("train_seconds_per_epoch", FieldType::kNumber).get<double>();
-  fields.Expect(run.train_seconds_per_epoch > 0.0, "train_seconds_per_epoch", "must be positive",
-                run.train_seconds_per_epoch);
-  run.eval_seconds_per_epoch = fields.Require("eval_seconds_per_epoch", FieldType::kNumber).get<double>();
-  fields.Expect(run.eval_seconds_per_epoch >= 0.0, "eval_seconds_per_epoch", "must not be negative",
-                run.eval_seconds_per_epoch);
-  run.peak_memory_bytes = fields.Require("peak_memory_bytes", FieldType::kNumber).get<double>();
-  fields.Expect(run.peak_memory_bytes > 0.0, "peak_memory_bytes", "must be positive", run.peak_memory_bytes);
-  run.peak_memory_kind = fields.Require("peak_memory_kind", FieldType::kString).get<std::string>();
-  run.device = fields.Require("device", FieldType::kString).get<std::string>();
-
-  run.gpu_utilization = Fraction(fields, json, "gpu_utilization", "gpu_utilization");
-  if (const Json* value = fields.Find("train_epoch_extrapolated", FieldType::kBoolean)) {
-    run.train_epoch_extrapolated = value->get<bool>();
-  }
-  if (const Json* value = fields.Find("train_steps_measured", FieldType::kInteger)) {
-    run.train_steps_measured = value->get<int64_t>();
-  }
-  if (const Json* value = fields.Find("train_steps_per_epoch", FieldType::kInteger)) {
-    run.train_steps_per_epoch = value->get<int64_t>();
-  }
-  if (const Json* test = fields.Find("test", FieldType::kObject)) {
-    run.test_hr10 = Fraction(fields, *test, "HR@10", "test.HR@10");
-    run.test_ndcg10 = Fraction(fields, *test, "NDCG@10", "test.NDCG@10");
+  run.method = summary.method;
+  run.name = summary.name;
+  run.trainable_parameters = summary.trainable_parameters;
+  run.train_seconds_per_epoch = summary.train_seconds_per_epoch;
+  run.eval_seconds_per_epoch = summary.eval_seconds_per_epoch;
+  run.peak_memory_bytes = static_cast<double>(summary.peak_memory_bytes);
+  run.peak_memory_kind = summary.peak_memory_kind;
+  run.device = summary.device;
+  run.gpu_utilization = summary.gpu_utilization;
+  run.train_epoch_extrapolated = summary.train_epoch_extrapolated;
+  if (summary.train_steps_measured > 0) run.train_steps_measured = summary.train_steps_measured;
+  if (summary.train_steps_per_epoch > 0) run.train_steps_per_epoch = summary.train_steps_per_epoch;
+  const auto& ks = summary.test.ks;
+  if (std::find(ks.begin(), ks.end(), 10) != ks.end()) {
+    run.test_hr10 = summary.test.hr(10);
+    run.test_ndcg10 = summary.test.ndcg(10);
   }
   return run;
 }

@@ -1,7 +1,11 @@
-// Counting a module's trainable and frozen parameters (the "trainable parameters" of TPME).
+// The one walk over a module's trainable parameters (what trains, is checkpointed, synchronised
+// and counted as the "trainable parameters" of TPME), and the count of trainable and frozen ones.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 
@@ -19,6 +23,22 @@ inline ParameterCount CountParameters(const torch::nn::Module& module) {
     (parameter.requires_grad() ? count.trainable : count.frozen) += parameter.numel();
   }
   return count;
+}
+
+// The parameters with requires_grad, with their dotted names, in registration order (the same
+// order on every rank and every run).
+inline std::vector<std::pair<std::string, torch::Tensor>> NamedTrainableParameters(const torch::nn::Module& module) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : module.named_parameters()) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+inline std::vector<torch::Tensor> TrainableParameters(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> out;
+  for (auto& [name, tensor] : NamedTrainableParameters(module)) out.push_back(std::move(tensor));
+  return out;
 }
 
 }  // namespace iisan::models

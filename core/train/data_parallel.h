@@ -7,10 +7,14 @@
 // each rank scores its users' rows against the whole global batch (the in-batch softmax needs
 // every item as a negative), and the ranks' summed gradients are exactly the one-process
 // gradient. Evaluation splits the users into contiguous ranges and reduces the metric sums.
+// How the users are dealt is the job's one sharding policy (distributed/user_sharder.h), which
+// the trainer reaches through Deal().
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -29,6 +33,13 @@ class DataParallel {
   virtual ~DataParallel() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+
+  // The users of one global batch dealt to the ranks (one list per rank, in rank order; every
+  // rank computes the same deal). `costs[i]` is users[i]'s training interactions.
+  virtual std::vector<std::vector<int64_t>> Deal(std::span<const int64_t> users,
+                                                 std::span<const int64_t> costs) const = 0;
+  // The users [first, second) this rank evaluates (contiguous, every user on one rank).
+  virtual std::pair<int64_t, int64_t> EvaluationUsers(int64_t users) const = 0;
 
   // [b, ...] with the same shape on every rank -> [world * b, ...], rank r's rows at r * b.
   // Backward sends each rank the summed gradient of its own rows.

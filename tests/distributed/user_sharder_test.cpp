@@ -1,5 +1,5 @@
-// User sharding: determinism, coverage, equal steps, balance by interactions, the single-process
-// order of kExactGlobalOrder, and the evaluation split.
+// The sharding policy: determinism, coverage, equal steps, the single-process global batches,
+// the snake deal by cost and its balance, and the evaluation split.
 #include "distributed/user_sharder.h"
 
 #include <algorithm>
@@ -19,28 +19,25 @@ std::vector<int64_t> SkewedInteractions(int64_t users) {
   return counts;
 }
 
-ShardingOptions Options(ShardingMode mode, int64_t batch) {
+ShardingOptions Options(int64_t global_batch) {
   ShardingOptions options;
-  options.mode = mode;
-  options.batch_size = batch;
+  options.batch_size = global_batch;
   options.seed = 99;
   return options;
 }
 
-class UserSharderModesTest : public ::testing::TestWithParam<ShardingMode> {};
-
-TEST_P(UserSharderModesTest, EveryUserOnceEveryRankTheSameSteps) {
+TEST(UserSharderTest, EveryUserOnceEveryRankTheSameSteps) {
   for (int world : {1, 2, 3, 4}) {
     for (int64_t users : {1, 7, 100, 101}) {
-      const UserSharder sharder(SkewedInteractions(users), world, Options(GetParam(), 8));
+      const UserSharder sharder(SkewedInteractions(users), world, Options(8));
       const auto plan = sharder.Plan(3);
-      EXPECT_EQ(plan.steps(), (users + 8 * world - 1) / (8 * world));
+      EXPECT_EQ(plan.steps(), (users + 7) / 8);
       std::vector<int> seen(users, 0);
       for (int r = 0; r < world; ++r) {
         const auto batches = plan.batches_of(r);
         ASSERT_EQ(static_cast<int64_t>(batches.size()), plan.steps());
         for (const auto& batch : batches) {
-          EXPECT_LE(batch.size(), 8u);
+          EXPECT_LE(batch.size(), static_cast<size_t>((8 + world - 1) / world));
           for (int64_t u : batch) seen[u]++;
         }
       }
@@ -50,81 +47,77 @@ TEST_P(UserSharderModesTest, EveryUserOnceEveryRankTheSameSteps) {
   }
 }
 
-TEST_P(UserSharderModesTest, DeterministicAndReshuffledEachEpoch) {
-  const UserSharder a(SkewedInteractions(64), 4, Options(GetParam(), 4));
-  const UserSharder b(SkewedInteractions(64), 4, Options(GetParam(), 4));
+TEST(UserSharderTest, DeterministicAndReshuffledEachEpoch) {
+  const UserSharder a(SkewedInteractions(64), 4, Options(16));
+  const UserSharder b(SkewedInteractions(64), 4, Options(16));
   EXPECT_EQ(a.Plan(1).batches_of(2), b.Plan(1).batches_of(2));
   EXPECT_NE(a.Plan(1).batches_of(2), a.Plan(2).batches_of(2));
 }
 
-TEST_P(UserSharderModesTest, GlobalBatchesAreTheSingleProcessBatches) {
-  // Step s of W ranks with batch B covers the users of step s of one process with batch B*W.
+TEST(UserSharderTest, GlobalBatchesAreTheSingleProcessBatchesInTheTrainersOrder) {
+  // Step s of any world covers the users of step s of one process: positions [s*B, (s+1)*B) of
+  // the trainer's permutation for the epoch.
   const auto interactions = SkewedInteractions(90);
-  const UserSharder one(interactions, 1, Options(ShardingMode::kExactGlobalOrder, 12));
-  const UserSharder four(interactions, 4, Options(GetParam(), 3));
-  const auto single = one.Plan(5), sharded = four.Plan(5);
-  ASSERT_EQ(single.steps(), sharded.steps());
-  for (int64_t s = 0; s < single.steps(); ++s) {
-    auto expected = single.global_batch(s), got = sharded.global_batch(s);
-    if (GetParam() == ShardingMode::kBalanced) {
+  const auto order = train::SeededPermutation(90, 99 + 5);
+  const UserSharder one(interactions, 1, Options(12));
+  for (int world : {1, 3, 4}) {
+    const auto plan = UserSharder(interactions, world, Options(12)).Plan(5);
+    ASSERT_EQ(plan.steps(), 8);
+    for (int64_t s = 0; s < plan.steps(); ++s) {
+      std::vector<int64_t> expected(order.begin() + s * 12, order.begin() + std::min<int64_t>(90, (s + 1) * 12));
+      if (world == 1) EXPECT_EQ(one.Plan(5).global_batch(s), expected) << "one process keeps the order";
+      auto got = plan.global_batch(s);
       std::sort(expected.begin(), expected.end());
       std::sort(got.begin(), got.end());
+      EXPECT_EQ(got, expected) << "world " << world << ", step " << s;
     }
-    EXPECT_EQ(got, expected) << "step " << s;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, UserSharderModesTest,
-                         ::testing::Values(ShardingMode::kBalanced, ShardingMode::kExactGlobalOrder),
-                         [](const ::testing::TestParamInfo<ShardingMode>& info) {
-                           return info.param == ShardingMode::kBalanced ? "Balanced" : "ExactGlobalOrder";
-                         });
-
-TEST(UserSharderTest, ExactOrderFollowsTheTrainersPermutation) {
-  const UserSharder sharder(std::vector<int64_t>(10, 1), 2, Options(ShardingMode::kExactGlobalOrder, 2));
-  const auto order = train::SeededPermutation(10, 99 + 4);
-  const auto plan = sharder.Plan(4);
-  // Step 1 covers positions 4..7: rank 0 takes 4, 5 and rank 1 takes 6, 7.
-  EXPECT_EQ(std::vector<int64_t>(plan.batch(1, 0).begin(), plan.batch(1, 0).end()),
-            (std::vector<int64_t>{order[4], order[5]}));
-  EXPECT_EQ(std::vector<int64_t>(plan.batch(1, 1).begin(), plan.batch(1, 1).end()),
-            (std::vector<int64_t>{order[6], order[7]}));
-  // The last step has 2 users for 2 ranks of batch 2: one each.
-  EXPECT_EQ(plan.batch(2, 0).size(), 1u);
-  EXPECT_EQ(plan.batch(2, 1).size(), 1u);
+TEST(UserSharderTest, DealIsSnakeOrderOfCost) {
+  // Costs 9, 1, 5, 7, 3, 8 dealt to 3 ranks: by cost 9 8 7 | 5 3 1 -> ranks 0 1 2 | 2 1 0.
+  const std::vector<int64_t> users = {10, 11, 12, 13, 14, 15}, costs = {9, 1, 5, 7, 3, 8};
+  const auto shares = DealUsers(users, costs, 3);
+  ASSERT_EQ(shares.size(), 3u);
+  EXPECT_EQ(shares[0], (std::vector<int64_t>{10, 11}));
+  EXPECT_EQ(shares[1], (std::vector<int64_t>{15, 14}));
+  EXPECT_EQ(shares[2], (std::vector<int64_t>{13, 12}));
+  // Equal costs keep the batch's order (stable), and fewer users than ranks leave ranks empty.
+  const auto few = DealUsers(std::vector<int64_t>{4, 2}, std::vector<int64_t>{1, 1}, 3);
+  EXPECT_EQ(few[0], (std::vector<int64_t>{4}));
+  EXPECT_EQ(few[1], (std::vector<int64_t>{2}));
+  EXPECT_TRUE(few[2].empty());
+  EXPECT_THROW(DealUsers(users, std::vector<int64_t>{1}, 3), std::invalid_argument);
+  EXPECT_THROW(DealUsers(users, costs, 0), std::invalid_argument);
 }
 
-TEST(UserSharderTest, BalancedModeEvensOutInteractions) {
+TEST(UserSharderTest, DealEvensOutInteractions) {
   const auto interactions = SkewedInteractions(400);
   const int world = 4;
-  auto spread = [&](ShardingMode mode) {
-    const auto plan = UserSharder(interactions, world, Options(mode, 10)).Plan(1);
+  const auto plan = UserSharder(interactions, world, Options(40)).Plan(1);
+  const int64_t heaviest = *std::max_element(interactions.begin(), interactions.end());
+  for (int64_t s = 0; s < plan.steps(); ++s) {
     std::vector<int64_t> load(world, 0);
     for (int r = 0; r < world; ++r) {
-      for (const auto& batch : plan.batches_of(r)) {
-        for (int64_t u : batch) load[r] += interactions[u];
-      }
+      EXPECT_EQ(plan.batch(s, r).size(), 10u);
+      for (int64_t u : plan.batch(s, r)) load[r] += interactions[u];
     }
-    return *std::max_element(load.begin(), load.end()) - *std::min_element(load.begin(), load.end());
-  };
-  const int64_t heaviest = *std::max_element(interactions.begin(), interactions.end());
-  EXPECT_LE(spread(ShardingMode::kBalanced), heaviest);
-  EXPECT_LT(spread(ShardingMode::kBalanced), spread(ShardingMode::kExactGlobalOrder));
+    EXPECT_LE(*std::max_element(load.begin(), load.end()) - *std::min_element(load.begin(), load.end()), heaviest)
+        << "step " << s;
+  }
 }
 
 TEST(UserSharderTest, LastStepMayBeEmptyOnSomeRanks) {
-  // 9 users, 4 ranks of batch 2: step 0 takes 8 users, step 1 one user.
-  for (auto mode : {ShardingMode::kBalanced, ShardingMode::kExactGlobalOrder}) {
-    const auto plan = UserSharder(std::vector<int64_t>(9, 1), 4, Options(mode, 2)).Plan(1);
-    ASSERT_EQ(plan.steps(), 2);
-    int empty = 0;
-    for (int r = 0; r < 4; ++r) empty += plan.batch(1, r).empty();
-    EXPECT_EQ(empty, 3);
-  }
+  // 9 users, 4 ranks, global batch 8: step 0 takes 8 users, step 1 one user.
+  const auto plan = UserSharder(std::vector<int64_t>(9, 1), 4, Options(8)).Plan(1);
+  ASSERT_EQ(plan.steps(), 2);
+  int empty = 0;
+  for (int r = 0; r < 4; ++r) empty += plan.batch(1, r).empty();
+  EXPECT_EQ(empty, 3);
 }
 
 TEST(UserSharderTest, LocalSharesWeighRowsAndSumToOne) {
-  const auto plan = UserSharder(std::vector<int64_t>(10, 1), 3, Options(ShardingMode::kExactGlobalOrder, 2)).Plan(1);
+  const auto plan = UserSharder(std::vector<int64_t>(10, 1), 3, Options(6)).Plan(1);
   auto rows = [](int64_t user) { return static_cast<double>(user + 1); };
   for (int64_t s = 0; s < plan.steps(); ++s) {
     double total = 0.0;

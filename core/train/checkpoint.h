@@ -1,0 +1,37 @@
+// The checkpoint format (DESIGN.md, formats). Checkpoints hold what trains: frozen weights come
+// back from the backbone folder or the seed. Tensors are safetensors with the modules'
+// PyTorch-style names, readable from Python. In a run's checkpoints/ folder:
+//   best.safetensors   the trainable weights of the best epoch
+//   last/              model.safetensors (trainable weights), trainer.safetensors (optimizer
+//                      moments and step, generator states, the running loss mid-epoch) and
+//                      trainer.json (progress, the epoch and step to continue from): what a
+//                      resumed run continues from. Written into last.tmp, then swapped in by
+//                      renames; a kill between the renames leaves last.old, which is accepted.
+#pragma once
+
+#include <filesystem>
+
+#include "core/models/safetensors.h"
+#include "core/train/recommender.h"
+#include "core/train/trainer.h"
+
+namespace iisan::train {
+
+// The trainable parameters, on the host, by name.
+models::NamedTensors TrainableTensors(Recommender& model);
+// Writes them as safetensors, atomically.
+void SaveTrainableWeights(const std::filesystem::path& path, Recommender& model);
+// Copies every trainable parameter from a safetensors file; a missing name or another shape is
+// an std::runtime_error naming the file and tensor; so is a non-finite value.
+void LoadTrainableWeights(Recommender& model, const std::filesystem::path& path);
+
+// Writes checkpoints_dir/last as a whole (model and trainer state, at an epoch's end or mid-epoch).
+void SaveResumable(const std::filesystem::path& checkpoints_dir, Recommender& model, const Trainer& trainer);
+// Whether checkpoints_dir holds a resumable checkpoint (last, or last.old after a kill mid-swap).
+bool HasResumable(const std::filesystem::path& checkpoints_dir);
+// Its folder; std::runtime_error saying what to do when there is none.
+std::filesystem::path FindResumable(const std::filesystem::path& checkpoints_dir);
+// Loads a resumable checkpoint folder into the model and trainer.
+void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer);
+
+}  // namespace iisan::train
