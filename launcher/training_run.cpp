@@ -1,0 +1,170 @@
+// RunTraining: world, cache, model, run directory, trainer, checkpoints, summary.
+#include "launcher/training_run.h"
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+
+#include "core/models/param_count.h"
+#include "core/train/checkpoint.h"
+#include "core/train/evaluation.h"
+#include "core/train/method.h"
+#include "distributed/process_group.h"
+#include "distributed/rank_log.h"
+#include "distributed/rendezvous.h"
+#include "distributed/trainer_parallel.h"
+#include "launcher/cache_ranks.h"
+#include "launcher/run_dir.h"
+
+namespace iisan::launcher {
+namespace {
+
+// A resumed run must be the same run: its model, data and seed keys as stored.
+void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored, const Json& config) {
+  for (const char* section : {"model", "data", "seed"}) {
+    const auto a = Json(stored.value(section, Json())).flatten(), b = Json(config.value(section, Json())).flatten();
+    for (const auto& [key, value] : b.items()) {
+      if (!a.contains(key) || a[key] != value) {
+        throw ConfigError(std::string("train.resume: config key ") + section + (key.empty() ? "" : key) + " is " +
+                          value.dump() + " but the run in " + run_dir.string() + " used " +
+                          (a.contains(key) ? a[key].dump() : "nothing") + "; a resumed run must keep its model, data "
+                          "and seed (change train.epochs or train.patience only)");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
+  // mpirun, srun or `iisan launch` make this process one rank of a data-parallel job; nothing
+  // set is a world of one, anything partial is an error (never a silent world of one).
+  const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
+  auto& config = job.config;
+  std::optional<distributed::ProcessGroup> group;
+  std::unique_ptr<distributed::RankLogPrefix> log_prefix;
+  if (world.world_size > 1) {
+    log_prefix = std::make_unique<distributed::RankLogPrefix>(world.rank, world.world_size);
+    job.train_options.device = distributed::LocalDevice(world, job.train_options.device);
+    job.cache_options.device = job.train_options.device;
+    distributed::CollectiveOptions collective;
+    collective.timeout = std::chrono::milliseconds(static_cast<int64_t>(1000.0 * config.train.collective_timeout_s));
+    group = distributed::JoinProcessGroup(world, job.train_options.device, collective);
+    LOG(INFO) << "data-parallel job: " << world.Describe();
+    // The ranks build a missing cache together (each its share of the chunks).
+    if (!train::UsesLiveBackbones(job.method)) EnsureCacheFileOnRanks(job, *group);
+  }
+  TrainingOutcome outcome;
+  outcome.lead = world.rank == 0;
+  const bool lead = outcome.lead;
+  auto model = BuildModel(job);
+
+  const bool resume = config.train.resume;
+  // checkpoints/last holds 12 bytes per trainable parameter (weights and two Adam moments):
+  // about 49 MB for IISAN, 2.3 GB for FFT at base size; 0 writes none (and nothing to resume).
+  const int checkpoint_every = config.train.checkpoint_every;
+  if (resume && config.name.empty()) {
+    throw ConfigError("train.resume needs --set name=...: the name of the run to continue");
+  }
+  if (config.name.empty()) {
+    if (world.world_size > 1) {
+      throw ConfigError("a data-parallel run needs --set name=...: every rank must agree on the run directory");
+    }
+    config.name = TimestampedName("train");
+  }
+  const std::filesystem::path root = config.run_root;
+  const auto checkpoints = root / config.name / "checkpoints";
+  const Json stored_form = ConfigToJson(config);
+  std::filesystem::path resume_from;  // the checkpoint folder a resumed run continues from
+  std::optional<RunDirectory> run;
+  if (lead) {
+    if (resume) {
+      // Everything a resume needs is checked before the run directory is touched.
+      run = RunDirectory::Reopen(root, config.name, stored_form, [&](const Json& stored) {
+        CheckSameRun(root / config.name, stored, stored_form);
+        resume_from = train::FindResumable(checkpoints);
+      });
+    } else {
+      run = RunDirectory::Create(root, config.name, stored_form);
+    }
+    outcome.run_dir = run->path();
+    google::SetLogDestination(google::GLOG_INFO, (run->log_dir() / "iisan.log.").string().c_str());
+    LOG(INFO) << "run directory " << run->path() << ": " << train::MethodLabel(job.method) << ", "
+              << job.dataset.num_users() << " users, " << job.dataset.num_items() << " items, batch "
+              << job.train_options.batch_size << ", device " << job.train_options.device << ", "
+              << world.world_size << " rank(s)";
+  }
+
+  std::unique_ptr<distributed::ProcessGroupParallel> parallel;
+  if (group) {
+    const auto bucket_bytes = static_cast<size_t>(config.train.bucket_mb * 1024.0 * 1024.0);
+    parallel = std::make_unique<distributed::ProcessGroupParallel>(
+        *group, job.train_options.device, models::TrainableParameters(*model), std::max<size_t>(bucket_bytes, 1));
+  }
+  train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
+  if (resume) {
+    // Every rank reads the same files, so the ranks continue from one state.
+    if (!lead) resume_from = train::FindResumable(checkpoints);
+    train::ResumeFrom(resume_from, model, trainer);
+    if (lead) {
+      run->TruncateMetrics(trainer.epochs_done());
+      LOG(INFO) << "continuing " << run->path() << " from " << resume_from;
+    }
+  }
+  const auto best_checkpoint = lead ? checkpoints / "best.safetensors" : std::filesystem::path();
+  train::FitCallbacks fit;
+  fit.cancel = callbacks.cancel;
+  fit.on_epoch = [&](const train::EpochRecord& record) {
+    if (lead) {
+      // The metrics line first: a kill before the checkpoint leaves a line that resuming drops.
+      run->AppendMetrics(record.ToJson());
+      if (record.best) train::SaveTrainableWeights(best_checkpoint, model);
+      if (checkpoint_every > 0 && record.epoch % checkpoint_every == 0) train::SaveResumable(checkpoints, model, trainer);
+    }
+    return callbacks.on_epoch ? callbacks.on_epoch(record) : train::EpochDecision::kContinue;
+  };
+  const auto result = trainer.Fit(fit);
+  outcome.status = result.status;
+  if (result.status == train::RunStatus::kCancelled) {
+    if (lead) {
+      train::SaveResumable(checkpoints, model, trainer);
+      LOG(INFO) << "cancelled: " << (checkpoints / "last").string() << " continues the run (train.resume)";
+    }
+    return outcome;
+  }
+  if (!lead) return outcome;
+
+  auto& summary = outcome.summary;
+  summary.name = config.name;
+  summary.method = train::MethodName(job.method);
+  summary.method_label = train::MethodLabel(job.method);
+  summary.modality = config.model.modality;
+  summary.device = job.train_options.device.str();
+  summary.status = train::RunStatusName(result.status);
+  summary.batch_size = job.train_options.batch_size;
+  summary.best_epoch = result.best_epoch;
+  summary.epochs_run = result.epochs_run;
+  summary.valid = result.best_valid;
+  summary.test = result.test;
+  summary.popularity_test = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks);
+  summary.trainable_parameters = trainer.trainable_parameters();
+  summary.world_size = world.world_size;
+  summary.measured_train_seconds_per_epoch = result.mean_train_seconds;
+  summary.measured_eval_seconds_per_epoch = result.mean_eval_seconds;
+  summary.train_seconds_per_epoch = result.train_seconds_per_epoch;
+  summary.train_epoch_extrapolated = result.train_epoch_extrapolated;
+  summary.train_steps_per_epoch = result.full_epoch_steps;
+  summary.train_steps_measured = result.steps_measured;
+  summary.eval_seconds_per_epoch = result.valid_seconds_per_epoch;
+  summary.peak_memory_bytes = result.peak_memory.bytes;
+  summary.peak_memory_kind = result.peak_memory.kind;
+  summary.gpu_utilization = result.gpu_utilization;
+  if (!train::UsesLiveBackbones(job.method)) {
+    summary.cache_path = job.cache_path.string();
+    summary.cache_fingerprint = job.fingerprint;
+  }
+  summary.checkpoint = best_checkpoint.string();
+  run->WriteSummary(summary.ToJson());
+  return outcome;
+}
+
+}  // namespace iisan::launcher
