@@ -109,7 +109,8 @@ bool Trainer::CancelRequested(const std::atomic<bool>* cancel, int64_t step, int
   return parallel_->Sum(cancel->load(std::memory_order_relaxed) ? 1.0 : 0.0) > 0.0;
 }
 
-bool Trainer::TrainEpoch(EpochRecord& record, const std::atomic<bool>* cancel) {
+bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
+  const std::atomic<bool>* cancel = callbacks.cancel;
   auto& p = progress_;
   model_->train();
   const int64_t users = dataset_.num_users();
@@ -150,6 +151,7 @@ bool Trainer::TrainEpoch(EpochRecord& record, const std::atomic<bool>* cancel) {
     const int64_t end = std::min(users, begin + options_.batch_size);
     engine_->Step(std::span<const int64_t>(order.data() + begin, static_cast<size_t>(end - begin)));
     progress.Advance(end - begin);
+    if (callbacks.after_step) callbacks.after_step(record.epoch, b + 1);
   }
   SynchronizeDevice(options_.device);
   const auto stop = Clock::now();
@@ -204,7 +206,7 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
   for (int epoch = first_epoch; epoch <= options_.epochs && result.status == RunStatus::kCompleted; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
-    if (!TrainEpoch(record, callbacks.cancel)) {
+    if (!TrainEpoch(record, callbacks)) {
       result.status = RunStatus::kCancelled;
       break;
     }

@@ -70,6 +70,9 @@ struct FitCallbacks {
   std::function<EpochDecision(const EpochRecord&)> on_epoch;
   // Raised (by a signal handler, a scheduler) to stop between steps; may be null.
   const std::atomic<bool>* cancel = nullptr;
+  // After each step is queued (on the host, without waiting for the device): the epoch and the
+  // number of steps of it done. For heartbeats and progress; may be empty.
+  std::function<void(int epoch, int64_t steps_done)> after_step;
 };
 
 struct TrainResult {
@@ -125,7 +128,7 @@ class Trainer {
 
  private:
   // Runs the epoch's steps from progress_.next_step; false when cancelled before its end.
-  bool TrainEpoch(EpochRecord& record, const std::atomic<bool>* cancel);
+  bool TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks);
   bool CancelRequested(const std::atomic<bool>* cancel, int64_t step, int64_t first_step);
 
   const data::Dataset& dataset_;

@@ -1,0 +1,264 @@
+// Training as a library call: a cancel between steps leaves a state that resumes mid-epoch to the
+// uninterrupted run's result bit for bit; on_epoch can stop a run; a diverged run stops with an
+// error; summaries and metrics lines go to JSON and back through their types.
+#include <atomic>
+#include <cmath>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/models/param_count.h"
+#include "core/train/checkpoint.h"
+#include "core/train/run_summary.h"
+#include "core/train/trainer.h"
+
+namespace iisan::train {
+namespace {
+
+// 45 users over 30 items (6 steps of 8, the last one short); user u walks items u % 30 + 1,
+// +1, ...; every fourth user has a full-length training sequence (11 ids, no padding).
+data::Dataset WalkDataset() {
+  data::Dataset dataset;
+  dataset.max_seq_len = 10;
+  dataset.item_ids.push_back("");
+  dataset.titles.push_back("");
+  dataset.image_paths.emplace_back();
+  for (int i = 1; i <= 30; ++i) {
+    dataset.item_ids.push_back("I" + std::to_string(i));
+    dataset.titles.push_back("title " + std::to_string(i));
+    dataset.image_paths.emplace_back();
+  }
+  for (int u = 0; u < 45; ++u) {
+    dataset.user_ids.push_back("U" + std::to_string(u));
+    std::vector<int32_t> seq;
+    const int length = u % 4 == 0 ? 13 : 6 + u % 5;
+    for (int k = 0; k < length; ++k) seq.push_back(static_cast<int32_t>((u + k) % 30 + 1));
+    dataset.sequences.push_back(seq);
+  }
+  std::vector<double> counts(31, 0.0);
+  double total = 0;
+  for (int64_t u = 0; u < dataset.num_users(); ++u) {
+    for (int32_t item : dataset.train_sequence(u)) counts[item] += 1, total += 1;
+  }
+  dataset.popularity.resize(31);
+  for (int i = 1; i <= 30; ++i) dataset.popularity[i] = counts[i] / total;
+  dataset.popularity[0] = 1.0;
+  return dataset;
+}
+
+struct Setup {
+  data::Dataset dataset = WalkDataset();
+  TrainOptions options;
+  Setup() {
+    options.batch_size = 8;
+    options.epochs = 4;
+    options.patience = 100;
+    options.seed = 5;
+    options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
+  }
+  // The same weights for the same seed; dropout on, so the generator states matter.
+  Recommender Model(uint64_t init_seed = 1) const {
+    torch::manual_seed(0);
+    ItemStates states{torch::randn({31, 3, 16}), torch::Tensor()};
+    states.text[0].zero_();
+    RecommenderConfig config;
+    config.method = Method::kIisan;
+    config.modality = models::Modality::kText;
+    config.side.hidden_size = 16;
+    config.side.num_blocks = 3;
+    config.side.modality = models::Modality::kText;
+    config.user.dropout = 0.2;
+    torch::manual_seed(init_seed);
+    Recommender model(config);
+    model->Prepare(states, {}, torch::kCPU);
+    torch::manual_seed(options.seed);
+    return model;
+  }
+};
+
+std::vector<torch::Tensor> Weights(Recommender& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : models::TrainableParameters(*model)) out.push_back(p.detach().clone());
+  return out;
+}
+
+void ExpectSameWeights(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+}
+
+TEST(FitControlTest, CancelMidEpochThenResumeEqualsAnUninterruptedRun) {
+  const Setup setup;
+  auto whole_model = setup.Model();
+  Trainer whole(setup.dataset, whole_model, setup.options);
+  std::vector<double> whole_losses;
+  const auto expected = whole.Fit([&](const EpochRecord& r) { whole_losses.push_back(r.train_loss); });
+  EXPECT_EQ(expected.status, RunStatus::kCompleted);
+
+  // Cancelled after step 3 of epoch 2 (of 6): the step in flight finishes, then Fit returns.
+  auto first_model = setup.Model();
+  Trainer first(setup.dataset, first_model, setup.options);
+  std::atomic<bool> cancel{false};
+  FitCallbacks callbacks;
+  callbacks.cancel = &cancel;
+  std::vector<double> losses;
+  callbacks.on_epoch = [&](const EpochRecord& r) {
+    losses.push_back(r.train_loss);
+    return EpochDecision::kContinue;
+  };
+  int64_t steps_seen = 0;
+  callbacks.after_step = [&](int epoch, int64_t done) {
+    ++steps_seen;
+    if (epoch == 2 && done == 3) cancel = true;
+  };
+  const auto cancelled = first.Fit(callbacks);
+  EXPECT_EQ(cancelled.status, RunStatus::kCancelled);
+  EXPECT_EQ(cancelled.epochs_run, 1);
+  EXPECT_EQ(steps_seen, 6 + 3);
+  const auto state = first.Checkpoint();
+  EXPECT_EQ(state.state.at("epoch_in_flight").get<int>(), 2);
+  EXPECT_EQ(state.state.at("next_step").get<int64_t>(), 3);
+  const auto saved = TrainableTensors(first_model);
+
+  // A new process: other initial weights and generator states, then the checkpoint.
+  auto second_model = setup.Model(/*init_seed=*/99);
+  torch::manual_seed(1234);
+  Trainer second(setup.dataset, second_model, setup.options);
+  {
+    torch::NoGradGuard no_grad;
+    auto params = models::NamedTrainableParameters(*second_model);
+    ASSERT_EQ(params.size(), saved.size());
+    for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(saved[i].second);
+  }
+  second.Resume(state);
+  const auto resumed = second.Fit([&](const EpochRecord& r) { losses.push_back(r.train_loss); });
+  EXPECT_EQ(resumed.status, RunStatus::kCompleted);
+  EXPECT_EQ(losses, whole_losses);
+  EXPECT_EQ(resumed.best_epoch, expected.best_epoch);
+  EXPECT_EQ(resumed.test.hit_sum, expected.test.hit_sum);
+  EXPECT_EQ(resumed.test.ndcg_sum, expected.test.ndcg_sum);
+  ExpectSameWeights(Weights(second_model), Weights(whole_model));
+}
+
+TEST(FitControlTest, OnEpochCanStopTheRun) {
+  const Setup setup;
+  auto model = setup.Model();
+  Trainer trainer(setup.dataset, model, setup.options);
+  FitCallbacks callbacks;
+  int seen = 0;
+  callbacks.on_epoch = [&](const EpochRecord& r) {
+    ++seen;
+    return r.epoch == 2 ? EpochDecision::kStop : EpochDecision::kContinue;
+  };
+  const auto result = trainer.Fit(callbacks);
+  EXPECT_EQ(result.status, RunStatus::kStopped);
+  EXPECT_EQ(result.epochs_run, 2);
+  EXPECT_EQ(seen, 2);
+}
+
+TEST(FitControlTest, ADivergedRunStopsNamingTheEpoch) {
+  Setup setup;
+  setup.options.lr = {1e30, 1e30, 1e30, 1e30, 1e30};
+  auto model = setup.Model();
+  Trainer trainer(setup.dataset, model, setup.options);
+  int epochs_reported = 0;
+  try {
+    trainer.Fit([&](const EpochRecord&) { ++epochs_reported; });
+    FAIL() << "a learning rate of 1e30 must diverge";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("training loss is not finite"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("epoch "), std::string::npos) << error.what();
+  }
+  EXPECT_LE(epochs_reported, 1) << "no epoch after the divergence is reported";
+}
+
+TEST(RunSummaryTest, RoundTripsThroughJson) {
+  RunSummary summary;
+  summary.name = "r";
+  summary.method = "iisan";
+  summary.method_label = "IISAN (cached)";
+  summary.modality = "text";
+  summary.device = "cpu";
+  summary.status = RunStatusName(RunStatus::kEarlyStopped);
+  summary.batch_size = 64;
+  summary.best_epoch = 3;
+  summary.epochs_run = 5;
+  summary.test = RankingMetrics({5, 10});
+  summary.test.hit_sum = {3, 7};
+  summary.test.ndcg_sum = {1.5, 2.25};
+  summary.test.users = 20;
+  summary.valid = summary.test;
+  summary.popularity_test = summary.test;
+  summary.trainable_parameters = 4113877;
+  summary.world_size = 2;
+  summary.train_seconds_per_epoch = 0.82;
+  summary.eval_seconds_per_epoch = 0.36;
+  summary.train_steps_per_epoch = 189;
+  summary.train_steps_measured = 945;
+  summary.peak_memory_bytes = 719323136;
+  summary.peak_memory_kind = "cuda allocator peak";
+  summary.gpu_utilization = 0.75;
+  summary.cache_path = "cache/k.h5";
+  summary.cache_fingerprint = "k";
+  summary.checkpoint = "runs/r/checkpoints/best.safetensors";
+  const auto json = summary.ToJson();
+  const auto back = RunSummary::FromJson(json, "summary.json");
+  EXPECT_EQ(back.ToJson(), json);
+  EXPECT_EQ(back.test.hit_sum, summary.test.hit_sum);
+  EXPECT_EQ(back.status, "early_stopped");
+}
+
+TEST(RunSummaryTest, OlderFormatIsReadNewerAndBrokenAreRefusedByField) {
+  nlohmann::ordered_json old = {{"method", "fft"},           {"name", "x"},
+                                {"trainable_parameters", 5}, {"train_seconds_per_epoch", 2.0},
+                                {"eval_seconds_per_epoch", 1.0}, {"peak_memory_bytes", 1024},
+                                {"peak_memory_kind", "host RSS"}, {"device", "cpu"}};
+  EXPECT_EQ(RunSummary::FromJson(old, "s.json").status, "completed");
+  auto expect_error = [](nlohmann::ordered_json json, const std::string& part) {
+    try {
+      RunSummary::FromJson(json, "s.json");
+      ADD_FAILURE() << "expected an error containing " << part;
+    } catch (const std::runtime_error& error) {
+      EXPECT_NE(std::string(error.what()).find(part), std::string::npos) << error.what();
+      EXPECT_NE(std::string(error.what()).find("s.json"), std::string::npos) << error.what();
+    }
+  };
+  auto newer = old;
+  newer["format_version"] = RunSummary::kFormatVersion + 1;
+  expect_error(newer, "format_version");
+  auto bad_status = old;
+  bad_status["status"] = "exploded";
+  expect_error(bad_status, "\"status\"");
+  auto bad_metric = old;
+  bad_metric["test"] = {{"HR@10", 1.5}, {"NDCG@10", 0.1}, {"users", 3}};
+  expect_error(bad_metric, "test.HR@10");
+  auto missing = old;
+  missing.erase("device");
+  expect_error(missing, "\"device\"");
+  auto negative = old;
+  negative["trainable_parameters"] = -1;
+  expect_error(negative, "trainable_parameters");
+}
+
+TEST(RunSummaryTest, EpochRecordRoundTrips) {
+  EpochRecord record;
+  record.epoch = 4;
+  record.train_loss = 3.25;
+  record.train_steps = 10;
+  record.full_epoch_steps = 12;
+  record.gpu_utilization = 0.5;
+  record.valid = RankingMetrics({10});
+  record.valid.hit_sum = {4};
+  record.valid.ndcg_sum = {1.75};
+  record.valid.users = 16;
+  record.test = record.valid;
+  record.best = true;
+  const auto json = record.ToJson();
+  EXPECT_EQ(EpochRecord::FromJson(json, "metrics.jsonl:4").ToJson(), json);
+  auto broken = json;
+  broken["epoch"] = 0;
+  EXPECT_THROW(EpochRecord::FromJson(broken, "metrics.jsonl:4"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace iisan::train
