@@ -73,11 +73,10 @@ torch::Tensor InBatchSoftmaxLossShard(const torch::Tensor& user_out, int64_t row
                           .reshape({-1});  // [R]
   const auto is_label = torch::arange(batch * columns_per_user, long_options).unsqueeze(0) == labels.unsqueeze(1);
 
-  // Padding columns: the input positions' mask, plus the always-real last position.
-  const auto column_is_padding =
-      torch::cat({log_mask != 0, torch::ones({batch, 1}, long_options.dtype(torch::kBool))}, 1)
-          .reshape({1, -1})
-          .logical_not();
+  // Padding columns: those holding the padding item 0 (left padding of real users, every
+  // column of an all-zero padded row). Not the input mask: a padded row's last column would
+  // pass it and become a spurious negative for users whose ids contain no 0.
+  const auto column_is_padding = (flat_ids == 0).reshape({1, -1});
   // own_item[i, c]: column c holds an id that occurs among user i's L+1 ids; each of user i's
   // L rows inherits that row of the mask.
   const auto own_item =

@@ -192,6 +192,44 @@ TEST(MethodTest, ZeroPaddedRowsLeaveTheLossUnchanged) {
   EXPECT_NEAR(model->LossOnDevice(ids, mask, log_pop).item<double>(), expected.item<double>(), 1e-5);
 }
 
+TEST(MethodTest, ZeroPaddedRowsLeaveTheLossOfFullLengthUsersUnchanged) {
+  // Users whose 11 ids hold no padding item 0: a padded row's last column (item 0) must not
+  // become a negative for them (the graph step pads the last batch, data-parallel ranks pad
+  // their shares), on the cached graph path and on the data-parallel shard path.
+  torch::manual_seed(4);
+  auto config = TinyConfig(Method::kIisan);
+  config.modality = models::Modality::kText;
+  Recommender model(config);
+  model->Prepare({torch::randn({31, 3, 16}), torch::Tensor()}, {}, torch::kCPU);
+  model->eval();
+  std::vector<std::vector<int32_t>> sequences;
+  for (int32_t u = 0; u < 5; ++u) {
+    std::vector<int32_t> seq;
+    for (int32_t k = 0; k < 11; ++k) seq.push_back((u * 3 + k) % 30 + 1);
+    sequences.push_back(seq);
+  }
+  const auto batch = MakeSequenceBatch(sequences, 10);
+  ASSERT_TRUE(batch.item_ids.ne(0).all().item<bool>());
+  const auto log_pop = torch::log(torch::rand({31}).clamp_min(1e-3));
+  const auto expected = model->Loss(batch, log_pop).item<double>();
+  auto ids = torch::zeros({8, 11}, torch::kInt64);
+  auto mask = torch::zeros({8, 10});
+  ids.narrow(0, 0, 5).copy_(batch.item_ids);
+  mask.narrow(0, 0, 5).copy_(batch.log_mask);
+  EXPECT_NEAR(model->LossOnDevice(ids, mask, log_pop).item<double>(), expected, 1e-5);
+  // Two shards of 4 rows (5 real users + 3 padded), as two ranks compute them: their sum is
+  // the one-process loss.
+  const SequenceBatch global{ids, mask};
+  double total = 0.0;
+  for (int shard = 0; shard < 2; ++shard) {
+    // Each "rank" embeds the whole global batch here (the gather is the identity over all rows).
+    total += model->LossShard(global, shard * 4, 4, log_pop, [&](const torch::Tensor&) {
+      return model->EmbedItems(ids.reshape({-1})).view({8, 11, -1});
+    }).item<double>();
+  }
+  EXPECT_NEAR(total, expected, 1e-5);
+}
+
 TEST(MethodTest, DistinctItemsArePaddedToTheBucketAndMapBack) {
   const auto ids = torch::tensor({0, 0, 7, 3, 7, 9, 3, 1}, torch::kInt64).view({2, 4});
   const auto plain = FindDistinctItems(ids);
