@@ -1,6 +1,6 @@
 // WordPiece tokenization, step for step as transformers' BertTokenizer (PreTrainedTokenizer.
 // tokenize -> BasicTokenizer -> WordpieceTokenizer) does it. Unicode facts come from
-// unicode_tables.inc, generated from Python's unicodedata by tools/gen_unicode_tables.py.
+// unicode_tables.inc and unicode_folds.inc, generated from Python's unicodedata by tools/gen_unicode_tables.py.
 //
 // One deliberate simplification: characters are folded (lower-cased, NFD-decomposed, nonspacing
 // marks dropped) one at a time, so NFD's canonical reordering of the marks that survive is not
@@ -28,6 +28,7 @@ struct CharacterFold {
 };
 
 #include "core/data/unicode_tables.inc"
+#include "core/data/unicode_folds.inc"
 
 static_assert(static_cast<size_t>(kMaxFoldLength) == std::size(CharacterFold{}.to));
 
