@@ -81,7 +81,12 @@ torch::Tensor TargetRanks(const torch::Tensor& scores_in, std::span<const int32_
   auto before = (scores > target_scores) |
                 ((scores == target_scores) & (item_index < target_index));
   // An excluded target (-inf) ties with every other excluded item; it is a miss either way.
-  return before.sum(1) + 1;
+  auto ranks = before.sum(1) + 1;
+  // A target whose score is NaN compares false with everything and would rank first: it ranks
+  // last instead (behind all N items), so a diverged model scores no hits. NaN scores of other
+  // items cannot push a finite target down (they compare false too), and +inf only ties.
+  const auto worst = torch::full_like(ranks, scores.size(1));
+  return torch::where(torch::isnan(target_scores.squeeze(1)), worst, ranks);
 }
 
 void AccumulateRanks(const torch::Tensor& ranks_in, RankingMetrics& metrics) {

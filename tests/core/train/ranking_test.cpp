@@ -34,6 +34,20 @@ TEST(RankingTest, ExcludedTargetIsAMiss) {
   EXPECT_GT(rank, 2);
 }
 
+TEST(RankingTest, ANonFiniteTargetScoreRanksLast) {
+  // NaN compares false with everything: without care the target would rank first.
+  const float nan = std::nanf("");
+  auto scores = torch::tensor({{0.0f, nan, nan, nan, nan}, {0.0f, nan, 1.0f, 2.0f, 3.0f}, {0.0f, 4.0f, nan, 1.0f, 2.0f}});
+  std::vector<std::vector<int32_t>> none = {{}, {}, {}};
+  const auto ranks = TargetRanks(scores, std::vector<int32_t>{2, 1, 1}, none);
+  EXPECT_EQ(ranks[0].item<int64_t>(), 5) << "all-NaN scores: no hit";
+  EXPECT_EQ(ranks[1].item<int64_t>(), 5) << "a NaN target ranks behind every item";
+  EXPECT_EQ(ranks[2].item<int64_t>(), 1) << "a finite target is not pushed down by another item's NaN";
+  RankingMetrics metrics({1, 3});
+  AccumulateRanks(ranks.slice(0, 0, 2), metrics);
+  EXPECT_EQ(metrics.hr(3), 0.0);
+}
+
 TEST(RankingTest, MetricsAverageHitsAndDiscountedGains) {
   RankingMetrics metrics({1, 3});
   AccumulateRanks(torch::tensor({1, 2, 4}), metrics);
