@@ -124,12 +124,12 @@ int main(int argc, char** argv) {
   launch->add_option("--nproc", launch_nproc, "number of ranks")->required();
   launch->add_option("args", launch_args, "the iisan command and its arguments, after --")->required();
 
-  auto* config = app.add_subcommand("config", "the configuration: resolved values and the schema of every key")
+  auto* config_cmd = app.add_subcommand("config", "the configuration: resolved values and the schema of every key")
                      ->require_subcommand(1);
   ConfigArgs show_args;
-  auto* config_show = config->add_subcommand("show", "print the resolved config as JSON (cache.token redacted)");
+  auto* config_show = config_cmd->add_subcommand("show", "print the resolved config as JSON (cache.token redacted)");
   AddConfigOptions(config_show, show_args);
-  auto* config_schema = config->add_subcommand("schema", "print every config key: type, default, range or choices, "
+  auto* config_schema = config_cmd->add_subcommand("schema", "print every config key: type, default, range or choices, "
                                                          "help (JSON)");
 
   auto* report = app.add_subcommand("report", "tables and charts from finished runs")->require_subcommand(1);
