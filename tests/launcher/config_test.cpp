@@ -226,6 +226,41 @@ TEST(ConfigTest, EveryNumericKeyRefusesValuesOutsideItsRange) {
   EXPECT_GT(checked, 100);
 }
 
+// The ranges themselves: sizes and counts start at 1 (0 only where it means "the method's
+// reference", "none" or "never"), every bound fits its field, and no time or size can overflow.
+TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
+  const std::set<std::string> zero_allowed = {"seed", "cache.threads", "train.batch_size", "train.patience",
+                                              "train.max_steps_per_epoch", "train.checkpoint_every",
+                                              "train.check_sync_every", "model.kept_layers", "model.dropout",
+                                              "model.lora_alpha", "train.lr.recsys", "train.lr.text", "train.lr.image",
+                                              "train.lr.adapter_text", "train.lr.adapter_image"};
+  for (const auto& entry : ConfigSchemaJson()) {
+    const std::string key = entry["key"].get<std::string>();
+    const std::string type = entry["type"].get<std::string>();
+    if (type == "integer" || type == "list of integers") {
+      EXPECT_GE(entry["min"].get<int64_t>(), zero_allowed.count(key) ? 0 : 1) << key;
+      if (key != "seed") {
+        EXPECT_LE(entry["max"].get<uint64_t>(), uint64_t{1} << 40) << key;
+      }
+    }
+    if (type == "number") {
+      EXPECT_GE(entry["min"].get<double>(), 0.0) << key;
+      if (!zero_allowed.count(key)) {
+        EXPECT_GT(entry["min"].get<double>(), 0.0) << key;
+      }
+      EXPECT_LE(entry["max"].get<double>(), 1e6) << key;
+    }
+  }
+  Config config = LoadConfig({}, {});
+  for (const char* assignment : {"eval.batch_size=0", "cache.chunk_items=0", "cache.batch_size=-1", "train.epochs=0",
+                                 "eval.ks=[10, 0]", "model.kept_layers=[-1]", "train.collective_timeout_s=0",
+                                 "train.collective_timeout_s=1e7", "train.bucket_mb=0", "model.user_heads=0",
+                                 "data.min_seq_len=2", "train.epochs=2147483648", "eval.batch_size=9223372036854775807"}) {
+    const std::string text = assignment;
+    EXPECT_TRUE(Names(ErrorOf([&] { ApplyOverride(config, text); }), text.substr(0, text.find('=')))) << text;
+  }
+}
+
 TEST(ConfigTest, ValidateConfigCatchesFieldsChangedInCode) {
   Config config = LoadConfig({}, {});
   EXPECT_EQ(ErrorOf([&] { ValidateConfig(config); }), "");
