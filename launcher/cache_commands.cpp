@@ -21,8 +21,8 @@ namespace iisan::launcher {
 namespace {
 
 // The cache commands act on the cached method's key, whatever model.method the config names.
-Job PrepareCacheJob(Json config) {
-  config["model"]["method"] = "iisan";
+Job PrepareCacheJob(Config config) {
+  config.model.method = "iisan";
   return PrepareJob(config);
 }
 
@@ -64,7 +64,7 @@ void WriteJsonFile(const std::filesystem::path& path, const Json& json) {
 std::filesystem::path EnsureCacheFileOnRanks(const Job& job, distributed::ProcessGroup& group,
                                              cache::BuildStats* stats) {
   const int rank = group.world.rank;
-  if (!At(job.config, "cache.service").get<std::string>().empty()) return EnsureCacheFile(job, stats);
+  if (!job.config.cache.service.empty()) return EnsureCacheFile(job, stats);
   // 0: valid, 1: build, 2: refused (rank 0 throws the reason; the others a pointer to it).
   auto decision = torch::zeros({1}, torch::kInt64);
   std::unique_ptr<cache::FileLock> lock;
@@ -96,12 +96,12 @@ std::filesystem::path EnsureCacheFileOnRanks(const Job& job, distributed::Proces
   return job.cache_path;
 }
 
-void CacheKey(const Json& config, std::ostream& out) {
+void CacheKey(const Config& config, std::ostream& out) {
   const auto job = PrepareCacheJob(config);
   out << job.fingerprint << "  " << job.cache_path.string() << "\n";
 }
 
-void CacheBuild(const Json& config, const std::filesystem::path& stats_out, std::ostream& out) {
+void CacheBuild(const Config& config, const std::filesystem::path& stats_out, std::ostream& out) {
   const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
   auto job = PrepareCacheJob(config);
   cache::BuildStats stats;
@@ -112,7 +112,7 @@ void CacheBuild(const Json& config, const std::filesystem::path& stats_out, std:
     job.cache_options.device = distributed::LocalDevice(world, job.cache_options.device);
     distributed::CollectiveOptions collective;
     collective.timeout = std::chrono::milliseconds(
-        static_cast<int64_t>(1000.0 * At(config, "train.collective_timeout_s").get<double>()));
+        static_cast<int64_t>(1000.0 * config.train.collective_timeout_s));
     // Ranks only exchange small host messages here (barriers), whatever device they compute on.
     auto group = distributed::JoinProcessGroup(world, torch::kCPU, collective);
     LOG(INFO) << "cache build on " << world.Describe();
@@ -130,8 +130,8 @@ void CacheBuild(const Json& config, const std::filesystem::path& stats_out, std:
   out << "cache built: " << path.string() << " (key " << job.fingerprint << ")\n";
 }
 
-void CacheList(const Json& config, std::ostream& out) {
-  const std::filesystem::path dir = At(config, "cache.dir").get<std::string>();
+void CacheList(const Config& config, std::ostream& out) {
+  const std::filesystem::path dir = config.cache.dir;
   const auto caches = cache::ListCaches(dir);
   if (caches.empty()) {
     out << "no caches in " << dir.string() << "\n";
@@ -154,7 +154,7 @@ void CacheList(const Json& config, std::ostream& out) {
   }
 }
 
-void CacheVerify(const Json& config, int rows, uint64_t seed, double tolerance, std::ostream& out) {
+void CacheVerify(const Config& config, int rows, uint64_t seed, double tolerance, std::ostream& out) {
   if (rows < 1) throw std::runtime_error("--rows must be at least 1");
   const auto job = PrepareCacheJob(config);
   const auto path = job.cache_path;
@@ -207,31 +207,31 @@ void CacheVerify(const Json& config, int rows, uint64_t seed, double tolerance, 
   out << "cache OK\n";
 }
 
-void CacheRemove(const Json& config, const std::string& key_or_path, std::ostream& out) {
-  const std::filesystem::path dir = At(config, "cache.dir").get<std::string>();
+void CacheRemove(const Config& config, const std::string& key_or_path, std::ostream& out) {
+  const std::filesystem::path dir = config.cache.dir;
   for (const auto& path : cache::RemoveCache(dir, key_or_path)) out << "removed " << path.string() << "\n";
 }
 
-void CacheServe(const Json& config, const ServeOptions& options, std::ostream& out) {
-  const std::filesystem::path dir = std::filesystem::absolute(At(config, "cache.dir").get<std::string>());
+void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out) {
+  const std::filesystem::path dir = std::filesystem::absolute(config.cache.dir);
   cache::ServiceOptions service;
   service.cache_dir = dir;
   service.listen = options.listen;
   service.socket_path = options.socket.empty() && options.listen.empty() ? dir / "service.sock"
                                                                           : std::filesystem::path(options.socket);
-  service.token = options.token.empty() ? At(config, "cache.token").get<std::string>() : options.token;
+  service.token = options.token.empty() ? config.cache.token : options.token;
   service.workers = options.workers;
   service.max_request_bytes = options.max_request_bytes;
   service.stop_on_signals = true;
-  const Json base = config;
-  cache::CacheService server(service, [base, dir](const nlohmann::json& overlay) {
-    Json request_config = DefaultConfig();
-    MergeConfig(request_config, overlay, "the ensure request's config");
-    request_config["cache"]["dir"] = dir.string();
-    request_config["cache"]["path"] = "";
-    request_config["cache"]["service"] = "";
-    if (train::UsesLiveBackbones(train::ParseMethod(At(request_config, "model.method").get<std::string>()))) {
-      request_config["model"]["method"] = "iisan";
+  cache::CacheService server(service, [dir](const nlohmann::json& overlay) {
+    // The request's config goes through the schema like any config file; the caches live here.
+    Config request_config = ConfigFromJson(Json(overlay), "the ensure request's config");
+    request_config.cache.dir = dir.string();
+    request_config.cache.path = "";
+    request_config.cache.service = "";
+    request_config.cache.token = "";
+    if (train::UsesLiveBackbones(train::ParseMethod(request_config.model.method))) {
+      request_config.model.method = "iisan";
     }
     auto job = std::make_shared<Job>(PrepareJob(request_config));
     cache::ServiceTarget target;

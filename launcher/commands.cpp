@@ -101,18 +101,19 @@ void ResumeFrom(const std::filesystem::path& dir, train::Recommender& model, tra
   }
 }
 
-// A resumed run must be the same run: its model, data and seed keys as stored.
-void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored, const Json& config) {
-  for (const char* section : {"model", "data", "seed"}) {
-    const auto a = Json(stored.value(section, Json())).flatten(), b = Json(config.value(section, Json())).flatten();
-    for (const auto& [key, value] : b.items()) {
-      if (!a.contains(key) || a[key] != value) {
-        throw ConfigError(std::string("train.resume: config key ") + section + (key.empty() ? "" : key) + " is " +
-                          value.dump() + " but the run in " + run_dir.string() + " used " +
-                          (a.contains(key) ? a[key].dump() : "nothing") + "; a resumed run must keep its model, data "
-                          "and seed (change train.epochs or train.patience only)");
-      }
-    }
+// A resumed run must be the same run: its model, data and seed as stored.
+void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored_json, const Config& config) {
+  const Config stored = ConfigFromJson(stored_json, (run_dir / "config.json").string());
+  if (stored.model == config.model && stored.data == config.data && stored.seed == config.seed) return;
+  // Name the first key that differs ("/model/embedding_dim" in the flattened documents).
+  const auto a = ConfigToJson(stored).flatten(), b = ConfigToJson(config).flatten();
+  for (const auto& [pointer, value] : b.items()) {
+    if (pointer.rfind("/model/", 0) != 0 && pointer.rfind("/data/", 0) != 0 && pointer != "/seed") continue;
+    if (a.contains(pointer) && a[pointer] == value) continue;
+    throw ConfigError("train.resume: config key " + pointer.substr(1) + " is " + value.dump() + " but the run in " +
+                      run_dir.string() + " used " + (a.contains(pointer) ? a[pointer].dump() : "nothing") +
+                      "; a resumed run must keep its model, data and seed (change train.epochs or train.patience "
+                      "only)");
   }
 }
 
@@ -174,12 +175,12 @@ void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int t
   out << "wrote " << written << " images (" << size << "x" << size << " JPEG) to " << (dir / "images").string() << "\n";
 }
 
-Json Train(const Json& config_in, std::ostream& out) {
+Json Train(const Config& config_in, std::ostream& out) {
   // mpirun, srun or `iisan launch` make this process one rank of a data-parallel job; nothing
   // set is a world of one, anything partial is an error (never a silent world of one).
   const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
   auto job = PrepareJob(config_in);
-  Json config = job.config;
+  Config config = job.config;
   std::optional<distributed::ProcessGroup> group;
   std::unique_ptr<distributed::RankLogPrefix> log_prefix;
   if (world.world_size > 1) {
@@ -188,7 +189,7 @@ Json Train(const Json& config_in, std::ostream& out) {
     job.cache_options.device = job.train_options.device;
     distributed::CollectiveOptions collective;
     collective.timeout = std::chrono::milliseconds(
-        static_cast<int64_t>(1000.0 * At(config, "train.collective_timeout_s").get<double>()));
+        static_cast<int64_t>(1000.0 * config.train.collective_timeout_s));
     group = distributed::JoinProcessGroup(world, job.train_options.device, collective);
     LOG(INFO) << "data-parallel job: " << world.Describe();
     // The ranks build a missing cache together (each its share of the chunks).
@@ -197,37 +198,34 @@ Json Train(const Json& config_in, std::ostream& out) {
   const bool lead = world.rank == 0;
   auto model = BuildModel(job);
 
-  const bool resume = At(config, "train.resume").get<bool>();
+  const bool resume = config.train.resume;
   // checkpoints/last holds 12 bytes per trainable parameter (weights and two Adam moments):
   // about 49 MB for IISAN, 2.3 GB for FFT at base size; 0 writes none (and nothing to resume).
-  const int checkpoint_every = At(config, "train.checkpoint_every").get<int>();
-  if (checkpoint_every < 0) {
-    throw ConfigError("train.checkpoint_every must be 0 (no resumable checkpoint) or a number of epochs, got " +
-                      std::to_string(checkpoint_every));
-  }
-  if (resume && config["name"].get<std::string>().empty()) {
+  const int checkpoint_every = config.train.checkpoint_every;  // >= 0: the schema's range
+  if (resume && config.name.empty()) {
     throw ConfigError("train.resume needs --set name=...: the name of the run to continue");
   }
-  if (config["name"].get<std::string>().empty()) {
+  if (config.name.empty()) {
     if (world.world_size > 1) {
       throw ConfigError("a data-parallel run needs --set name=...: every rank must agree on the run directory");
     }
-    config["name"] = TimestampedName("train");
+    config.name = TimestampedName("train");
   }
-  const std::filesystem::path root = At(config, "run_root").get<std::string>();
-  const auto name = config["name"].get<std::string>();
+  const std::filesystem::path root = config.run_root;
+  const auto name = config.name;
+  const Json config_json = ConfigToJson(config);  // cache.token redacted
   const auto checkpoints = root / name / "checkpoints";
   std::filesystem::path resume_from;  // the checkpoint folder a resumed run continues from
   std::optional<RunDirectory> run;
   if (lead) {
     if (resume) {
       // Everything a resume needs is checked before the run directory is touched.
-      run = RunDirectory::Reopen(root, name, config, [&](const Json& stored) {
+      run = RunDirectory::Reopen(root, name, config_json, [&](const Json& stored) {
         CheckSameRun(root / name, stored, config);
         resume_from = LastCheckpoint(checkpoints);
       });
     } else {
-      run = RunDirectory::Create(root, name, config);
+      run = RunDirectory::Create(root, name, config_json);
     }
     google::SetLogDestination(google::GLOG_INFO, (run->log_dir() / "iisan.log.").string().c_str());
     LOG(INFO) << "run directory " << run->path() << ": " << train::MethodLabel(job.method) << ", "
@@ -242,7 +240,7 @@ Json Train(const Json& config_in, std::ostream& out) {
     for (const auto& p : model->parameters()) {
       if (p.requires_grad()) trainable.push_back(p);
     }
-    const auto bucket_bytes = static_cast<size_t>(At(config, "train.bucket_mb").get<double>() * 1024.0 * 1024.0);
+    const auto bucket_bytes = static_cast<size_t>(config.train.bucket_mb * 1024.0 * 1024.0);
     parallel = std::make_unique<distributed::ProcessGroupParallel>(*group, job.train_options.device, trainable,
                                                                    std::max<size_t>(bucket_bytes, 1));
   }
@@ -268,10 +266,10 @@ Json Train(const Json& config_in, std::ostream& out) {
   const auto popularity = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks);
 
   Json summary;
-  summary["name"] = config["name"];
+  summary["name"] = config.name;
   summary["method"] = train::MethodName(job.method);
   summary["method_label"] = train::MethodLabel(job.method);
-  summary["modality"] = At(config, "model.modality");
+  summary["modality"] = config.model.modality;
   summary["device"] = job.train_options.device.str();
   summary["batch_size"] = job.train_options.batch_size;
   summary["best_epoch"] = result.best_epoch;
@@ -310,7 +308,7 @@ Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
   if (!std::filesystem::exists(checkpoint)) {
     throw std::runtime_error(checkpoint.string() + ": missing; the run saved no checkpoint (did it finish an epoch?)");
   }
-  auto config = ResolveConfig(config_path, {});
+  const auto config = LoadConfig(config_path, {});
   auto job = PrepareJob(config);
   auto model = BuildModel(job);
   LoadCheckpoint(model, checkpoint);

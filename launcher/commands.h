@@ -32,22 +32,22 @@ void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int t
 // build; through the service when cache.service is set; sharded across the ranks when run
 // under mpirun, srun or `iisan launch`); prints its path and, when it built, the timing
 // (also written to `stats_out` when not empty, and next to the cache as <key>.stats.json).
-void CacheBuild(const Json& config, const std::filesystem::path& stats_out, std::ostream& out);
+void CacheBuild(const Config& config, const std::filesystem::path& stats_out, std::ostream& out);
 
 // `iisan cache key`: the config's cache key and the path its cache has.
-void CacheKey(const Json& config, std::ostream& out);
+void CacheKey(const Config& config, std::ostream& out);
 
 // `iisan cache ls`: caches and partial builds in cache.dir.
-void CacheList(const Json& config, std::ostream& out);
+void CacheList(const Config& config, std::ostream& out);
 
 // `iisan cache verify`: recomputes `rows` items drawn with `seed` and compares them with the
 // cache within `tolerance` (absolute, plus the same relative; 0 picks one for cache.dtype);
 // throws on a mismatch.
-void CacheVerify(const Json& config, int rows, uint64_t seed, double tolerance, std::ostream& out);
+void CacheVerify(const Config& config, int rows, uint64_t seed, double tolerance, std::ostream& out);
 
 // `iisan cache rm KEY|PATH`: removes a cache of cache.dir (or the file named) and its partial
 // build, lock and stats.
-void CacheRemove(const Json& config, const std::string& key_or_path, std::ostream& out);
+void CacheRemove(const Config& config, const std::string& key_or_path, std::ostream& out);
 
 struct ServeOptions {
   std::string socket;  // empty: cache.dir/service.sock (unless listen is set)
@@ -57,10 +57,10 @@ struct ServeOptions {
   size_t max_request_bytes = 64 * 1024;
 };
 // `iisan cache serve`: the cache service (cache/service.h) for cache.dir, until SIGINT/SIGTERM.
-void CacheServe(const Json& config, const ServeOptions& options, std::ostream& out);
+void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out);
 
 // `iisan train`: cache (built if missing) → training → run directory. Returns summary.json.
-Json Train(const Json& config, std::ostream& out);
+Json Train(const Config& config, std::ostream& out);
 
 // `iisan eval RUN_DIR`: re-evaluates a finished run's best checkpoint on valid and test.
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);

@@ -1,77 +1,44 @@
-// Config defaults, merging and validation. The defaults below are the one place where every
-// knob and its default live. train.batch_size and train.lr.* default to 0, which means the
-// reference's value for model.method (IISAN.md §6: batch 64 for IISAN, 32 for the baselines).
+// Config loading and validation on the schema of config_schema.cpp: defaults, files, `--set`
+// overrides, type and range checks, the nearest-key suggestion, JSON out and the schema as JSON.
 #include "launcher/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
+
+#include "launcher/config_schema.h"
 
 namespace iisan::launcher {
 namespace {
 
-Json BuildDefaults() {
-  return Json::parse(R"({
-    "name": "",
-    "run_root": "runs",
-    "seed": 12345,
-    "data": {
-      "dir": "",
-      "min_seq_len": 5,
-      "max_seq_len": 10
-    },
-    "model": {
-      "method": "iisan",
-      "modality": "text+image",
-      "text_backbone": "",
-      "image_backbone": "",
-      "kept_layers": [],
-      "bottleneck": 64,
-      "embedding_dim": 64,
-      "gate_temperature": 0.1,
-      "user_blocks": 2,
-      "user_heads": 2,
-      "dropout": 0.1,
-      "title_max_tokens": 30,
-      "adapter_bottleneck": 64,
-      "lora_rank": 8,
-      "lora_alpha": 1.0
-    },
-    "cache": {
-      "path": "",
-      "dir": "cache",
-      "batch_size": 512,
-      "chunk_items": 1024,
-      "threads": 0,
-      "dtype": "float32",
-      "service": "",
-      "token": ""
-    },
-    "train": {
-      "device": "cpu",
-      "batch_size": 0,
-      "epochs": 100,
-      "patience": 10,
-      "max_steps_per_epoch": 0,
-      "cuda_graph": true,
-      "resume": false,
-      "checkpoint_every": 1,
-      "check_sync_every": 0,
-      "collective_timeout_s": 300.0,
-      "bucket_mb": 4.0,
-      "lr": {
-        "recsys": 0.0,
-        "text": 0.0,
-        "image": 0.0,
-        "adapter_text": 0.0,
-        "adapter_image": 0.0
+using schema::KeySpec;
+using schema::KeyType;
+
+const KeySpec* FindKey(const std::string& dotted) {
+  static const auto index = [] {
+    std::map<std::string, const KeySpec*> out;
+    for (const auto& spec : schema::Keys()) out.emplace(spec.key, &spec);
+    return out;
+  }();
+  const auto it = index.find(dotted);
+  return it == index.end() ? nullptr : it->second;
+}
+
+// The objects that hold keys: "train", "train.lr", ...
+const std::set<std::string>& Sections() {
+  static const auto sections = [] {
+    std::set<std::string> out;
+    for (const auto& spec : schema::Keys()) {
+      for (auto dot = spec.key.find('.'); dot != std::string::npos; dot = spec.key.find('.', dot + 1)) {
+        out.insert(spec.key.substr(0, dot));
       }
-    },
-    "eval": {
-      "batch_size": 256,
-      "ks": [5, 10, 20]
     }
-  })");
+    return out;
+  }();
+  return sections;
 }
 
 size_t EditDistance(const std::string& a, const std::string& b) {
@@ -93,28 +60,21 @@ std::string Join(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
 }
 
-// All dotted keys of the defaults, to suggest the nearest one for a typo at any depth.
-void CollectKeys(const Json& node, const std::string& prefix, std::vector<std::string>& out) {
-  for (auto it = node.begin(); it != node.end(); ++it) {
-    const std::string key = Join(prefix, it.key());
-    out.push_back(key);
-    if (it->is_object()) CollectKeys(*it, key, out);
-  }
+std::string Leaf(const std::string& dotted) {
+  const auto dot = dotted.rfind('.');
+  return dot == std::string::npos ? dotted : dotted.substr(dot + 1);
 }
 
+// The valid key or section nearest to `wanted`, comparing both the full dotted path and the
+// last component, so that `lr` under the wrong parent still finds `train.lr`.
 std::string NearestKey(const std::string& wanted) {
-  std::vector<std::string> keys;
-  CollectKeys(DefaultConfig(), "", keys);
+  std::vector<std::string> candidates(Sections().begin(), Sections().end());
+  for (const auto& spec : schema::Keys()) candidates.push_back(spec.key);
   std::string best;
   size_t best_distance = SIZE_MAX;
-  for (const auto& key : keys) {
-    // Compare both the full dotted path and the last component, so that `lr` under the
-    // wrong parent still finds `train.lr`.
-    const std::string leaf = key.substr(key.rfind('.') == std::string::npos ? 0 : key.rfind('.') + 1);
-    const std::string wanted_leaf =
-        wanted.substr(wanted.rfind('.') == std::string::npos ? 0 : wanted.rfind('.') + 1);
-    const size_t distance = std::min(EditDistance(wanted, key), EditDistance(wanted_leaf, leaf) + 1);
-    if (distance < best_distance) {
+  for (const auto& key : candidates) {
+    const size_t distance = std::min(EditDistance(wanted, key), EditDistance(Leaf(wanted), Leaf(key)) + 1);
+    if (distance < best_distance || (distance == best_distance && key < best)) {
       best_distance = distance;
       best = key;
     }
@@ -122,57 +82,156 @@ std::string NearestKey(const std::string& wanted) {
   return best;
 }
 
-const char* TypeName(const Json& value) {
+const char* JsonTypeName(const Json& value) {
   if (value.is_number_integer()) return "integer";
   if (value.is_number()) return "number";
   return value.type_name();
 }
 
-bool SameKind(const Json& expected, const Json& got) {
-  if (expected.is_number_float()) return got.is_number();
-  if (expected.is_number_integer()) return got.is_number_integer();
-  return expected.type() == got.type();
+std::string Quote(const std::string& text) { return "'" + text + "'"; }
+
+std::string NumberText(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value < 0 ? "-inf" : "inf";
+  return Json(value).dump();
 }
 
-void MergeInto(Json& base, const Json& overlay, const std::string& prefix, const std::string& source) {
-  if (!overlay.is_object()) {
-    throw ConfigError(source + ": the config must be a JSON object");
+std::string ValueText(const Json& value) {
+  return value.is_number_float() ? NumberText(value.get<double>()) : value.dump();
+}
+
+std::string Prefix(const std::string& source) { return source.empty() ? "" : source + ": "; }
+
+[[noreturn]] void TypeMismatch(const KeySpec& spec, const Json& value, const std::string& source) {
+  throw ConfigError(Prefix(source) + "config key " + Quote(spec.key) + " must be " + schema::KeyTypeName(spec.type) +
+                    ", got " + JsonTypeName(value) + " (" + ValueText(value) + ")");
+}
+
+std::string IntegerRange(const KeySpec& spec) {
+  return "[" + std::to_string(spec.min_integer) + ", " + std::to_string(spec.max_integer) + "]";
+}
+
+bool IntegerInRange(const KeySpec& spec, const Json& value) {
+  if (value.is_number_unsigned()) {
+    const uint64_t v = value.get<uint64_t>();
+    return (spec.min_integer <= 0 || v >= static_cast<uint64_t>(spec.min_integer)) && v <= spec.max_integer;
   }
-  for (auto it = overlay.begin(); it != overlay.end(); ++it) {
-    const std::string key = Join(prefix, it.key());
-    if (!base.contains(it.key())) {
-      throw ConfigError(source + ": unknown config key '" + key + "'; did you mean '" +
-                        NearestKey(key) + "'?");
-    }
-    Json& target = base[it.key()];
-    if (target.is_object()) {
-      if (!it->is_object()) {
-        throw ConfigError(source + ": config key '" + key + "' must be an object, got " +
-                          TypeName(*it));
+  const int64_t v = value.get<int64_t>();
+  return v >= spec.min_integer && (v < 0 || static_cast<uint64_t>(v) <= spec.max_integer);
+}
+
+// Checks `value` against the key's type, range and choices; returns it in the key's JSON form
+// (numbers as floating point).
+Json Checked(const KeySpec& spec, const Json& value, const std::string& source) {
+  const std::string where = Prefix(source) + "config key " + Quote(spec.key);
+  switch (spec.type) {
+    case KeyType::kString: {
+      if (!value.is_string()) TypeMismatch(spec, value, source);
+      const auto& text = value.get_ref<const std::string&>();
+      if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end()) {
+        std::string list;
+        for (const auto& choice : spec.choices) list += (list.empty() ? "" : ", ") + choice;
+        throw ConfigError(where + " must be one of " + list + "; got " + Quote(text));
       }
-      MergeInto(target, *it, key, source);
-      continue;
+      if (spec.matches && !spec.matches(text)) throw ConfigError(where + " must be " + spec.pattern + ", got " + Quote(text));
+      return value;
     }
-    if (!SameKind(target, *it)) {
-      throw ConfigError(source + ": config key '" + key + "' must be " + TypeName(target) +
-                        ", got " + TypeName(*it) + " (" + it->dump() + ")");
+    case KeyType::kBoolean:
+      if (!value.is_boolean()) TypeMismatch(spec, value, source);
+      return value;
+    case KeyType::kInteger:
+      if (!value.is_number_integer()) TypeMismatch(spec, value, source);
+      if (!IntegerInRange(spec, value)) {
+        throw ConfigError(where + " must be in " + IntegerRange(spec) + ", got " + value.dump());
+      }
+      return value;
+    case KeyType::kNumber: {
+      if (!value.is_number()) TypeMismatch(spec, value, source);
+      const double number = value.get<double>();
+      if (!std::isfinite(number) || number < spec.min_number || number > spec.max_number) {
+        throw ConfigError(where + " must be in [" + NumberText(spec.min_number) + ", " + NumberText(spec.max_number) +
+                          "], got " + NumberText(number));
+      }
+      return Json(number);
     }
-    target = target.is_number_float() ? Json(it->get<double>()) : *it;
+    case KeyType::kIntegerList: {
+      if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const Json& entry) {
+            return entry.is_number_integer();
+          })) {
+        TypeMismatch(spec, value, source);
+      }
+      if (value.size() > spec.max_items) {
+        throw ConfigError(where + " may have at most " + std::to_string(spec.max_items) + " entries, got " +
+                          std::to_string(value.size()));
+      }
+      for (const auto& entry : value) {
+        if (!IntegerInRange(spec, entry)) {
+          throw ConfigError(where + " entries must be in " + IntegerRange(spec) + ", got " + entry.dump());
+        }
+      }
+      return value;
+    }
   }
+  TypeMismatch(spec, value, source);
+}
+
+const Config& Defaults() {
+  static const Config defaults = [] {
+    Config config{};
+    for (const auto& spec : schema::Keys()) spec.write(config, Checked(spec, spec.default_value, "the schema"));
+    return config;
+  }();
+  return defaults;
+}
+
+[[noreturn]] void UnknownKey(const std::string& dotted, const std::string& source) {
+  throw ConfigError(Prefix(source) + "unknown config key " + Quote(dotted) + "; did you mean " +
+                    Quote(NearestKey(dotted)) + "?");
+}
+
+// Sets every member of the object `overlay` found under `prefix` ("" for a whole config).
+void MergeObject(Config& config, const std::string& prefix, const Json& overlay, const std::string& source) {
+  for (auto it = overlay.begin(); it != overlay.end(); ++it) {
+    // A member name with a dot ({"lr.text": 1}) is not a key of this object.
+    if (it.key().empty() || it.key().find('.') != std::string::npos) UnknownKey(Join(prefix, it.key()), source);
+    SetConfigKey(config, Join(prefix, it.key()), *it, source);
+  }
+}
+
+void Merge(Config& config, const Json& overlay, const std::string& source) {
+  if (!overlay.is_object()) throw ConfigError(Prefix(source) + "the config must be a JSON object");
+  MergeObject(config, "", overlay, source);
+}
+
+Json ParseFile(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw ConfigError(file.string() + ": cannot open the config file");
+  Json document = Json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  if (document.is_discarded()) {
+    throw ConfigError(file.string() + ": not valid JSON; check it with `python3 -m json.tool`");
+  }
+  return document;
 }
 
 }  // namespace
 
-const Json& DefaultConfig() {
-  static const Json defaults = BuildDefaults();
-  return defaults;
+void SetConfigKey(Config& config, const std::string& dotted, const Json& value, const std::string& source) {
+  if (const KeySpec* spec = FindKey(dotted)) {
+    spec->write(config, Checked(*spec, value, source));
+    return;
+  }
+  if (Sections().count(dotted)) {
+    if (!value.is_object()) {
+      throw ConfigError(Prefix(source) + "config key " + Quote(dotted) + " must be an object, got " +
+                        JsonTypeName(value));
+    }
+    MergeObject(config, dotted, value, source);
+    return;
+  }
+  UnknownKey(dotted, source);
 }
 
-void MergeConfig(Json& base, const Json& overlay, const std::string& source) {
-  MergeInto(base, overlay, "", source);
-}
-
-void ApplyOverride(Json& config, const std::string& assignment) {
+void ApplyOverride(Config& config, const std::string& assignment) {
   const auto equals = assignment.find('=');
   if (equals == std::string::npos || equals == 0) {
     throw ConfigError("--set '" + assignment + "': expected key.path=value");
@@ -181,54 +240,70 @@ void ApplyOverride(Json& config, const std::string& assignment) {
   const std::string text = assignment.substr(equals + 1);
   Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) value = text;
-
-  // Build {"a": {"b": value}} and merge it, so overrides get the same checks as files.
-  Json overlay = value;
-  std::vector<std::string> parts;
-  std::stringstream stream(dotted);
-  for (std::string part; std::getline(stream, part, '.');) parts.push_back(part);
-  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
-    Json wrapper = Json::object();
-    wrapper[*it] = std::move(overlay);
-    overlay = std::move(wrapper);
+  // A string key given a bare number, boolean or null (e.g. --set name=42) keeps the text.
+  const KeySpec* spec = FindKey(dotted);
+  if (spec && spec->type == KeyType::kString && !value.is_string() && !value.is_object() && !value.is_array()) {
+    value = text;
   }
-  // A string default given a bare number (e.g. --set name=42) stays a string.
-  const Json* existing = &config;
-  for (const auto& part : parts) {
-    if (!existing->is_object() || !existing->contains(part)) { existing = nullptr; break; }
-    existing = &(*existing)[part];
-  }
-  if (existing && existing->is_string() && !value.is_string()) {
-    return ApplyOverride(config, dotted + "=" + Json(text).dump());
-  }
-  MergeInto(config, overlay, "", "--set " + dotted);
+  SetConfigKey(config, dotted, value, "--set " + dotted);
 }
 
-Json ResolveConfig(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
-  Json config = DefaultConfig();
-  if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in) throw ConfigError(file.string() + ": cannot open the config file");
-    Json overlay = Json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-    if (overlay.is_discarded()) {
-      throw ConfigError(file.string() + ": not valid JSON; check it with `python3 -m json.tool`");
-    }
-    MergeConfig(config, overlay, file.string());
-  }
+Config ConfigFromJson(const Json& document, const std::string& source) {
+  Config config = Defaults();
+  Merge(config, document, source);
+  return config;
+}
+
+Config LoadConfig(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
+  Config config = file.empty() ? Defaults() : ConfigFromJson(ParseFile(file), file.string());
   for (const auto& assignment : overrides) ApplyOverride(config, assignment);
   return config;
 }
 
-const Json& At(const Json& config, const std::string& dotted) {
-  const Json* node = &config;
-  std::stringstream stream(dotted);
-  for (std::string part; std::getline(stream, part, '.');) {
-    if (!node->is_object() || !node->contains(part)) {
-      throw ConfigError("config key '" + dotted + "' is missing");
+Json ConfigToJson(const Config& config, bool redact_secrets) {
+  Json out = Json::object();
+  for (const auto& spec : schema::Keys()) {
+    Json* node = &out;
+    std::stringstream path(spec.key);
+    std::string part, next;
+    std::getline(path, part, '.');
+    while (std::getline(path, next, '.')) {
+      node = &(*node)[part];
+      part = next;
     }
-    node = &(*node)[part];
+    Json value = spec.read(config);
+    if (redact_secrets && spec.secret && !value.get<std::string>().empty()) value = "<redacted>";
+    (*node)[part] = std::move(value);
   }
-  return *node;
+  return out;
+}
+
+void ValidateConfig(const Config& config, const std::string& source) {
+  for (const auto& spec : schema::Keys()) Checked(spec, spec.read(config), source);
+}
+
+Json ConfigSchemaJson() {
+  Json out = Json::array();
+  for (const auto& spec : schema::Keys()) {
+    Json entry;
+    entry["key"] = spec.key;
+    entry["type"] = schema::KeyTypeName(spec.type);
+    entry["default"] = spec.type == KeyType::kNumber ? Json(spec.default_value.get<double>()) : spec.default_value;
+    if (spec.type == KeyType::kInteger || spec.type == KeyType::kIntegerList) {
+      entry["min"] = spec.min_integer;
+      entry["max"] = spec.max_integer;
+    }
+    if (spec.type == KeyType::kIntegerList) entry["max_items"] = spec.max_items;
+    if (spec.type == KeyType::kNumber) {
+      entry["min"] = spec.min_number;
+      entry["max"] = spec.max_number;
+    }
+    if (!spec.choices.empty()) entry["choices"] = spec.choices;
+    if (spec.matches) entry["pattern"] = spec.pattern;
+    entry["help"] = spec.help;
+    out.push_back(std::move(entry));
+  }
+  return out;
 }
 
 }  // namespace iisan::launcher

@@ -105,13 +105,13 @@ void Demo(const std::filesystem::path& workdir, const std::vector<std::string>& 
   const auto dataset = data::LoadDataset(data_dir, data::PreprocessOptions{});
   WriteBackbones(workdir, dataset);
 
-  Json config = ResolveConfig(std::filesystem::path(IISAN_DEMO_CONFIG), {});
-  config["data"]["dir"] = data_dir.string();
-  config["model"]["text_backbone"] = (workdir / "backbones/text").string();
-  config["model"]["image_backbone"] = (workdir / "backbones/image").string();
-  config["cache"]["dir"] = (workdir / "cache").string();
-  config["run_root"] = (workdir / "runs").string();
-  config["name"] = TimestampedName("demo");
+  Config config = LoadConfig(std::filesystem::path(IISAN_DEMO_CONFIG), {});
+  config.data.dir = data_dir.string();
+  config.model.text_backbone = (workdir / "backbones/text").string();
+  config.model.image_backbone = (workdir / "backbones/image").string();
+  config.cache.dir = (workdir / "cache").string();
+  config.run_root = (workdir / "runs").string();
+  config.name = TimestampedName("demo");
   for (const auto& assignment : overrides) ApplyOverride(config, assignment);
 
   const auto summary = Train(config, out);
@@ -123,8 +123,7 @@ void Demo(const std::filesystem::path& workdir, const std::vector<std::string>& 
       << "|------------------------|---------|---------|\n"
       << Row("IISAN (cached)", test["HR@10"], test["NDCG@10"])
       << Row("popularity", popularity["HR@10"], popularity["NDCG@10"])
-      << "\nrun directory: " << (std::filesystem::path(config["run_root"].get<std::string>()) /
-                                  config["name"].get<std::string>()).string() << "\n";
+      << "\nrun directory: " << (std::filesystem::path(config.run_root) / config.name).string() << "\n";
 }
 
 }  // namespace iisan::launcher

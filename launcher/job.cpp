@@ -1,8 +1,8 @@
 // Config → job objects, and the cache check-or-build step shared by `cache build` and `train`.
 #include "launcher/job.h"
 
+#include <algorithm>
 #include <chrono>
-#include <sstream>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -17,8 +17,7 @@
 namespace iisan::launcher {
 namespace {
 
-std::filesystem::path RequiredPath(const Json& config, const std::string& key, const std::string& what) {
-  const auto value = At(config, key).get<std::string>();
+std::filesystem::path RequiredPath(const std::string& value, const std::string& key, const std::string& what) {
   if (value.empty()) {
     throw ConfigError("config key '" + key + "' is empty; set it to the " + what + " (e.g. --set " + key + "=...)");
   }
@@ -38,38 +37,41 @@ torch::Device ParseDevice(const std::string& name) {
   throw ConfigError("train.device must be cpu, cuda or cuda:N, got '" + name + "'");
 }
 
-Job PrepareJob(const Json& config) {
+Job PrepareJob(const Config& config_in) {
+  // Ranges and choices again: callers may have changed fields since the config was loaded.
+  ValidateConfig(config_in);
   Job job;
-  job.config = config;
-  job.method = train::ParseMethod(At(config, "model.method").get<std::string>());
+  job.config = config_in;
+  const Config& config = job.config;
+  job.method = train::ParseMethod(config.model.method);
   const bool live = train::UsesLiveBackbones(job.method);
-  const auto modality = models::ParseModality(At(config, "model.modality").get<std::string>());
+  const auto modality = models::ParseModality(config.model.modality);
 
   auto& cache = job.cache_options;
   cache.modality = modality;
   if (modality != models::Modality::kImage) {
-    cache.text_backbone = RequiredPath(config, "model.text_backbone", "text backbone folder (config.json, vocab.txt)");
+    cache.text_backbone = RequiredPath(config.model.text_backbone, "model.text_backbone",
+                                       "text backbone folder (config.json, vocab.txt)");
   }
   if (modality != models::Modality::kText) {
-    cache.image_backbone = RequiredPath(config, "model.image_backbone", "image backbone folder (config.json, preprocessor_config.json)");
+    cache.image_backbone = RequiredPath(config.model.image_backbone, "model.image_backbone",
+                                        "image backbone folder (config.json, preprocessor_config.json)");
   }
-  cache.kept_layers = At(config, "model.kept_layers").get<std::vector<int>>();
-  cache.title_max_tokens = At(config, "model.title_max_tokens").get<int>();
-  cache.batch_size = At(config, "cache.batch_size").get<int64_t>();
-  cache.chunk_items = At(config, "cache.chunk_items").get<int64_t>();
-  if (cache.batch_size < 1) throw ConfigError("cache.batch_size must be at least 1");
-  if (cache.chunk_items < 1) throw ConfigError("cache.chunk_items must be at least 1");
-  cache.threads = At(config, "cache.threads").get<int>();
-  if (cache.threads < 0) throw ConfigError("cache.threads must be 0 (one per core) or a positive thread count");
-  cache.dtype = cache::ParseDtype(At(config, "cache.dtype").get<std::string>(), "config key 'cache.dtype'");
-  cache.seed = At(config, "seed").get<uint64_t>();
-  cache.device = ParseDevice(At(config, "train.device").get<std::string>());
+  cache.kept_layers = config.model.kept_layers;
+  cache.title_max_tokens = config.model.title_max_tokens;
+  cache.batch_size = config.cache.batch_size;
+  cache.chunk_items = config.cache.chunk_items;
+  cache.threads = config.cache.threads;
+  cache.dtype = cache::ParseDtype(config.cache.dtype, "config key 'cache.dtype'");
+  cache.seed = config.seed;
+  cache.device = ParseDevice(config.train.device);
 
   data::PreprocessOptions preprocess;
-  preprocess.min_seq_len = At(config, "data.min_seq_len").get<int>();
-  preprocess.max_seq_len = At(config, "data.max_seq_len").get<int>();
+  preprocess.min_seq_len = config.data.min_seq_len;
+  preprocess.max_seq_len = config.data.max_seq_len;
   preprocess.require_images = modality != models::Modality::kText;
-  job.dataset = data::LoadDataset(RequiredPath(config, "data.dir", "dataset folder (users.tsv, items.tsv, images/)"), preprocess);
+  job.dataset = data::LoadDataset(
+      RequiredPath(config.data.dir, "data.dir", "dataset folder (users.tsv, items.tsv, images/)"), preprocess);
 
   const auto kept = cache::ResolveKeptLayers(cache);
   auto& model = job.model_config;
@@ -88,57 +90,42 @@ Job PrepareJob(const Json& config) {
   side.modality = modality;
   side.num_blocks = static_cast<int64_t>(kept.size());
   side.hidden_size = text_dim ? text_dim : image_dim;
-  side.bottleneck = At(config, "model.bottleneck").get<int64_t>();
-  side.embedding_dim = At(config, "model.embedding_dim").get<int64_t>();
-  side.gate_temperature = At(config, "model.gate_temperature").get<double>();
-  model.adapter_bottleneck = At(config, "model.adapter_bottleneck").get<int64_t>();
-  model.lora_rank = At(config, "model.lora_rank").get<int64_t>();
-  model.lora_alpha = At(config, "model.lora_alpha").get<double>();
-  if (model.adapter_bottleneck < 1) throw ConfigError("model.adapter_bottleneck must be at least 1");
-  if (model.lora_rank < 1) throw ConfigError("model.lora_rank must be at least 1");
+  side.bottleneck = config.model.bottleneck;
+  side.embedding_dim = config.model.embedding_dim;
+  side.gate_temperature = config.model.gate_temperature;
+  model.adapter_bottleneck = config.model.adapter_bottleneck;
+  model.lora_rank = config.model.lora_rank;
+  model.lora_alpha = config.model.lora_alpha;
 
   auto& user = model.user;
   user.embedding_dim = side.embedding_dim;
   user.max_len = preprocess.max_seq_len;
-  user.num_blocks = At(config, "model.user_blocks").get<int64_t>();
-  user.num_heads = At(config, "model.user_heads").get<int64_t>();
-  user.dropout = At(config, "model.dropout").get<double>();
+  user.num_blocks = config.model.user_blocks;
+  user.num_heads = config.model.user_heads;
+  user.dropout = config.model.dropout;
 
   // 0 means "the reference's value for this method" (IISAN.md §6); the resolved value is
   // written back, so the run directory's config.json says what ran.
   const auto reference = train::ReferenceHyperparameters(job.method);
-  auto resolve = [&](const std::string& key, auto fallback) {
-    using T = decltype(fallback);
-    auto& slot = job.config["train"];
-    Json* node = &slot;
-    std::stringstream stream(key.substr(6));
-    for (std::string part; std::getline(stream, part, '.');) node = &(*node)[part];
-    const T value = node->get<T>();
-    if (value < 0) throw ConfigError("config key '" + key + "' must not be negative (0 = the method's reference value)");
-    if (value == 0) *node = fallback;
-    return node->get<T>();
+  auto& wanted = job.config.train;
+  auto resolve = [](auto& slot, auto fallback) {
+    if (slot == 0) slot = fallback;
+    return slot;
   };
   auto& train = job.train_options;
-  train.batch_size = resolve("train.batch_size", reference.batch_size);
-  train.lr.recsys = resolve("train.lr.recsys", reference.lr.recsys);
-  train.lr.text = resolve("train.lr.text", reference.lr.text);
-  train.lr.image = resolve("train.lr.image", reference.lr.image);
-  train.lr.adapter_text = resolve("train.lr.adapter_text", reference.lr.adapter_text);
-  train.lr.adapter_image = resolve("train.lr.adapter_image", reference.lr.adapter_image);
-  train.epochs = At(config, "train.epochs").get<int>();
-  train.patience = At(config, "train.patience").get<int>();
-  train.max_steps_per_epoch = At(config, "train.max_steps_per_epoch").get<int64_t>();
-  train.cuda_graph = At(config, "train.cuda_graph").get<bool>();
-  train.check_sync_every = At(config, "train.check_sync_every").get<int64_t>();
-  if (train.check_sync_every < 0) throw ConfigError("train.check_sync_every must be >= 0 (0 = never)");
-  if (At(config, "train.collective_timeout_s").get<double>() <= 0) {
-    throw ConfigError("train.collective_timeout_s must be positive");
-  }
-  if (At(config, "train.bucket_mb").get<double>() <= 0) {
-    throw ConfigError("train.bucket_mb (gradient all-reduce bucket size, MiB) must be positive");
-  }
-  train.eval_batch_size = At(config, "eval.batch_size").get<int64_t>();
-  train.ks = At(config, "eval.ks").get<std::vector<int>>();
+  train.batch_size = resolve(wanted.batch_size, reference.batch_size);
+  train.lr.recsys = resolve(wanted.lr.recsys, reference.lr.recsys);
+  train.lr.text = resolve(wanted.lr.text, reference.lr.text);
+  train.lr.image = resolve(wanted.lr.image, reference.lr.image);
+  train.lr.adapter_text = resolve(wanted.lr.adapter_text, reference.lr.adapter_text);
+  train.lr.adapter_image = resolve(wanted.lr.adapter_image, reference.lr.adapter_image);
+  train.epochs = config.train.epochs;
+  train.patience = config.train.patience;
+  train.max_steps_per_epoch = config.train.max_steps_per_epoch;
+  train.cuda_graph = config.train.cuda_graph;
+  train.check_sync_every = config.train.check_sync_every;
+  train.eval_batch_size = config.eval.batch_size;
+  train.ks = config.eval.ks;
   if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
@@ -146,40 +133,37 @@ Job PrepareJob(const Json& config) {
   train.seed = cache.seed;
   train.device = cache.device;
   if (train.batch_size < 2) throw ConfigError("train.batch_size must be at least 2 (in-batch negatives)");
-  if (train.epochs < 1) throw ConfigError("train.epochs must be at least 1");
 
   if (!live) {
     // Reading every input to fingerprint them costs a pass over the images; only the cached
     // method needs it.
     const auto inputs = cache::CacheInputs(job.dataset, cache);
     job.fingerprint = cache::CacheFingerprint(inputs);
-    const auto explicit_path = At(config, "cache.path").get<std::string>();
+    const auto& explicit_path = config.cache.path;
     job.cache_content_addressed = explicit_path.empty();
-    job.cache_path = explicit_path.empty()
-        ? std::filesystem::path(At(config, "cache.dir").get<std::string>()) / (job.fingerprint + ".h5")
-        : std::filesystem::path(explicit_path);
+    job.cache_path = explicit_path.empty() ? std::filesystem::path(config.cache.dir) / (job.fingerprint + ".h5")
+                                           : std::filesystem::path(explicit_path);
   }
   return job;
 }
 
 Json CacheServiceSpec(const Job& job) {
-  Json spec = job.config;
-  for (const char* key : {"data.dir", "model.text_backbone", "model.image_backbone"}) {
-    const auto value = At(spec, key).get<std::string>();
-    if (value.empty()) continue;
-    const auto dot = std::string(key).find('.');
-    spec[std::string(key).substr(0, dot)][std::string(key).substr(dot + 1)] = std::filesystem::absolute(value).string();
+  Config spec = job.config;
+  for (std::string* path : {&spec.data.dir, &spec.model.text_backbone, &spec.model.image_backbone}) {
+    if (!path->empty()) *path = std::filesystem::absolute(*path).string();
   }
-  for (const char* key : {"path", "dir", "service", "token"}) spec["cache"].erase(key);
-  return spec;
+  Json json = ConfigToJson(spec);
+  // The service decides where its caches live; the client's location, service and token stay here.
+  for (const char* key : {"path", "dir", "service", "token"}) json["cache"].erase(key);
+  return json;
 }
 
 std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats) {
-  const auto service = At(job.config, "cache.service").get<std::string>();
+  const auto& service = job.config.cache.service;
   if (!service.empty()) {
     LOG(INFO) << "asking the cache service " << service << " for key " << job.fingerprint;
     const auto reply = cache::CallCacheService(
-        service, {{"op", "ensure"}, {"config", CacheServiceSpec(job)}, {"token", At(job.config, "cache.token")}});
+        service, {{"op", "ensure"}, {"config", CacheServiceSpec(job)}, {"token", job.config.cache.token}});
     if (!reply.value("ok", false)) {
       throw cache::CacheError("cache service " + service + ": " + reply.value("error", std::string("no error message")));
     }

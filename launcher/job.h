@@ -15,7 +15,7 @@
 namespace iisan::launcher {
 
 struct Job {
-  Json config;  // as given, with the method's reference values filled in where it said 0
+  Config config;  // as given, with the method's reference values filled in where it said 0
   data::Dataset dataset;
   train::Method method = train::Method::kIisan;
   cache::CacheBuildOptions cache_options;
@@ -26,7 +26,7 @@ struct Job {
   train::TrainOptions train_options;
 };
 
-Job PrepareJob(const Json& config);
+Job PrepareJob(const Config& config);
 
 // Makes sure the job's cache exists and returns its path: through the cache service when
 // cache.service is set (the service builds it once, however many jobs ask), otherwise here,

@@ -1,4 +1,4 @@
-// The `iisan` command line: data, cache, train, eval, describe, report, demo.
+// The `iisan` command line: data, cache, train, eval, describe, report, demo, config.
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -124,6 +124,14 @@ int main(int argc, char** argv) {
   launch->add_option("--nproc", launch_nproc, "number of ranks")->required();
   launch->add_option("args", launch_args, "the iisan command and its arguments, after --")->required();
 
+  auto* config_cmd = app.add_subcommand("config", "the configuration: resolved values and the schema of every key")
+                     ->require_subcommand(1);
+  ConfigArgs show_args;
+  auto* config_show = config_cmd->add_subcommand("show", "print the resolved config as JSON (cache.token redacted)");
+  AddConfigOptions(config_show, show_args);
+  auto* config_schema = config_cmd->add_subcommand("schema", "print every config key: type, default, range or choices, "
+                                                         "help (JSON)");
+
   auto* report = app.add_subcommand("report", "tables and charts from finished runs")->require_subcommand(1);
   std::vector<std::filesystem::path> report_runs;
   std::filesystem::path report_out = ".";
@@ -143,7 +151,7 @@ int main(int argc, char** argv) {
     } else if (images_cmd->parsed()) {
       iisan::launcher::DataImages(images_dir, images_size, images_seed, images_threads, std::cout);
     } else if (cache->parsed()) {
-      const auto config = iisan::launcher::ResolveConfig(cache_args.file, cache_args.overrides);
+      const auto config = iisan::launcher::LoadConfig(cache_args.file, cache_args.overrides);
       if (cache_build->parsed()) iisan::launcher::CacheBuild(config, cache_stats_out, std::cout);
       if (cache_key->parsed()) iisan::launcher::CacheKey(config, std::cout);
       if (cache_ls->parsed()) iisan::launcher::CacheList(config, std::cout);
@@ -153,7 +161,7 @@ int main(int argc, char** argv) {
       if (cache_rm->parsed()) iisan::launcher::CacheRemove(config, rm_target, std::cout);
       if (cache_serve->parsed()) iisan::launcher::CacheServe(config, serve, std::cout);
     } else if (train->parsed()) {
-      iisan::launcher::Train(iisan::launcher::ResolveConfig(train_args.file, train_args.overrides), std::cout);
+      iisan::launcher::Train(iisan::launcher::LoadConfig(train_args.file, train_args.overrides), std::cout);
     } else if (eval->parsed()) {
       iisan::launcher::Evaluate(eval_dir, std::cout);
     } else if (describe_cmd->parsed()) {
@@ -162,6 +170,11 @@ int main(int argc, char** argv) {
       return iisan::launcher::Launch(launch_nproc, launch_args, std::cerr);
     } else if (report_efficiency->parsed()) {
       iisan::launcher::ReportEfficiency(report_runs, report_out, std::cout);
+    } else if (config_show->parsed()) {
+      const auto resolved = iisan::launcher::LoadConfig(show_args.file, show_args.overrides);
+      std::cout << iisan::launcher::ConfigToJson(resolved).dump(2) << "\n";
+    } else if (config_schema->parsed()) {
+      std::cout << iisan::launcher::ConfigSchemaJson().dump(2) << "\n";
     } else if (demo->parsed()) {
       iisan::launcher::Demo(demo_dir, demo_overrides, std::cout);
     }

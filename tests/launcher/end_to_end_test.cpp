@@ -167,6 +167,35 @@ TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
   EXPECT_FALSE(std::filesystem::exists(work / "runs"));
 }
 
+// `iisan config show` prints the resolved config (token redacted); `iisan config schema` every key.
+TEST(EndToEndTest, ConfigShowAndSchema) {
+  const auto show = RunIisan("config show --set train.epochs=3 --set cache.token=s3cret --set name=42");
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  const auto config = nlohmann::json::parse(show.output);
+  EXPECT_EQ(config["train"]["epochs"], 3);
+  EXPECT_EQ(config["name"], "42");
+  EXPECT_EQ(config["cache"]["token"], "<redacted>");
+  EXPECT_EQ(show.output.find("s3cret"), std::string::npos);
+
+  const auto schema = RunIisan("config schema");
+  ASSERT_EQ(schema.exit_code, 0) << schema.output;
+  const auto keys = nlohmann::json::parse(schema.output);
+  ASSERT_TRUE(keys.is_array());
+  bool found = false;
+  for (const auto& entry : keys) {
+    if (entry["key"] != "eval.batch_size") continue;
+    found = true;
+    EXPECT_EQ(entry["type"], "integer");
+    EXPECT_EQ(entry["default"], 256);
+    EXPECT_EQ(entry["min"], 1);
+  }
+  EXPECT_TRUE(found) << schema.output;
+
+  const auto bad = RunIisan("config show --set eval.batch_size=0");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("config key 'eval.batch_size' must be in [1, "), std::string::npos) << bad.output;
+}
+
 TEST(EndToEndTest, UnknownConfigKeyNamesTheNearest) {
   const auto result = RunIisan("train --set train.epoch=3");
   EXPECT_NE(result.exit_code, 0);
