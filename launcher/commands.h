@@ -6,6 +6,7 @@
 #include <ostream>
 #include <string>
 
+#include "core/train/run_summary.h"
 #include "launcher/config.h"
 
 namespace iisan::launcher {
@@ -59,8 +60,9 @@ struct ServeOptions {
 // `iisan cache serve`: the cache service (cache/service.h) for cache.dir, until SIGINT/SIGTERM.
 void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out);
 
-// `iisan train`: cache (built if missing) → training → run directory. Returns summary.json.
-Json Train(const Config& config, std::ostream& out);
+// `iisan train`: RunTraining (training_run.h) and a line with the result. Returns the summary
+// (empty on ranks other than 0).
+train::RunSummary Train(const Config& config, std::ostream& out);
 
 // `iisan eval RUN_DIR`: re-evaluates a finished run's best checkpoint on valid and test.
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);

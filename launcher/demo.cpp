@@ -115,14 +115,14 @@ void Demo(const std::filesystem::path& workdir, const std::vector<std::string>& 
   for (const auto& assignment : overrides) ApplyOverride(config, assignment);
 
   const auto summary = Train(config, out);
-  const auto& test = summary["test"];
-  const auto& popularity = summary["popularity_test"];
+  const auto& test = summary.test;
+  const auto& popularity = summary.popularity_test;
   out << "\nTest metrics on the synthetic dataset (" << WithThousands(dataset.num_users()) << " users, "
       << WithThousands(dataset.num_items()) << " items; full ranking):\n\n"
       << "| method                 |  HR@10  | NDCG@10 |\n"
       << "|------------------------|---------|---------|\n"
-      << Row("IISAN (cached)", test["HR@10"], test["NDCG@10"])
-      << Row("popularity", popularity["HR@10"], popularity["NDCG@10"])
+      << Row("IISAN (cached)", test.hr(10), test.ndcg(10))
+      << Row("popularity", popularity.hr(10), popularity.ndcg(10))
       << "\nrun directory: " << (std::filesystem::path(config.run_root) / config.name).string() << "\n";
 }
 

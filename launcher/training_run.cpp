@@ -18,18 +18,19 @@
 namespace iisan::launcher {
 namespace {
 
-// A resumed run must be the same run: its model, data and seed keys as stored.
-void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored, const Json& config) {
-  for (const char* section : {"model", "data", "seed"}) {
-    const auto a = Json(stored.value(section, Json())).flatten(), b = Json(config.value(section, Json())).flatten();
-    for (const auto& [key, value] : b.items()) {
-      if (!a.contains(key) || a[key] != value) {
-        throw ConfigError(std::string("train.resume: config key ") + section + (key.empty() ? "" : key) + " is " +
-                          value.dump() + " but the run in " + run_dir.string() + " used " +
-                          (a.contains(key) ? a[key].dump() : "nothing") + "; a resumed run must keep its model, data "
-                          "and seed (change train.epochs or train.patience only)");
-      }
-    }
+// A resumed run must be the same run: its model, data and seed as stored.
+void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored_json, const Config& config) {
+  const Config stored = ConfigFromJson(stored_json, (run_dir / "config.json").string());
+  if (stored.model == config.model && stored.data == config.data && stored.seed == config.seed) return;
+  // Name the first key that differs ("/model/embedding_dim" in the flattened documents).
+  const auto a = ConfigToJson(stored).flatten(), b = ConfigToJson(config).flatten();
+  for (const auto& [pointer, value] : b.items()) {
+    if (pointer.rfind("/model/", 0) != 0 && pointer.rfind("/data/", 0) != 0 && pointer != "/seed") continue;
+    if (a.contains(pointer) && a[pointer] == value) continue;
+    throw ConfigError("train.resume: config key " + pointer.substr(1) + " is " + value.dump() + " but the run in " +
+                      run_dir.string() + " used " + (a.contains(pointer) ? a[pointer].dump() : "nothing") +
+                      "; a resumed run must keep its model, data and seed (change train.epochs or train.patience "
+                      "only)");
   }
 }
 
@@ -80,7 +81,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
     if (resume) {
       // Everything a resume needs is checked before the run directory is touched.
       run = RunDirectory::Reopen(root, config.name, stored_form, [&](const Json& stored) {
-        CheckSameRun(root / config.name, stored, stored_form);
+        CheckSameRun(root / config.name, stored, config);
         resume_from = train::FindResumable(checkpoints);
       });
     } else {
