@@ -216,14 +216,28 @@ void WritePng(const std::filesystem::path& path, const Image& image) {
   }
 }
 
-void WriteJpeg(const std::filesystem::path& path, const Image& image, int quality) {
+namespace {
+
+bool EncodeJpegTo(const Image& image, int quality, std::string* jpeg) {
   CheckImage(image);
-  std::string jpeg;
   const auto append = [](void* context, void* data, int size) {
     static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
   };
-  const bool encoded = stbi_write_jpg_to_func(append, &jpeg, image.width, image.height, kChannels,
-                                              image.rgb.data(), std::clamp(quality, 1, 100)) != 0;
+  return stbi_write_jpg_to_func(append, jpeg, image.width, image.height, kChannels, image.rgb.data(),
+                                std::clamp(quality, 1, 100)) != 0;
+}
+
+}  // namespace
+
+std::string EncodeJpeg(const Image& image, int quality) {
+  std::string jpeg;
+  if (!EncodeJpegTo(image, quality, &jpeg)) throw std::invalid_argument("cannot encode the image as JPEG");
+  return jpeg;
+}
+
+void WriteJpeg(const std::filesystem::path& path, const Image& image, int quality) {
+  std::string jpeg;
+  const bool encoded = EncodeJpegTo(image, quality, &jpeg);
   std::ofstream out(path, std::ios::binary);
   if (!encoded || !out.write(jpeg.data(), static_cast<std::streamsize>(jpeg.size())) || !out.flush()) {
     throw InputError(path, 0, "cannot write the JPEG; check that the folder exists and is writable");

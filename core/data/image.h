@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 namespace iisan::data {
@@ -24,6 +25,10 @@ void WritePng(const std::filesystem::path& path, const Image& image);
 
 // Writes image as a baseline JPEG of the given quality (1..100). InputError if it cannot be written.
 void WriteJpeg(const std::filesystem::path& path, const Image& image, int quality = 90);
+
+// The bytes WriteJpeg writes (for writers that place the file themselves, e.g. atomically).
+// std::invalid_argument if the image is malformed or cannot be encoded.
+std::string EncodeJpeg(const Image& image, int quality = 90);
 
 // PIL's Image.resize((width, height), Image.BILINEAR): a separable triangle filter whose support
 // widens with the downscale factor (antialiasing), horizontal pass first, 8-bit rounding after

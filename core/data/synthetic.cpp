@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/data/atomic_file.h"
 #include "core/data/dataset.h"
 #include "core/data/image.h"
 #include "core/data/input_error.h"
@@ -349,6 +350,9 @@ void WriteSyntheticDataset(const fs::path& dir, const SynthOptions& options) {
     fs::create_directory(staging);
     try {
       WriteDatasetFiles(staging, options);
+      // The staging folder's files are not visible until the swap below, so they are written
+      // plainly and made durable at once (one syncfs, not a fsync per image) before it.
+      SyncFilesystemOf(staging);
     } catch (...) {
       RemoveTree(staging);
       throw;
@@ -360,8 +364,11 @@ void WriteSyntheticDataset(const fs::path& dir, const SynthOptions& options) {
       fs::rename(target, retired);
     }
     fs::rename(staging, target);
+    SyncDirectory(parent);  // the swap itself survives a crash
     RemoveTree(retired);
   } catch (const fs::filesystem_error& error) {
+    throw InputError(target, 0, std::string("cannot write the dataset: ") + error.what());
+  } catch (const FileWriteError& error) {
     throw InputError(target, 0, std::string("cannot write the dataset: ") + error.what());
   }
 }
@@ -387,10 +394,14 @@ int64_t WriteItemImages(const fs::path& dir, int size, uint64_t seed, int thread
         uint64_t hash = seed ^ 0x9E3779B97F4A7C15ULL;
         for (unsigned char c : dataset.titles[item]) hash = (hash ^ c) * 1099511628211ULL;
         const auto final_path = dir / "images" / (dataset.item_ids[item] + ".jpg");
-        auto temp = final_path;
-        temp += ".tmp";
-        WriteJpeg(temp, MakeImage(static_cast<int>(hash % 16), static_cast<int>((hash >> 8) % 4), 16, size, hash));
-        fs::rename(temp, final_path);
+        // Into the dataset folder in place: each image whole or not at all.
+        const std::string jpeg =
+            EncodeJpeg(MakeImage(static_cast<int>(hash % 16), static_cast<int>((hash >> 8) % 4), 16, size, hash));
+        try {
+          WriteFileAtomically(final_path, jpeg);
+        } catch (const FileWriteError& error) {
+          throw InputError(final_path, 0, std::string("cannot write the image: ") + error.what());
+        }
         progress.Advance(1);
       }
     } catch (...) {
