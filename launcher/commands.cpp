@@ -19,7 +19,9 @@
 #include "core/train/evaluation.h"
 #include "core/train/method.h"
 #include "distributed/local_launch.h"
+#include "distributed/rendezvous.h"
 #include "launcher/job.h"
+#include "launcher/preemption.h"
 #include "launcher/run_dir.h"
 #include "launcher/training_run.h"
 
@@ -84,9 +86,9 @@ void DataImages(const std::filesystem::path& dir, int size, uint64_t seed, int t
   out << "wrote " << written << " images (" << size << "x" << size << " JPEG) to " << (dir / "images").string() << "\n";
 }
 
-train::RunSummary Train(const Config& config, std::ostream& out) {
-  const auto outcome = RunTraining(PrepareJob(config));
-  if (!outcome.lead || outcome.status == train::RunStatus::kCancelled) return outcome.summary;
+namespace {
+
+void PrintOutcome(const TrainingOutcome& outcome, std::ostream& out) {
   const auto& summary = outcome.summary;
   out << "run " << outcome.run_dir.string() << " (" << summary.method_label << "): best epoch " << summary.best_epoch
       << " of " << summary.epochs_run << ", test HR@10 " << Percent(summary.test.hr(10)) << "%, NDCG@10 "
@@ -95,7 +97,36 @@ train::RunSummary Train(const Config& config, std::ostream& out) {
       << (summary.train_epoch_extrapolated ? " (extrapolated)" : "") << ", peak memory "
       << static_cast<double>(summary.peak_memory_bytes) / (1024.0 * 1024.0 * 1024.0) << " GiB ("
       << summary.peak_memory_kind << ")\n";
-  return summary;
+}
+
+}  // namespace
+
+train::RunSummary Train(const Config& config, std::ostream& out) {
+  const auto outcome = RunTraining(PrepareJob(config));
+  if (outcome.lead && outcome.status != train::RunStatus::kCancelled) PrintOutcome(outcome, out);
+  return outcome.summary;
+}
+
+int TrainCommand(const Config& config, std::ostream& out) {
+  CancelOnSignals signals;
+  TrainingCallbacks callbacks;
+  callbacks.cancel = signals.flag();
+  const auto outcome = RunTraining(PrepareJob(config), callbacks);
+  if (outcome.status != train::RunStatus::kCancelled) {
+    if (outcome.lead) PrintOutcome(outcome, out);
+    return 0;
+  }
+  const auto env = distributed::ProcessEnvironment();
+  const auto why = DescribeStop(signals.signal(), SlurmTimeLeftSeconds(env));
+  LOG(WARNING) << "stopped by " << why;
+  if (outcome.lead) {
+    out << "run " << outcome.run_dir.string() << " stopped by " << why << "; checkpoints/last continues it "
+        << "(train.resume=auto or true)\n";
+    const auto decision = DecideRequeue(env, config.train.max_requeues);
+    LOG(INFO) << decision.reason;
+    if (decision.requeue) RequeueJob(decision.job);
+  }
+  return kExitCancelled;
 }
 
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {

@@ -64,6 +64,14 @@ void CacheServe(const Config& config, const ServeOptions& options, std::ostream&
 // (empty on ranks other than 0).
 train::RunSummary Train(const Config& config, std::ostream& out);
 
+// The exit status of a run stopped by SIGUSR2 or SIGTERM (EX_TEMPFAIL: its checkpoint continues it).
+inline constexpr int kExitCancelled = 75;
+
+// `iisan train` from the command line: Train, with SIGUSR2 and SIGTERM stopping the run after the
+// step in flight (preemption.h): rank 0 writes a resumable checkpoint and, inside a Slurm job,
+// requeues it (train.max_requeues). Returns the exit status: 0, or kExitCancelled when stopped.
+int TrainCommand(const Config& config, std::ostream& out);
+
 // `iisan eval RUN_DIR`: re-evaluates a finished run's best checkpoint on valid and test.
 Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);
 

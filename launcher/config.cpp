@@ -126,6 +126,11 @@ Json Checked(const KeySpec& spec, const Json& value, const std::string& source) 
   const std::string where = Prefix(source) + "config key " + Quote(spec.key);
   switch (spec.type) {
     case KeyType::kString: {
+      // A choice of "true"/"false" (train.resume) also takes JSON's true and false.
+      if (value.is_boolean() && !spec.choices.empty() &&
+          std::find(spec.choices.begin(), spec.choices.end(), "true") != spec.choices.end()) {
+        return Checked(spec, Json(value.get<bool>() ? "true" : "false"), source);
+      }
       if (!value.is_string()) TypeMismatch(spec, value, source);
       const auto& text = value.get_ref<const std::string&>();
       if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end()) {

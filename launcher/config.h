@@ -61,7 +61,8 @@ struct Config {
     int epochs, patience;
     int64_t max_steps_per_epoch;
     bool cuda_graph;
-    bool resume;
+    std::string resume;  // "false", "true" or "auto"
+    int max_requeues;
     int checkpoint_every;
     int64_t check_sync_every;
     double collective_timeout_s, bucket_mb;

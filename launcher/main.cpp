@@ -161,7 +161,8 @@ int main(int argc, char** argv) {
       if (cache_rm->parsed()) iisan::launcher::CacheRemove(config, rm_target, std::cout);
       if (cache_serve->parsed()) iisan::launcher::CacheServe(config, serve, std::cout);
     } else if (train->parsed()) {
-      iisan::launcher::Train(iisan::launcher::LoadConfig(train_args.file, train_args.overrides), std::cout);
+      return iisan::launcher::TrainCommand(iisan::launcher::LoadConfig(train_args.file, train_args.overrides),
+                                           std::cout);
     } else if (eval->parsed()) {
       iisan::launcher::Evaluate(eval_dir, std::cout);
     } else if (describe_cmd->parsed()) {

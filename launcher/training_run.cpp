@@ -59,12 +59,12 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
   const bool lead = outcome.lead;
   auto model = BuildModel(job);
 
-  const bool resume = config.train.resume;
   // checkpoints/last holds 12 bytes per trainable parameter (weights and two Adam moments):
   // about 49 MB for IISAN, 2.3 GB for FFT at base size; 0 writes none (and nothing to resume).
   const int checkpoint_every = config.train.checkpoint_every;
-  if (resume && config.name.empty()) {
-    throw ConfigError("train.resume needs --set name=...: the name of the run to continue");
+  const std::string& mode = config.train.resume;
+  if (mode != "false" && config.name.empty()) {
+    throw ConfigError("train.resume=" + mode + " needs --set name=...: the name of the run to continue");
   }
   if (config.name.empty()) {
     if (world.world_size > 1) {
@@ -73,17 +73,36 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
     config.name = TimestampedName("train");
   }
   const std::filesystem::path root = config.run_root;
-  const auto checkpoints = root / config.name / "checkpoints";
+  const auto run_path = root / config.name;
+  const auto checkpoints = run_path / "checkpoints";
+  // train.resume=auto: a finished run is left as it is; one with a resumable checkpoint
+  // continues; one that left none starts again in its own directory; none starts.
+  bool resume = mode == "true";
+  bool restart = false;
+  if (mode == "auto") {
+    if (std::filesystem::exists(run_path / "summary.json")) {
+      outcome.summary = train::RunSummary::Read(run_path.string());
+      outcome.status = train::ParseRunStatus(outcome.summary.status);
+      outcome.run_dir = run_path;
+      LOG(INFO) << run_path.string() << " finished already (" << outcome.summary.status << "); nothing to do";
+      return outcome;
+    }
+    resume = train::HasResumable(checkpoints);
+    restart = !resume && std::filesystem::exists(run_path / "config.json");
+    LOG(INFO) << "train.resume=auto: " << (resume ? "continuing " : restart ? "restarting (no checkpoint) " : "starting ")
+              << run_path.string();
+  }
   const Json stored_form = ConfigToJson(config);
   std::filesystem::path resume_from;  // the checkpoint folder a resumed run continues from
   std::optional<RunDirectory> run;
   if (lead) {
-    if (resume) {
+    if (resume || restart) {
       // Everything a resume needs is checked before the run directory is touched.
       run = RunDirectory::Reopen(root, config.name, stored_form, [&](const Json& stored) {
-        CheckSameRun(root / config.name, stored, config);
-        resume_from = train::FindResumable(checkpoints);
+        CheckSameRun(run_path, stored, config);
+        if (resume) resume_from = train::FindResumable(checkpoints);
       });
+      if (restart) run->TruncateMetrics(0);
     } else {
       run = RunDirectory::Create(root, config.name, stored_form);
     }
@@ -128,7 +147,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
   if (result.status == train::RunStatus::kCancelled) {
     if (lead) {
       train::SaveResumable(checkpoints, model, trainer);
-      LOG(INFO) << "cancelled: " << (checkpoints / "last").string() << " continues the run (train.resume)";
+      LOG(INFO) << "cancelled: " << (checkpoints / "last").string() << " continues the run (train.resume=auto)";
     }
     return outcome;
   }
