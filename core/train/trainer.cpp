@@ -137,9 +137,10 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
       SynchronizeDevice(options_.device);
       utilization.Stop();
       engine_->EndEpoch();
-      p.epoch_in_flight = record.epoch;
+      // Before an epoch's first step, the state is the previous epoch's end.
+      p.epoch_in_flight = b > 0 ? record.epoch : 0;
       p.next_step = b;
-      p.partial_train_seconds += SecondsSince(start);
+      p.partial_train_seconds = b > 0 ? p.partial_train_seconds + SecondsSince(start) : 0.0;
       LOG(INFO) << "cancelled in epoch " << record.epoch << " before step " << b << " of " << num_batches;
       return false;
     }

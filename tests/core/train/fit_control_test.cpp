@@ -140,6 +140,29 @@ TEST(FitControlTest, CancelMidEpochThenResumeEqualsAnUninterruptedRun) {
   ExpectSameWeights(Weights(second_model), Weights(whole_model));
 }
 
+TEST(FitControlTest, ACancelBetweenEpochsResumesAtTheNextEpoch) {
+  const Setup setup;
+  auto model = setup.Model();
+  Trainer trainer(setup.dataset, model, setup.options);
+  std::atomic<bool> cancel{false};
+  FitCallbacks callbacks;
+  callbacks.cancel = &cancel;
+  callbacks.on_epoch = [&](const EpochRecord& r) {
+    if (r.epoch == 1) cancel = true;  // raised during evaluation: seen before epoch 2's first step
+    return EpochDecision::kContinue;
+  };
+  const auto result = trainer.Fit(callbacks);
+  EXPECT_EQ(result.status, RunStatus::kCancelled);
+  EXPECT_EQ(result.epochs_run, 1);
+  const auto state = trainer.Checkpoint();
+  EXPECT_EQ(state.state.at("epoch_in_flight").get<int>(), 0);
+  EXPECT_EQ(state.state.at("next_step").get<int64_t>(), 0);
+  auto again = setup.Model();
+  Trainer resumed(setup.dataset, again, setup.options);
+  EXPECT_NO_THROW(resumed.Resume(state));
+  EXPECT_EQ(resumed.epochs_done(), 1);
+}
+
 TEST(FitControlTest, OnEpochCanStopTheRun) {
   const Setup setup;
   auto model = setup.Model();
