@@ -1,0 +1,234 @@
+// Slurm for real: training jobs submitted with sbatch to a one-node cluster that the suite
+// starts itself (local_slurm.h): a 2-task `srun --mpi=pmix` job that reproduces mpirun's and
+// one process's run, a job preempted mid-epoch by SIGUSR2 that requeues itself and ends as the
+// uninterrupted run, a 3-task array capped at 2 at a time, and a rendezvous that cannot resolve
+// failing fast and naming the variable.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "core/data/text_file.h"
+#include "core/models/safetensors.h"
+#include "tests/slurm/local_slurm.h"
+
+namespace iisan::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+nlohmann::json ReadJson(const fs::path& path) { return nlohmann::json::parse(ReadText(path)); }
+
+class SlurmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    work_ = new fs::path(fs::path(::testing::TempDir()) / "slurm_tests");
+    data::RemoveTree(*work_);
+    fs::create_directories(*work_);
+    cluster_ = new LocalSlurm();
+    const unsigned cores = std::max(2u, std::thread::hardware_concurrency());
+    *skip_ = cluster_->Start(*work_ / "cluster", static_cast<int>(std::min(cores, 4u)));
+    if (!skip_->empty()) return;
+    // What `iisan demo` writes (data, small backbones, cache), once for every test.
+    const std::string iisan = IISAN_BINARY;
+    const auto data = *work_ / "demo/data";
+    auto sh = RunShell(iisan + " data synth " + data.string() + " --users 600 --items 150 --categories 6");
+    if (sh.exit_code == 0) {
+      sh = RunShell("OMP_NUM_THREADS=1 " + iisan + " demo --workdir " + (*work_ / "demo").string() +
+                    " --set train.epochs=1 --set name=demo");
+    }
+    if (sh.exit_code != 0) *setup_error_ = "iisan demo failed:\n" + sh.output;
+  }
+
+  static void TearDownTestSuite() {
+    if (cluster_) cluster_->Stop();
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (!skip_->empty()) GTEST_SKIP() << "no local Slurm cluster: " << *skip_;
+    ASSERT_TRUE(setup_error_->empty()) << *setup_error_;
+  }
+
+  // `iisan train` arguments for the demo's data, backbones and cache.
+  static std::string Train(const std::string& name, const std::string& more = "") {
+    const auto demo = *work_ / "demo";
+    return std::string(IISAN_BINARY) + " train --config " IISAN_SOURCE_DIR "/experiments/configs/demo.json" +
+           " --set data.dir=" + (demo / "data").string() + " --set model.text_backbone=" +
+           (demo / "backbones/text").string() + " --set model.image_backbone=" + (demo / "backbones/image").string() +
+           " --set cache.dir=" + (demo / "cache").string() + " --set run_root=" + (*work_ / "runs").string() +
+           " --set train.batch_size=16 --set name=" + name + " " + more;
+  }
+
+  // Submits `body` as a batch script with `directives` (#SBATCH lines); returns the job id.
+  static std::string Submit(const std::string& name, const std::string& directives, const std::string& body) {
+    const auto script = *work_ / (name + ".sbatch");
+    std::ofstream(script) << "#!/bin/bash\n" << directives << "#SBATCH --output=" << (*work_ / name).string()
+                          << "-%j.out\n#SBATCH --open-mode=append\nexport OMP_NUM_THREADS=1\n" << body << "\n";
+    const auto sh = RunShell("sbatch --parsable " + script.string());
+    EXPECT_EQ(sh.exit_code, 0) << sh.output;
+    std::string id = sh.output.substr(0, sh.output.find_first_of(";\n"));
+    return id;
+  }
+
+  // The job's state as scontrol reports it (COMPLETED, FAILED, PENDING, RUNNING, ...).
+  static std::string State(const std::string& job) {
+    const auto text = RunShell("scontrol show job " + job).output;
+    std::smatch match;
+    return std::regex_search(text, match, std::regex("JobState=([A-Z_]+)")) ? match[1].str() : "UNKNOWN";
+  }
+
+  // Polls until the job has left the queue or `seconds` pass; returns its final state.
+  static std::string WaitFor(const std::string& job, int seconds) {
+    const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+    while (Clock::now() < deadline) {
+      if (RunShell("squeue -h -j " + job).output.empty()) return State(job);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return "TIMEOUT (" + State(job) + ")";
+  }
+
+  static std::string Output(const std::string& name, const std::string& job) {
+    return ReadText(*work_ / (name + "-" + job + ".out"));
+  }
+
+  static double MaxDifference(const fs::path& a, const fs::path& b) {
+    const models::SafetensorsReader left(a), right(b);
+    EXPECT_EQ(left.names(), right.names());
+    double worst = 0.0;
+    for (const auto& name : left.names()) {
+      if (!right.contains(name)) return 1e9;
+      worst = std::max(worst, (left.Tensor(name) - right.Tensor(name)).abs().max().item<double>());
+    }
+    return worst;
+  }
+
+  static fs::path Run(const std::string& name) { return *work_ / "runs" / name; }
+
+  static inline fs::path* work_ = nullptr;
+  static inline LocalSlurm* cluster_ = nullptr;
+  static inline std::string* skip_ = new std::string();
+  static inline std::string* setup_error_ = new std::string();
+};
+
+TEST_F(SlurmTest, TwoTaskSrunJobReproducesMpirunAndOneProcess) {
+  const std::string common = "--set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=6";
+  auto sh = RunShell("OMP_NUM_THREADS=1 " + Train("single", common));
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+#ifdef IISAN_MPIEXEC
+  sh = RunShell("OMP_NUM_THREADS=1 " IISAN_MPIEXEC " " IISAN_MPIEXEC_FLAGS " -np 2 " + Train("mpi2", common));
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+#endif
+  const auto job = Submit("srun2", "#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
+                          "srun --mpi=pmix " + Train("srun2", common));
+  const auto state = WaitFor(job, 180);
+  ASSERT_EQ(state, "COMPLETED") << Output("srun2", job);
+  EXPECT_NE(Output("srun2", job).find("from Slurm"), std::string::npos) << Output("srun2", job);
+  const auto single = ReadJson(Run("single") / "summary.json");
+  std::vector<std::string> others = {"srun2"};
+#ifdef IISAN_MPIEXEC
+  others.push_back("mpi2");
+#endif
+  for (const auto& name : others) {
+    SCOPED_TRACE(name);
+    const auto summary = ReadJson(Run(name) / "summary.json");
+    EXPECT_EQ(summary["world_size"], 2);
+    for (const char* split : {"valid", "test"}) {
+      for (const auto& [key, value] : single[split].items()) {
+        EXPECT_NEAR(summary[split][key].get<double>(), value.get<double>(), 1e-12) << split << " " << key;
+      }
+    }
+    EXPECT_LE(MaxDifference(Run("single") / "checkpoints/best.safetensors", Run(name) / "checkpoints/best.safetensors"),
+              1e-5);
+  }
+}
+
+TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRun) {
+  // Dropout on: the generator states travel in the checkpoint. 38 steps an epoch.
+  const std::string common = "--set train.epochs=3 --set train.patience=100 --set train.resume=auto";
+  auto sh = RunShell("OMP_NUM_THREADS=1 " + Train("whole", common));
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+
+  const auto job = Submit("preempt", "#SBATCH --ntasks=1\n#SBATCH --requeue\n#SBATCH --signal=B:USR2@120\n",
+                          "exec " + Train("preempt", common));
+  // Once the first epoch's metrics line is written, the second epoch is training: signal it.
+  const auto metrics = Run("preempt") / "metrics.jsonl";
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline && !(fs::exists(metrics) && fs::file_size(metrics) > 0)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(metrics)) << Output("preempt", job);
+  sh = RunShell("scancel --signal=USR2 --batch " + job);
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+  // The job requeues itself; Slurm holds a requeued job back for a while (BeginTime): release it.
+  const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < requeue_deadline) {
+    const auto text = RunShell("scontrol show job " + job).output;
+    if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  RunShell("scontrol update jobid=" + job + " StartTime=now");
+  ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Output("preempt", job);
+
+  const auto log = Output("preempt", job);
+  EXPECT_NE(log.find("stopped by SIGUSR2"), std::string::npos) << log;
+  EXPECT_NE(log.find("preemption or scancel"), std::string::npos) << log;
+  EXPECT_NE(log.find("requeueing job " + job), std::string::npos) << log;
+  std::smatch resumed;
+  ASSERT_TRUE(std::regex_search(log, resumed, std::regex("resumed in epoch ([0-9]+) at step ([0-9]+)"))) << log;
+  EXPECT_GT(std::stoi(resumed[2].str()), 0);
+  const auto whole = ReadJson(Run("whole") / "summary.json"), preempted = ReadJson(Run("preempt") / "summary.json");
+  EXPECT_EQ(preempted["valid"], whole["valid"]);
+  EXPECT_EQ(preempted["test"], whole["test"]);
+  EXPECT_EQ(preempted["best_epoch"], whole["best_epoch"]);
+  EXPECT_EQ(MaxDifference(Run("whole") / "checkpoints/best.safetensors", Run("preempt") / "checkpoints/best.safetensors"),
+            0.0);
+}
+
+TEST_F(SlurmTest, AJobArrayRunsEveryTaskAtMostTwoAtATime) {
+  const auto job = Submit("array", "#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=1\n#SBATCH --array=0-2%2\n",
+                          "exec " + Train("array-$SLURM_ARRAY_TASK_ID", "--set train.epochs=2"));
+  int most_running = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(240);
+  while (Clock::now() < deadline) {
+    const auto running = RunShell("squeue -h -t R -j " + job + " -o %i").output;
+    most_running = std::max<int>(most_running, static_cast<int>(std::count(running.begin(), running.end(), '\n')));
+    if (RunShell("squeue -h -j " + job).output.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_LE(most_running, 2);
+  EXPECT_GE(most_running, 1);
+  for (int task = 0; task < 3; ++task) {
+    EXPECT_TRUE(fs::exists(Run("array-" + std::to_string(task)) / "summary.json")) << "task " << task;
+  }
+}
+
+TEST_F(SlurmTest, ARendezvousThatCannotResolveFailsFastNamingTheVariable) {
+  const auto job = Submit("norendezvous", "#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
+                          "srun bash -c 'unset SLURM_STEP_NODELIST SLURM_JOB_NODELIST SLURM_NODELIST; exec " +
+                              Train("norendezvous") + "'");
+  const auto start = Clock::now();
+  const auto state = WaitFor(job, 60);
+  const auto log = Output("norendezvous", job);
+  EXPECT_EQ(state, "FAILED") << log;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 60.0);
+  EXPECT_NE(log.find("SLURM_STEP_NODELIST"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(Run("norendezvous") / "summary.json"));
+}
+
+}  // namespace
+}  // namespace iisan::testing
