@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -118,34 +119,53 @@ std::string LocalSlurm::Start(const std::filesystem::path& dir, int cpus) {
                 " --seed-file=" + (munge / "seed").string());
   if (sh.exit_code != 0) return "munged did not start: " + sh.output + Tail(munge / "munged.log");
 
-  const int controller_port = FreePort(), node_port = FreePort();
+  nodes_ = {"localhost"};
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0 && std::string(host) != "localhost" &&
+      RunShell(std::string("getent hosts ") + host + " | grep -q '^127\\.'").exit_code == 0) {
+    nodes_.push_back(host);
+  }
+  const int controller_port = FreePort();
   std::ofstream conf(dir / "slurm.conf");
   conf << "ClusterName=iisantest\nSlurmctldHost=localhost\nSlurmctldPort=" << controller_port
-       << "\nSlurmdPort=" << node_port << "\nAuthType=auth/munge\nAuthInfo=socket=" << socket
+       << "\nAuthType=auth/munge\nAuthInfo=socket=" << socket
        << "\nCredType=cred/munge\nSlurmUser=root\nSlurmdUser=root\nStateSaveLocation=" << (dir / "state").string()
-       << "\nSlurmdSpoolDir=" << (dir / "spool").string() << "\nSlurmctldPidFile=" << (dir / "slurmctld.pid").string()
-       << "\nSlurmdPidFile=" << (dir / "slurmd.pid").string() << "\nSlurmctldLogFile="
-       << (dir / "log/slurmctld.log").string() << "\nSlurmdLogFile=" << (dir / "log/slurmd.log").string()
+       << "\nSlurmdSpoolDir=" << (dir / "spool").string() << "/%n\nSlurmctldPidFile="
+       << (dir / "slurmctld.pid").string() << "\nSlurmdPidFile=" << (dir / "slurmd-%n.pid").string()
+       << "\nSlurmctldLogFile=" << (dir / "log/slurmctld.log").string() << "\nSlurmdLogFile="
+       << (dir / "log/slurmd-%n.log").string()
        << "\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nSelectType=select/cons_tres\n"
           "SelectTypeParameters=CR_Core\nMpiDefault=none\nMailProg=/bin/true\nReturnToService=2\n"
           "SchedulerType=sched/backfill\nJobCompType=jobcomp/none\nAccountingStorageType=accounting_storage/none\n"
-          "MinJobAge=600\nNodeName=localhost CPUs="
-       << cpus << " State=UNKNOWN\nPartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n";
+          "MinJobAge=600\n";
+  std::string node_list;
+  for (const auto& node : nodes_) {
+    conf << "NodeName=" << node << " NodeHostName=" << node << " Port=" << FreePort() << " CPUs=" << cpus
+         << " State=UNKNOWN\n";
+    node_list += (node_list.empty() ? "" : ",") + node;
+  }
+  conf << "PartitionName=debug Nodes=" << node_list << " Default=YES MaxTime=INFINITE State=UP\n";
   conf.close();
   ::setenv("SLURM_CONF", (dir / "slurm.conf").c_str(), 1);
 
   Track(dir / "slurmctld.pid");
   sh = RunShell("/usr/sbin/slurmctld -i");
   if (sh.exit_code != 0) return "slurmctld did not start: " + sh.output + Tail(dir / "log/slurmctld.log");
-  Track(dir / "slurmd.pid");
-  sh = RunShell("/usr/sbin/slurmd -N localhost");
-  if (sh.exit_code != 0) return "slurmd did not start: " + sh.output + Tail(dir / "log/slurmd.log");
+  for (const auto& node : nodes_) {
+    Track(dir / ("slurmd-" + node + ".pid"));
+    sh = RunShell("/usr/sbin/slurmd -N " + node);
+    if (sh.exit_code != 0) return "slurmd -N " + node + " did not start: " + sh.output + Tail(dir / ("log/slurmd-" + node + ".log"));
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (RunShell("sinfo -h -o %t").output.rfind("idle", 0) == 0) return "";
+    const auto states = RunShell("sinfo -h -N -o %t").output;
+    if (static_cast<size_t>(std::count(states.begin(), states.end(), '\n')) == nodes_.size() &&
+        states.find_first_not_of("idle\n") == std::string::npos) {
+      return "";
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return "the node did not become idle within 60 s: " + RunShell("sinfo").output + Tail(dir / "log/slurmctld.log") +
+  return "the nodes did not become idle within 60 s: " + RunShell("sinfo").output + Tail(dir / "log/slurmctld.log") +
          Tail(dir / "log/slurmd.log");
 }
 

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace iisan::testing {
 
@@ -15,7 +16,11 @@ class LocalSlurm {
   // Starts the daemons with state, logs and config under `dir` (created fresh). Returns "" when
   // the cluster is up, else why it is not (missing programs, not root, a daemon that failed:
   // with the tail of its log). Sets SLURM_CONF for this process and the jobs it submits.
+  // Two nodes where this machine's hostname resolves (node "localhost" and node <hostname>, two
+  // slurmd's on one machine; Debian's Slurm allows several), else one.
   std::string Start(const std::filesystem::path& dir, int cpus);
+  // The nodes, in slurm.conf order.
+  const std::vector<std::string>& nodes() const { return nodes_; }
   // SIGTERM, then SIGKILL after 5 s, to every daemon started, by pid. Idempotent.
   void Stop();
   ~LocalSlurm() { Stop(); }
@@ -24,6 +29,7 @@ class LocalSlurm {
 
  private:
   std::filesystem::path dir_;
+  std::vector<std::string> nodes_;
 };
 
 // Runs a shell command; its exit status and combined output.

@@ -133,7 +133,7 @@ TEST_F(SlurmTest, TwoTaskSrunJobReproducesMpirunAndOneProcess) {
   sh = RunShell("OMP_NUM_THREADS=1 " IISAN_MPIEXEC " " IISAN_MPIEXEC_FLAGS " -np 2 " + Train("mpi2", common));
   ASSERT_EQ(sh.exit_code, 0) << sh.output;
 #endif
-  const auto job = Submit("srun2", "#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
+  const auto job = Submit("srun2", "#SBATCH --nodes=1\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
                           "srun --mpi=pmix " + Train("srun2", common));
   const auto state = WaitFor(job, 180);
   ASSERT_EQ(state, "COMPLETED") << Output("srun2", job);
@@ -155,6 +155,24 @@ TEST_F(SlurmTest, TwoTaskSrunJobReproducesMpirunAndOneProcess) {
     EXPECT_LE(MaxDifference(Run("single") / "checkpoints/best.safetensors", Run(name) / "checkpoints/best.safetensors"),
               1e-5);
   }
+}
+
+TEST_F(SlurmTest, TwoNodesOneTaskEachReproduceOneProcess) {
+  if (cluster_->nodes().size() < 2) GTEST_SKIP() << "this machine's hostname does not resolve to loopback: one node only";
+  const std::string common = "--set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=6";
+  if (!fs::exists(Run("single") / "summary.json")) {
+    const auto sh = RunShell("OMP_NUM_THREADS=1 " + Train("single", common));
+    ASSERT_EQ(sh.exit_code, 0) << sh.output;
+  }
+  // Rank 0's address is the first host of SLURM_STEP_NODELIST ("localhost,<hostname>").
+  const auto job = Submit("nodes2", "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --cpus-per-task=1\n",
+                          "srun --mpi=pmix " + Train("nodes2", common));
+  ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Output("nodes2", job);
+  const auto single = ReadJson(Run("single") / "summary.json"), nodes = ReadJson(Run("nodes2") / "summary.json");
+  EXPECT_EQ(nodes["world_size"], 2);
+  EXPECT_EQ(nodes["test"]["HR@10"], single["test"]["HR@10"]);
+  EXPECT_LE(MaxDifference(Run("single") / "checkpoints/best.safetensors", Run("nodes2") / "checkpoints/best.safetensors"),
+            1e-5);
 }
 
 TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRun) {
@@ -218,7 +236,7 @@ TEST_F(SlurmTest, AJobArrayRunsEveryTaskAtMostTwoAtATime) {
 }
 
 TEST_F(SlurmTest, ARendezvousThatCannotResolveFailsFastNamingTheVariable) {
-  const auto job = Submit("norendezvous", "#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
+  const auto job = Submit("norendezvous", "#SBATCH --nodes=1\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
                           "srun bash -c 'unset SLURM_STEP_NODELIST SLURM_JOB_NODELIST SLURM_NODELIST; exec " +
                               Train("norendezvous") + "'");
   const auto start = Clock::now();
