@@ -16,6 +16,7 @@
 
 #include "cache/digest.h"
 #include "cache/state_file.h"
+#include "core/data/atomic_file.h"
 #include "core/data/text_file.h"
 
 namespace iisan::cache {
@@ -30,26 +31,13 @@ nlohmann::json LayoutJson(const ChunkLayout& layout) {
           {"text_dim", layout.text_dim}, {"image_dim", layout.image_dim}};
 }
 
+// Durable before it is visible: a chunk file that exists survives a machine crash too.
 void WriteFileAtomically(const std::filesystem::path& path, const std::string& bytes) {
-  auto temp = path;
-  temp += ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw CacheError(temp.string() + ": cannot create: " + std::strerror(errno));
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n <= 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      std::filesystem::remove(temp);
-      throw CacheError(temp.string() + ": write failed (" + reason + "); is the disk full?");
-    }
-    written += static_cast<size_t>(n);
+  try {
+    data::WriteFileAtomically(path, bytes);
+  } catch (const data::FileWriteError& error) {
+    throw CacheError(std::string(error.what()) + "; is the disk full?");
   }
-  // Durable before it is visible: a chunk file that exists survives a machine crash too.
-  ::fdatasync(fd);
-  ::close(fd);
-  std::filesystem::rename(temp, path);
 }
 
 }  // namespace

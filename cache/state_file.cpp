@@ -82,26 +82,6 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
   return value;
 }
 
-// "<final>.tmp.<pid>" files left by writers that were killed (kill -9, preemption) before they
-// could remove them: removed when their process no longer exists on this machine.
-void RemoveTemporariesOfDeadWriters(const std::filesystem::path& final_path) {
-  const std::string prefix = final_path.filename().string() + ".tmp.";
-  std::error_code error;
-  const auto dir = final_path.has_parent_path() ? final_path.parent_path() : std::filesystem::path(".");
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string pid_text = name.substr(prefix.size());
-    if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
-    const auto pid = static_cast<pid_t>(std::stol(pid_text));
-    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
-    std::error_code ignored;
-    if (std::filesystem::remove(entry.path(), ignored)) {
-      LOG(WARNING) << "removed " << entry.path() << ", left by a writer (pid " << pid << ") that no longer runs";
-    }
-  }
-}
-
 }  // namespace
 
 StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
@@ -110,9 +90,11 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
   [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
-  temp_path_ = final_path_;
-  temp_path_ += ".tmp." + std::to_string(::getpid());
-  RemoveTemporariesOfDeadWriters(final_path_);
+  // "<final>.tmp.<pid>.<n>": the temporaries of writers killed before they could remove them
+  // (kill -9, preemption) are removed by the next writer, here.
+  file_on_disk_ = std::make_unique<data::AtomicFile>(final_path_);
+  temp_path_ = file_on_disk_->temp_path();
+  data::RemoveTemporariesOfDeadWriters(final_path_);
   file_ = CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
                   "create the file", temp_path_);
 
@@ -156,8 +138,7 @@ StateFileWriter::~StateFileWriter() {
   [[maybe_unused]] Hdf5Guard guard;
   if (committed_) return;
   if (file_ >= 0) H5Fclose(file_);
-  std::error_code ignored;
-  std::filesystem::remove(temp_path_, ignored);
+  file_on_disk_.reset();  // removes the temporary
 }
 
 void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
@@ -192,7 +173,11 @@ void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::jso
   Check(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flush", temp_path_);
   Check(H5Fclose(file_), "close", temp_path_);
   file_ = -1;
-  std::filesystem::rename(temp_path_, final_path_);
+  try {
+    file_on_disk_->Commit();  // fsync, rename over final_path_, fsync the folder
+  } catch (const data::FileWriteError& error) {
+    throw CacheError(error.what());
+  }
   committed_ = true;
 }
 

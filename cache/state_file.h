@@ -7,11 +7,14 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
+
+#include "core/data/atomic_file.h"
 
 namespace iisan::cache {
 
@@ -38,6 +41,7 @@ class StateFileWriter {
 
  private:
   std::filesystem::path final_path_;
+  std::unique_ptr<data::AtomicFile> file_on_disk_;  // the temporary, until Commit
   std::filesystem::path temp_path_;
   int64_t file_ = -1;
   bool committed_ = false;

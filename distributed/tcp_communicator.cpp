@@ -16,6 +16,7 @@
 
 #include <torch/torch.h>
 
+#include "core/data/atomic_file.h"
 #include "distributed/tcp_socket.h"
 
 namespace iisan::distributed {
@@ -195,9 +196,11 @@ class TcpCommunicator : public Communicator {
                                                         " already exists (left by another job?): every job needs "
                                                         "a fresh rendezvous folder");
     }
-    const auto temporary = dir / (std::string(kTcpAddressFile) + ".tmp");
-    std::ofstream(temporary) << HostName() << " " << port << "\n";
-    fs::rename(temporary, path);
+    try {
+      data::WriteFileAtomically(path, HostName() + " " + std::to_string(port) + "\n");
+    } catch (const data::FileWriteError& error) {
+      throw SocketError(SocketError::Kind::kSystem, error.what());
+    }
     return path;
   }
 

@@ -12,6 +12,7 @@
 #include "cache/ensure.h"
 #include "cache/service.h"
 #include "cache/state_file.h"
+#include "core/data/atomic_file.h"
 #include "distributed/rank_log.h"
 #include "distributed/rendezvous.h"
 #include "launcher/cache_ranks.h"
@@ -49,14 +50,7 @@ void PrintStats(const cache::BuildStats& stats, std::ostream& out) {
 
 void WriteJsonFile(const std::filesystem::path& path, const Json& json) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  auto temp = path;
-  temp += ".tmp";
-  {
-    std::ofstream file(temp);
-    file << json.dump(2) << "\n";
-    if (!file) throw std::runtime_error(temp.string() + ": cannot write");
-  }
-  std::filesystem::rename(temp, path);
+  data::WriteFileAtomically(path, json.dump(2) + "\n");
 }
 
 }  // namespace

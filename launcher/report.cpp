@@ -14,6 +14,7 @@
 #include <string>
 
 
+#include "core/data/atomic_file.h"
 #include "core/train/efficiency.h"
 #include "core/train/method.h"
 #include "core/train/run_summary.h"
@@ -452,19 +453,8 @@ std::string Svg(const std::vector<RunSummary>& runs, const std::vector<double>& 
 
 // ---- output ----
 
-// Writes `path.tmp` and renames it, so that a reader sees the old file or the new one.
-void WriteTextAtomically(const Path& path, const std::string& text) {
-  auto temp = path;
-  temp += ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary);
-    if (!out) throw std::runtime_error(temp.string() + ": cannot write (is the directory writable?)");
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
-  }
-  std::filesystem::rename(temp, path);
-}
+// A reader sees the old file or the new one (temp, fsync, rename, fsync folder).
+void WriteTextAtomically(const Path& path, const std::string& text) { data::WriteFileAtomically(path, text); }
 
 }  // namespace
 

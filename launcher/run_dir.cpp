@@ -5,19 +5,12 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "core/data/atomic_file.h"
+
 namespace iisan::launcher {
 
 void WriteJsonAtomically(const std::filesystem::path& path, const nlohmann::ordered_json& value) {
-  auto temp = path;
-  temp += ".tmp";
-  {
-    std::ofstream out(temp);
-    if (!out) throw std::runtime_error(temp.string() + ": cannot write (is the directory writable?)");
-    out << value.dump(2) << "\n";
-    out.flush();
-    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
-  }
-  std::filesystem::rename(temp, path);
+  data::WriteFileAtomically(path, value.dump(2) + "\n");
 }
 
 RunDirectory RunDirectory::Create(const std::filesystem::path& root, const std::string& name,
@@ -62,15 +55,7 @@ void RunDirectory::TruncateMetrics(int epochs) {
     if (json.is_discarded() || !json.contains("epoch")) continue;
     if (json["epoch"].get<int>() <= epochs) kept += line + "\n";
   }
-  auto temp = path;
-  temp += ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << kept;
-    out.flush();
-    if (!out) throw std::runtime_error(temp.string() + ": write failed (disk full?)");
-  }
-  std::filesystem::rename(temp, path);
+  data::WriteFileAtomically(path, kept);
 }
 
 void RunDirectory::AppendMetrics(const nlohmann::ordered_json& line) {

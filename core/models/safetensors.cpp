@@ -21,6 +21,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "core/data/atomic_file.h"
+
 static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; a big-endian host would need byte swapping");
 
@@ -124,12 +126,6 @@ class FileDescriptor {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
-  // Closes now, so that a failing close (a late write error on some filesystems) is reported.
-  bool Close() {
-    const int fd = fd_;
-    fd_ = -1;
-    return ::close(fd) == 0;
-  }
 
  private:
   int fd_;
@@ -267,17 +263,6 @@ void RejectOverlaps(const std::filesystem::path& path, const std::map<std::strin
   }
 }
 
-void WriteAll(int fd, const void* data, uint64_t size, const std::string& path) {
-  const auto* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t written = ::write(fd, bytes, size);
-    if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) Fail(path, "write failed: " + ErrnoText());
-    bytes += written;
-    size -= static_cast<uint64_t>(written);
-  }
-}
-
 }  // namespace
 
 SafetensorsReader::SafetensorsReader(const std::filesystem::path& path) : path_(path), mapping_(MapFile(path)) {
@@ -377,22 +362,19 @@ void WriteSafetensors(const std::filesystem::path& path, const NamedTensors& ten
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   const uint64_t header_bytes = header_text.size();
 
-  const std::string temp = path.string() + ".tmp." + std::to_string(::getpid());
+  // Temp, fsync, rename, fsync folder: a crash leaves the old file or the new one. An exception
+  // on the way removes the temporary (AtomicFile's destructor).
   try {
-    FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (fd.get() < 0) Fail(temp, "cannot create: " + ErrnoText());
-    WriteAll(fd.get(), &header_bytes, sizeof header_bytes, temp);
-    WriteAll(fd.get(), header_text.data(), header_bytes, temp);
+    data::AtomicFile file(path);
+    file.Open();
+    file.Write(&header_bytes, sizeof header_bytes);
+    file.Write(header_text.data(), header_bytes);
     for (const auto& host : contents) {
-      WriteAll(fd.get(), host.data_ptr(), static_cast<uint64_t>(host.numel()) * host.element_size(), temp);
+      file.Write(host.data_ptr(), static_cast<uint64_t>(host.numel()) * host.element_size());
     }
-    // Synced before the rename, or a crash could leave the new name pointing at missing data.
-    if (::fsync(fd.get()) != 0) Fail(temp, "fsync failed: " + ErrnoText());
-    if (!fd.Close()) Fail(temp, "close failed: " + ErrnoText());
-    if (::rename(temp.c_str(), path.c_str()) != 0) Fail(path, "cannot rename " + temp + " into place: " + ErrnoText());
-  } catch (...) {
-    ::unlink(temp.c_str());
-    throw;
+    file.Commit();
+  } catch (const data::FileWriteError& error) {
+    throw SafetensorsError(error.what());
   }
 }
 
