@@ -46,10 +46,10 @@ data::Dataset WalkDataset() {
   return dataset;
 }
 
-struct Setup {
+struct Problem {
   data::Dataset dataset = WalkDataset();
   TrainOptions options;
-  Setup() {
+  Problem() {
     options.batch_size = 8;
     options.epochs = 4;
     options.patience = 100;
@@ -88,7 +88,7 @@ void ExpectSameWeights(const std::vector<torch::Tensor>& a, const std::vector<to
 }
 
 TEST(FitControlTest, CancelMidEpochThenResumeEqualsAnUninterruptedRun) {
-  const Setup setup;
+  const Problem setup;
   auto whole_model = setup.Model();
   Trainer whole(setup.dataset, whole_model, setup.options);
   std::vector<double> whole_losses;
@@ -141,7 +141,7 @@ TEST(FitControlTest, CancelMidEpochThenResumeEqualsAnUninterruptedRun) {
 }
 
 TEST(FitControlTest, ACancelBetweenEpochsResumesAtTheNextEpoch) {
-  const Setup setup;
+  const Problem setup;
   auto model = setup.Model();
   Trainer trainer(setup.dataset, model, setup.options);
   std::atomic<bool> cancel{false};
@@ -164,7 +164,7 @@ TEST(FitControlTest, ACancelBetweenEpochsResumesAtTheNextEpoch) {
 }
 
 TEST(FitControlTest, OnEpochCanStopTheRun) {
-  const Setup setup;
+  const Problem setup;
   auto model = setup.Model();
   Trainer trainer(setup.dataset, model, setup.options);
   FitCallbacks callbacks;
@@ -180,7 +180,7 @@ TEST(FitControlTest, OnEpochCanStopTheRun) {
 }
 
 TEST(FitControlTest, ADivergedRunStopsNamingTheEpoch) {
-  Setup setup;
+  Problem setup;
   setup.options.lr = {1e30, 1e30, 1e30, 1e30, 1e30};
   auto model = setup.Model();
   Trainer trainer(setup.dataset, model, setup.options);
