@@ -89,7 +89,11 @@ train::TrainOptions Options(int64_t batch_size) {
   options.epochs = kEpochs;
   options.patience = 100;
   options.seed = 21;
-  options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
+  // Adam divides by the gradient's own scale, so the rounding differences of another summation
+  // order (the ranks see the batch's rows in another order) move near-zero-gradient weights by
+  // up to the learning rate per step: 1e-4 keeps that under the 1e-5 tolerance (1e-2 gave
+  // 4e-4 after 8 steps). The train loss (1e-5) and the metrics are compared as well.
+  options.lr = {1e-4, 1e-4, 1e-4, 1e-4, 1e-4};
   return options;
 }
 
