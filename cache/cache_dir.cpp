@@ -58,7 +58,28 @@ nlohmann::json ListCaches(const std::filesystem::path& dir) {
 }
 
 std::vector<std::filesystem::path> RemoveCache(const std::filesystem::path& dir, const std::string& key_or_path) {
-  const std::filesystem::path path = IsCacheKey(key_or_path) ? dir / (key_or_path + ".h5") : std::filesystem::path(key_or_path);
+  // Only what this program made: <key>.h5 (with its partial build, stats and lock) directly in
+  // cache.dir. Any other path, however it is spelled, is refused before anything is touched.
+  std::filesystem::path path;
+  if (IsCacheKey(key_or_path)) {
+    path = dir / (key_or_path + ".h5");
+  } else {
+    const std::filesystem::path given(key_or_path);
+    const auto name = given.filename().string();
+    const bool key_named = name.size() > 3 && name.substr(name.size() - 3) == ".h5" &&
+                           IsCacheKey(name.substr(0, name.size() - 3));
+    std::error_code error;
+    const auto parent = std::filesystem::weakly_canonical(std::filesystem::absolute(given).parent_path(), error);
+    const auto cache_dir = std::filesystem::weakly_canonical(std::filesystem::absolute(dir), error);
+    if (!key_named || error || parent != cache_dir) {
+      throw CacheError("cache rm " + key_or_path + ": not a cache of cache.dir (" + dir.string() + "); give a key "
+                       "as `iisan cache ls` lists it, or <key>.h5 in cache.dir. Nothing was removed");
+    }
+    path = dir / name;
+  }
+  if (std::filesystem::exists(path) && !std::filesystem::is_regular_file(std::filesystem::symlink_status(path))) {
+    throw CacheError(path.string() + ": not a regular file, so not a cache this program wrote; nothing was removed");
+  }
   const auto partial = PartialBuildDir(path);
   if (!std::filesystem::exists(path) && !std::filesystem::exists(partial)) {
     throw CacheError(path.string() + ": no such cache (nor a partial build of it); `iisan cache ls` lists them");

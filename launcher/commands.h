@@ -46,8 +46,8 @@ void CacheList(const Config& config, std::ostream& out);
 // throws on a mismatch.
 void CacheVerify(const Config& config, int rows, uint64_t seed, double tolerance, std::ostream& out);
 
-// `iisan cache rm KEY|PATH`: removes a cache of cache.dir (or the file named) and its partial
-// build, lock and stats.
+// `iisan cache rm KEY|PATH`: removes a cache of cache.dir, named by its key or its <key>.h5
+// path in cache.dir, with its partial build, lock and stats; anything else is refused untouched.
 void CacheRemove(const Config& config, const std::string& key_or_path, std::ostream& out);
 
 struct ServeOptions {

@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   cache_verify->add_option("--tolerance", verify_tolerance, "allowed difference, absolute and relative to the row's "
                                                             "largest value (0: 1e-4 for float32, 2e-2 for bfloat16)")->capture_default_str();
   std::string rm_target;
-  auto* cache_rm = cache->add_subcommand("rm", "remove a cache (by key in cache.dir, or by path)");
+  auto* cache_rm = cache->add_subcommand("rm", "remove a cache of cache.dir (by key, or its <key>.h5 path) with its partial build and stats");
   AddConfigOptions(cache_rm, cache_args);
   cache_rm->add_option("target", rm_target, "cache key or path")->required();
   iisan::launcher::ServeOptions serve;

@@ -132,8 +132,9 @@ void RecommenderImpl::Prepare(ItemStates states, ItemInputs inputs, const torch:
     if (device.is_cuda()) {
       // What does not train is only read: bf16 halves its memory and its casts.
       torch::NoGradGuard no_grad;
-      for (auto* backbone : {static_cast<torch::nn::Module*>(text_backbone.get()),
-                             static_cast<torch::nn::Module*>(image_backbone.get())}) {
+      // is_empty() first: get() on an empty holder (a modality the run does not use) throws.
+      for (auto* backbone : {text_backbone.is_empty() ? nullptr : static_cast<torch::nn::Module*>(text_backbone.get()),
+                             image_backbone.is_empty() ? nullptr : static_cast<torch::nn::Module*>(image_backbone.get())}) {
         if (!backbone) continue;
         for (auto& p : backbone->parameters()) {
           if (!p.requires_grad()) p.set_data(p.data().to(torch::kBFloat16));

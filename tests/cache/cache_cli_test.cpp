@@ -213,6 +213,22 @@ TEST_F(CacheCliFixture, VerifyListAndRemove) {
   result = RunIisan("cache ls" + Args(root_ / "cache"));
   EXPECT_NE(result.output.find(key), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("complete"), std::string::npos) << result.output;
+  // Only key-named caches inside cache.dir: the folder itself, a file outside it, a key-named
+  // file elsewhere and a relative path out of it are all refused, and nothing is touched.
+  const auto outside = root_ / "precious";
+  fs::create_directories(outside);
+  std::ofstream(outside / (key + ".h5")) << "not a cache";
+  std::ofstream(outside / "notes.txt") << "keep me";
+  for (const std::string& target : {(root_ / "cache").string(), (outside / "notes.txt").string(),
+                                    (outside / (key + ".h5")).string(),
+                                    (root_ / "cache" / ".." / "precious" / (key + ".h5")).string(), std::string("cache")}) {
+    result = RunIisan("cache rm " + target + Args(root_ / "cache"));
+    EXPECT_EQ(result.exit_code, 1) << target << ": " << result.output;
+    EXPECT_NE(result.output.find("Nothing was removed"), std::string::npos) << target << ": " << result.output;
+  }
+  EXPECT_TRUE(fs::exists(cache));
+  EXPECT_TRUE(fs::exists(outside / (key + ".h5")));
+  EXPECT_TRUE(fs::exists(outside / "notes.txt"));
   result = RunIisan("cache rm " + key + Args(root_ / "cache"));
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_FALSE(fs::exists(cache));

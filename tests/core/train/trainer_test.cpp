@@ -459,6 +459,52 @@ TEST(MethodTest, EachMethodTrainsExactlyItsParameters) {
   }
 }
 
+TEST(MethodTest, EveryMethodInEveryModalityTrainsOnEveryDevicePresent) {
+  // A live method with one modality once failed on the GPU alone ("Accessing empty
+  // ModuleHolder": the bf16 conversion of the frozen weights asked the absent backbone for its
+  // module). Every method, every modality, each device this machine has; on CUDA with and
+  // without graphs. Five steps: the graph path captures after three warm-up steps.
+  const auto dataset = WalkDataset();
+  std::vector<torch::Device> devices = {torch::kCPU};
+  if (torch::cuda::is_available()) devices.push_back(torch::kCUDA);
+  for (const auto& device : devices) {
+    for (bool graph : device.is_cuda() ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+      for (Method method : AllMethods()) {
+        for (auto modality : {models::Modality::kText, models::Modality::kImage, models::Modality::kTextImage}) {
+          const std::string what = MethodName(method) + " " + models::ModalityName(modality) + " on " +
+                                   device.str() + (graph ? " (graph)" : "");
+          auto config = TinyConfig(method);
+          config.modality = modality;
+          config.side.modality = modality;
+          torch::manual_seed(2);
+          Recommender model(config);
+          ItemStates states;
+          if (method == Method::kIisan) {
+            if (modality != models::Modality::kImage) states.text = torch::randn({31, 3, 16});
+            if (modality != models::Modality::kText) states.image = torch::randn({31, 3, 16});
+          }
+          TrainOptions options;
+          options.batch_size = 8;
+          options.epochs = 1;
+          options.lr = {1e-3, 1e-3, 1e-3, 1e-3, 1e-3};
+          options.device = device;
+          options.cuda_graph = graph;
+          try {
+            model->Prepare(states, method == Method::kIisan ? ItemInputs{} : TinyInputs(), device);
+            EpochRecord last;
+            Trainer(dataset, model, options).Fit([&](const EpochRecord& record) { last = record; });
+            EXPECT_EQ(last.train_steps, 5) << what;
+            EXPECT_TRUE(std::isfinite(last.train_loss)) << what;
+            EXPECT_EQ(last.valid.users, 40) << what;
+          } catch (const std::exception& error) {
+            ADD_FAILURE() << what << ": " << error.what();
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(MethodTest, UncachedIisanComputesWhatCachedIisanComputes) {
   // The side network on live frozen backbones and on their cached [CLS] states must agree.
   const auto dataset = WalkDataset();
