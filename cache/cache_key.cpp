@@ -11,6 +11,7 @@
 #include "core/models/backbone_config.h"
 #include "core/models/hf_checkpoint.h"
 #include "core/models/modality.h"
+#include "core/data/json_input.h"
 
 namespace iisan::cache {
 namespace {
@@ -128,7 +129,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
     RequireFile(options.text_backbone / "config.json", "text backbone");
     RequireFile(options.text_backbone / "vocab.txt", "text backbone");
     inputs["text"] = {{"backbone", std::filesystem::absolute(options.text_backbone).string()},
-                      {"config", nlohmann::json::parse(ReadFile(options.text_backbone / "config.json"))},
+                      {"config", data::ReadJsonFile<nlohmann::json>(options.text_backbone / "config.json", {size_t{1} << 20, 16})},
                       {"vocab_digest", Digest64().File(options.text_backbone / "vocab.txt").Hex()},
                       {"max_tokens", options.title_max_tokens}};
     random_weights |= !RecordWeights(inputs["text"], options.text_backbone);
@@ -142,7 +143,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
       images_digest.File(dataset.image_paths[item]).Field("");
     }
     inputs["image"] = {{"backbone", std::filesystem::absolute(options.image_backbone).string()},
-                       {"config", nlohmann::json::parse(ReadFile(options.image_backbone / "config.json"))},
+                       {"config", data::ReadJsonFile<nlohmann::json>(options.image_backbone / "config.json", {size_t{1} << 20, 16})},
                        {"preprocessing", ResolvedPreprocessing(options.image_backbone / "preprocessor_config.json")},
                        {"images_digest", images_digest.Hex()}};
     random_weights |= !RecordWeights(inputs["image"], options.image_backbone);

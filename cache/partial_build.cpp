@@ -18,6 +18,7 @@
 #include "cache/state_file.h"
 #include "core/data/atomic_file.h"
 #include "core/data/text_file.h"
+#include "core/data/json_input.h"
 
 namespace iisan::cache {
 namespace {
@@ -43,10 +44,14 @@ void WriteFileAtomically(const std::filesystem::path& path, const std::string& b
 }  // namespace
 
 std::optional<nlohmann::json> PartialBuild::ReadManifest(const std::filesystem::path& dir) {
-  std::ifstream in(dir / "manifest.json");
-  if (!in) return std::nullopt;
-  auto manifest = nlohmann::json::parse(in, nullptr, false);
-  if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("fingerprint") ||
+  if (!std::filesystem::exists(dir / "manifest.json")) return std::nullopt;
+  nlohmann::json manifest;
+  try {
+    manifest = data::ReadJsonFile<nlohmann::json>(dir / "manifest.json", {size_t{16} << 20, 32});
+  } catch (const data::InputError&) {
+    return std::nullopt;  // torn or foreign: the build starts over in a fresh partial folder
+  }
+  if (!manifest.is_object() || !manifest.contains("fingerprint") ||
       !manifest.contains("layout")) {
     return std::nullopt;
   }

@@ -19,6 +19,7 @@
 #include "cache/cache_dir.h"
 #include "cache/digest.h"
 #include "cache/state_file.h"
+#include "core/data/json_input.h"
 
 namespace iisan::cache {
 namespace asio = boost::asio;
@@ -390,8 +391,13 @@ nlohmann::json CallCacheService(const std::string& endpoint, const nlohmann::jso
     exchange(socket);
   }
   if (error && reply.empty()) throw CacheError("cache service " + endpoint + ": no reply (" + error.message() + ")");
-  auto json = nlohmann::json::parse(reply, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) throw CacheError("cache service " + endpoint + ": the reply is not a JSON object");
+  nlohmann::json json;
+  try {
+    json = data::ParseJsonInput<nlohmann::json>(reply, "cache service " + endpoint + "'s reply", {size_t{1} << 20, 16});
+  } catch (const data::InputError&) {
+    throw CacheError("cache service " + endpoint + ": the reply is not JSON (is " + endpoint + " a cache service?)");
+  }
+  if (!json.is_object()) throw CacheError("cache service " + endpoint + ": the reply is not a JSON object");
   return json;
 }
 

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "cache/digest.h"
+#include "core/data/json_input.h"
 
 namespace iisan::cache {
 namespace {
@@ -43,8 +44,12 @@ ParsedRequest ParseServiceRequest(std::string_view line) {
   }
   if (max_depth > 64) return fail("request nests deeper than 64 levels");
 
-  const auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return fail("malformed JSON (" + Preview(line) + "); " + kUsage);
+  nlohmann::json json;
+  try {
+    json = data::ParseJsonInput<nlohmann::json>(line, "request", {line.size(), 64});
+  } catch (const data::InputError&) {
+    return fail("malformed JSON (" + Preview(line) + "); " + kUsage);
+  }
   if (!json.is_object()) return fail(std::string("the request is a JSON ") + json.type_name() + "; " + kUsage);
   static const std::set<std::string> known = {"op", "config", "key", "token"};
   for (const auto& [name, value] : json.items()) {

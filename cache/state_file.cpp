@@ -1,5 +1,6 @@
 // HDF5 reading and writing of cached states through the C API (no C++ HDF5 bindings needed).
 #include "cache/state_file.h"
+#include "core/data/json_input.h"
 
 #include <hdf5.h>
 #include <sys/types.h>
@@ -200,8 +201,12 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
                        std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
     }
     header_.fingerprint = ReadStringAttribute(file_, "fingerprint", path);
-    header_.inputs = nlohmann::json::parse(ReadStringAttribute(file_, "inputs", path), nullptr, false);
-    if (header_.inputs.is_discarded()) throw CacheError(path.string() + ": attribute 'inputs' is not JSON; rebuild the cache");
+    try {
+      header_.inputs = data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file_, "inputs", path),
+                                                            path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
+    } catch (const data::InputError&) {
+      throw CacheError(path.string() + ": attribute 'inputs' is not JSON (or nests too deep); rebuild the cache");
+    }
 
     hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
     hid_t item_space = H5Dget_space(item_set);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "launcher/config_schema.h"
+#include "core/data/json_input.h"
 
 namespace iisan::launcher {
 namespace {
@@ -209,13 +210,15 @@ void Merge(Config& config, const Json& overlay, const std::string& source) {
 }
 
 Json ParseFile(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw ConfigError(file.string() + ": cannot open the config file");
-  Json document = Json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  if (document.is_discarded()) {
-    throw ConfigError(file.string() + ": not valid JSON; check it with `python3 -m json.tool`");
+  if (!std::ifstream(file)) throw ConfigError(file.string() + ": cannot open the config file");
+  data::JsonLimits limits;
+  limits.max_bytes = size_t{1} << 20;
+  limits.allow_comments = true;
+  try {
+    return data::ReadJsonFile<Json>(file, limits);
+  } catch (const data::InputError& error) {
+    throw ConfigError(std::string(error.what()) + "; check it with `python3 -m json.tool`");
   }
-  return document;
 }
 
 }  // namespace
@@ -243,8 +246,15 @@ void ApplyOverride(Config& config, const std::string& assignment) {
   }
   const std::string dotted = assignment.substr(0, equals);
   const std::string text = assignment.substr(equals + 1);
-  Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) value = text;
+  // JSON when it is JSON (bounded in depth like every input), else the text itself.
+  Json value = text;
+  if (Json::accept(text)) {
+    try {
+      value = data::ParseJsonInput<Json>(text, "--set " + dotted);
+    } catch (const data::InputError& error) {
+      throw ConfigError(error.what());
+    }
+  }
   // A string key given a bare number, boolean or null (e.g. --set name=42) keeps the text.
   const KeySpec* spec = FindKey(dotted);
   if (spec && spec->type == KeyType::kString && !value.is_string() && !value.is_object() && !value.is_array()) {

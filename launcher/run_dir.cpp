@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "core/data/atomic_file.h"
+#include "core/data/json_input.h"
 
 namespace iisan::launcher {
 
@@ -32,8 +33,12 @@ RunDirectory RunDirectory::Reopen(const std::filesystem::path& root, const std::
     throw std::runtime_error(path.string() + ": no run to resume here (no config.json); check run_root and name, "
                              "or drop train.resume to start a new run");
   }
-  const auto stored = nlohmann::ordered_json::parse(in, nullptr, false);
-  if (stored.is_discarded()) throw std::runtime_error((path / "config.json").string() + ": not valid JSON");
+  nlohmann::ordered_json stored;
+  try {
+    stored = data::ReadJsonFile<nlohmann::ordered_json>(path / "config.json");
+  } catch (const data::InputError& error) {
+    throw std::runtime_error(error.what());
+  }
   check(stored);
   return Initialise(path, config);
 }
@@ -51,8 +56,13 @@ void RunDirectory::TruncateMetrics(int epochs) {
   std::string kept, line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    const auto json = nlohmann::json::parse(line, nullptr, false);
-    if (json.is_discarded() || !json.contains("epoch")) continue;
+    nlohmann::json json;
+    try {
+      json = data::ParseJsonInput<nlohmann::json>(line, (path_ / "metrics.jsonl").string());
+    } catch (const data::InputError&) {
+      continue;  // a torn or foreign line: dropped, as resuming rewrites the file
+    }
+    if (!json.is_object() || !json.contains("epoch") || !json["epoch"].is_number_integer()) continue;
     if (json["epoch"].get<int>() <= epochs) kept += line + "\n";
   }
   data::WriteFileAtomically(path, kept);

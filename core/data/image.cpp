@@ -22,6 +22,7 @@
 
 #include "core/data/input_error.h"
 #include "core/data/text_file.h"
+#include "core/data/json_input.h"
 
 namespace iisan::data {
 namespace {
@@ -258,10 +259,10 @@ Image ResizeBilinear(const Image& image, int width, int height) {
 }
 
 ImagePreprocessConfig ImagePreprocessConfig::FromJsonFile(const std::filesystem::path& path) {
-  const std::string text = ReadFile(path);
+  const std::string text = ReadBoundedFile(path, size_t{1} << 20);
   Json json;
   try {
-    json = Json::parse(text);
+    json = Json::parse(text, DepthLimit<Json>(path.string(), 16));
   } catch (const Json::parse_error& error) {
     const auto end = text.begin() + static_cast<ptrdiff_t>(std::min(error.byte, text.size()));
     const int64_t line = 1 + std::count(text.begin(), end, '\n');

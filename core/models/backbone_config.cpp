@@ -1,5 +1,6 @@
 // Parsing and validation of Hugging Face BERT / ViT config.json files.
 #include "core/models/backbone_config.h"
+#include "core/data/json_input.h"
 
 #include <fstream>
 #include <sstream>
@@ -87,14 +88,13 @@ class FieldReader {
 };
 
 nlohmann::json ReadJsonFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
+  if (!std::ifstream(path)) {
     throw std::runtime_error(path + ": cannot open the config file; check the backbone folder path");
   }
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::runtime_error(path + ": not valid JSON (" + e.what() + ")");
+    return data::ReadJsonFile<nlohmann::json>(path, {size_t{1} << 20, 16});
+  } catch (const data::InputError& e) {
+    throw std::runtime_error(e.what());
   }
 }
 

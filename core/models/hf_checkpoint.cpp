@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "core/data/json_input.h"
+
 namespace iisan::models {
 namespace {
 
@@ -40,13 +42,11 @@ struct CheckpointLayout {
 
 std::map<std::string, std::string> ReadWeightMap(const std::filesystem::path& index_path) {
   const std::string where = index_path.string() + ": ";
-  std::ifstream in(index_path);
-  if (!in) throw CheckpointError(where + "cannot read");
   nlohmann::json index;
   try {
-    index = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(where + "not valid JSON: " + e.what());
+    index = data::ReadJsonFile<nlohmann::json>(index_path, {size_t{64} << 20, 8});
+  } catch (const data::InputError& e) {
+    throw CheckpointError(e.what());
   }
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
     throw CheckpointError(where + "must be a JSON object with a 'weight_map' object (tensor name -> shard file)");

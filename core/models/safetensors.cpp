@@ -171,6 +171,11 @@ nlohmann::json ParseHeaderJson(const std::filesystem::path& path, const char* be
   std::set<std::string> seen;
   const nlohmann::json::parser_callback_t reject_duplicates =
       [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        // A header is an object of objects: deeper nesting is corrupt or hostile.
+        if ((event == nlohmann::json::parse_event_t::object_start ||
+             event == nlohmann::json::parse_event_t::array_start) && depth >= 8) {
+          Fail(path, "header nests deeper than 8 levels");
+        }
         if (depth == 1 && event == nlohmann::json::parse_event_t::key && !seen.insert(parsed.get<std::string>()).second) {
           Fail(path, "header names tensor " + Quoted(parsed.get<std::string>()) + " twice");
         }

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "core/data/atomic_file.h"
+#include "core/data/json_input.h"
 #include "core/data/text_file.h"
 #include "core/models/param_count.h"
 
@@ -203,9 +204,8 @@ std::filesystem::path FindResumable(const std::filesystem::path& checkpoints) {
 void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer) {
   LoadTrainableWeights(model, dir / "model.safetensors");
   TrainCheckpoint state;
-  std::ifstream in(dir / "trainer.json");
-  state.state = nlohmann::ordered_json::parse(in, nullptr, false);
-  if (state.state.is_discarded()) throw std::runtime_error((dir / "trainer.json").string() + ": not valid JSON");
+  state.state = data::ReadJsonFile<nlohmann::ordered_json>(dir / "trainer.json");
+  if (!state.state.is_object()) throw std::runtime_error((dir / "trainer.json").string() + ": not a JSON object");
   const models::SafetensorsReader reader(dir / "trainer.safetensors");
   for (const auto& name : reader.names()) state.tensors.emplace_back(name, reader.Tensor(name).clone());
   try {

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "core/data/json_input.h"
+
 namespace iisan::train {
 namespace {
 
@@ -79,7 +81,7 @@ class Fields {
     return fraction;
   }
 
-  // {"HR@5": .., "NDCG@5": .., ..., "users": n} back into sums (hits are whole users).
+  // {"HR@5": .., "NDCG@5": .., ..., "users": n} back into sums.
   RankingMetrics Metrics(const std::string& field) const {
     RankingMetrics metrics(std::vector<int>{});
     const Json* object = Find(field, FieldType::kObject);
@@ -103,7 +105,7 @@ class Fields {
       const auto ndcg = Fraction(*object, "NDCG@" + k_text, field + ".NDCG@" + k_text);
       const double users = static_cast<double>(metrics.users);
       metrics.ks.push_back(k);
-      metrics.hit_sum.push_back(std::round(hr.value_or(0.0) * users));
+      metrics.hit_sum.push_back(hr.value_or(0.0) * users);
       metrics.ndcg_sum.push_back(ndcg.value_or(0.0) * users);
     }
     return metrics;
@@ -282,14 +284,7 @@ RunSummary RunSummary::Read(const std::string& run_dir) {
     throw std::runtime_error(file.string() + ": not found; the run may not have finished (summary.json is "
                              "written at its end), or " + run_dir + " is not a run directory");
   }
-  Json json;
-  try {
-    std::ifstream in(file);
-    json = Json::parse(in);
-  } catch (const Json::parse_error& error) {
-    throw std::runtime_error(file.string() + ": not valid JSON (" + error.what() + ")");
-  }
-  return FromJson(json, file.string());
+  return FromJson(data::ReadJsonFile<Json>(file, {size_t{1} << 20, 16}), file.string());
 }
 
 }  // namespace iisan::train

@@ -230,7 +230,7 @@ TEST(ConfigTest, EveryNumericKeyRefusesValuesOutsideItsRange) {
 // reference", "none" or "never"), every bound fits its field, and no time or size can overflow.
 TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
   const std::set<std::string> zero_allowed = {"seed", "cache.threads", "train.batch_size", "train.patience",
-                                              "train.max_steps_per_epoch", "train.checkpoint_every",
+                                              "train.max_steps_per_epoch", "train.checkpoint_every", "train.max_requeues",
                                               "train.check_sync_every", "model.kept_layers", "model.dropout",
                                               "model.lora_alpha", "train.lr.recsys", "train.lr.text", "train.lr.image",
                                               "train.lr.adapter_text", "train.lr.adapter_image"};
@@ -297,7 +297,7 @@ TEST(ConfigTest, ChoiceKeysRefuseOtherStrings) {
       }
     }
   }
-  EXPECT_EQ(checked, 4 * 9);  // model.method, model.modality, cache.dtype, train.device
+  EXPECT_EQ(checked, 5 * 9);  // model.method, model.modality, cache.dtype, train.resume, train.device
   Config config = LoadConfig({}, {});
   for (const char* device : {"cpu", "cuda", "cuda:0", "cuda:7", "cuda:1023"}) {
     EXPECT_EQ(ErrorOf([&] { ApplyOverride(config, std::string("train.device=") + device); }), "") << device;
@@ -321,7 +321,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 47u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 48u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {

@@ -95,13 +95,15 @@ Shell RunShell(const std::string& command) {
   return result;
 }
 
-std::string LocalSlurm::Start(const std::filesystem::path& dir, int cpus) {
+std::string LocalSlurm::Start(const std::filesystem::path& dir, int cpus, bool& unavailable, int nodes) {
+  unavailable = true;
   for (const char* program : {"/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch",
                               "/usr/bin/sinfo", "/usr/sbin/runuser"}) {
     if (!Executable(program)) return std::string(program) + " is missing (scripts/install-deps installs slurm-wlm and munge)";
   }
   if (::geteuid() != 0) return "the local Slurm cluster needs root (slurmd starts jobs as their users)";
   if (RunShell("id munge").exit_code != 0) return "there is no munge user (is munge installed?)";
+  unavailable = false;  // from here on, a failure is the cluster's, and the tests fail
   dir_ = dir;
   std::filesystem::remove_all(dir);
   for (const char* sub : {"state", "spool", "log", "munge"}) std::filesystem::create_directories(dir / sub);
@@ -119,12 +121,11 @@ std::string LocalSlurm::Start(const std::filesystem::path& dir, int cpus) {
                 " --seed-file=" + (munge / "seed").string());
   if (sh.exit_code != 0) return "munged did not start: " + sh.output + Tail(munge / "munged.log");
 
-  nodes_ = {"localhost"};
-  char host[256] = {};
-  if (::gethostname(host, sizeof(host) - 1) == 0 && std::string(host) != "localhost" &&
-      RunShell(std::string("getent hosts ") + host + " | grep -q '^127\\.'").exit_code == 0) {
-    nodes_.push_back(host);
-  }
+  // One node named localhost: the ranks of a job find rank 0 at the first name of the node list.
+  // Several: n1, n2, ... (Slurm refuses a node named localhost beside others).
+  nodes_.clear();
+  if (nodes <= 1) nodes_.push_back("localhost");
+  for (int n = 1; nodes > 1 && n <= nodes; ++n) nodes_.push_back("n" + std::to_string(n));
   const int controller_port = FreePort();
   std::ofstream conf(dir / "slurm.conf");
   conf << "ClusterName=iisantest\nSlurmctldHost=localhost\nSlurmctldPort=" << controller_port
@@ -140,7 +141,8 @@ std::string LocalSlurm::Start(const std::filesystem::path& dir, int cpus) {
           "MinJobAge=600\n";
   std::string node_list;
   for (const auto& node : nodes_) {
-    conf << "NodeName=" << node << " NodeHostName=" << node << " Port=" << FreePort() << " CPUs=" << cpus
+    std::filesystem::create_directories(dir / "spool" / node);
+    conf << "NodeName=" << node << " NodeHostName=localhost Port=" << FreePort() << " CPUs=" << cpus
          << " State=UNKNOWN\n";
     node_list += (node_list.empty() ? "" : ",") + node;
   }

@@ -14,11 +14,13 @@ namespace iisan::testing {
 class LocalSlurm {
  public:
   // Starts the daemons with state, logs and config under `dir` (created fresh). Returns "" when
-  // the cluster is up, else why it is not (missing programs, not root, a daemon that failed:
-  // with the tail of its log). Sets SLURM_CONF for this process and the jobs it submits.
-  // Two nodes where this machine's hostname resolves (node "localhost" and node <hostname>, two
-  // slurmd's on one machine; Debian's Slurm allows several), else one.
-  std::string Start(const std::filesystem::path& dir, int cpus);
+  // the cluster is up; else why not, with `unavailable` true when this machine cannot run one
+  // (programs missing, not root: the tests skip) and false when a daemon failed (the tests fail;
+  // the message has the tail of its log). Sets SLURM_CONF for this process and its jobs.
+  // One node, "localhost"; or, with `nodes` > 1, nodes n1, n2, ... : as many slurmd's on this
+  // machine (Debian's Slurm allows several), all at 127.0.0.1 on their own ports. Their names
+  // do not resolve, so multi-node jobs give the ranks rank 0's address (IISAN_RENDEZVOUS).
+  std::string Start(const std::filesystem::path& dir, int cpus, bool& unavailable, int nodes = 1);
   // The nodes, in slurm.conf order.
   const std::vector<std::string>& nodes() const { return nodes_; }
   // SIGTERM, then SIGKILL after 5 s, to every daemon started, by pid. Idempotent.
