@@ -267,6 +267,8 @@ ImagePreprocessConfig ImagePreprocessConfig::FromJsonFile(const std::filesystem:
     const auto end = text.begin() + static_cast<ptrdiff_t>(std::min(error.byte, text.size()));
     const int64_t line = 1 + std::count(text.begin(), end, '\n');
     throw InputError(path, line, std::string("not valid JSON (") + error.what() + ")");
+  } catch (const Json::exception& error) {  // a number out of range (1e999)
+    throw InputError(path, 0, std::string("not valid JSON (") + error.what() + ")");
   }
   if (!json.is_object()) {
     throw InputError(path, 0, "expected a JSON object like {\"size\": 224, ...}");

@@ -10,7 +10,7 @@ namespace iisan::data {
 std::string ReadBoundedFile(const std::filesystem::path& path, size_t max_bytes) {
   std::error_code error;
   if (!std::filesystem::is_regular_file(path, error)) {
-    throw InputError(path, 0, std::filesystem::exists(path, error) ? "not a regular file" : "no such file");
+    throw InputError(path, 0, std::filesystem::exists(path, error) ? "not a regular file; point to a file, not a folder" : "file not found; check the path");
   }
   const auto size = std::filesystem::file_size(path, error);
   if (error) throw InputError(path, 0, "cannot read its size: " + error.message());

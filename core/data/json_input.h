@@ -47,8 +47,8 @@ Json ParseJsonInput(std::string_view text, const std::string& source, const Json
   try {
     return Json::parse(text.begin(), text.end(), DepthLimit<Json>(source, limits.max_depth),
                        /*allow_exceptions=*/true, limits.allow_comments);
-  } catch (const typename Json::parse_error& error) {
-    // byte is 1-based; the message says where and what was expected.
+  } catch (const typename Json::exception& error) {
+    // parse_error says where and what was expected; out_of_range is a number too large (1e999).
     throw InputError(source, 0, std::string("not valid JSON: ") + error.what());
   }
 }
