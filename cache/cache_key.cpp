@@ -52,6 +52,7 @@ bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path&
 // left to the defaults agree.
 nlohmann::json ResolvedPreprocessing(const std::filesystem::path& file) {
   const auto config = data::ImagePreprocessConfig::FromJsonFile(file);
+  config.RequireBatchable(file);
   return {{"height", config.height}, {"width", config.width}, {"mean", config.mean}, {"std", config.std},
           {"do_resize", config.do_resize}, {"do_rescale", config.do_rescale},
           {"do_normalize", config.do_normalize}, {"rescale_factor", config.rescale_factor},

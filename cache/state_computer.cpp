@@ -271,6 +271,7 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
   if (UsesImage(options.modality)) {
     const auto config = models::ViTConfig::FromJsonFile(options.image_backbone / "config.json");
     impl.preprocess = data::ImagePreprocessConfig::FromJsonFile(options.image_backbone / "preprocessor_config.json");
+    impl.preprocess.RequireBatchable(options.image_backbone / "preprocessor_config.json");
     const auto table = data::PixelValueTable(impl.preprocess);
     impl.pixel_table = torch::tensor(table, torch::kFloat32).to(options.device);
     impl.pixel_offsets = torch::arange(3, torch::kInt64).mul(256).view({1, 3, 1, 1}).to(options.device);

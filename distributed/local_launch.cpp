@@ -74,11 +74,15 @@ LocalLaunchResult LaunchLocal(const LocalLaunchOptions& options) {
     result.message += "rank " + std::to_string(rank) + " " + what;
   };
   try {
+    // One fresh secret for the job's ranks, and loopback only: they all run here.
+    const std::string secret = RandomSecret();
     for (int rank = 0; rank < options.nproc; ++rank) {
       auto env = ProcessEnvironment();
       for (auto& [name, value] : LauncherEnvironment(rank, options.nproc, rank, "file:" + dir.string())) {
         env[name] = value;
       }
+      env[kEnvJobSecret] = secret;
+      env[kEnvLocalJob] = "1";
       running[Spawn(options.command, env)] = rank;
     }
   } catch (const std::exception& e) {

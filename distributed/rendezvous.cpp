@@ -1,7 +1,12 @@
 // Rank resolution from flags and launcher environments, rendezvous addresses, Slurm host lists.
 #include "distributed/rendezvous.h"
 
+#include <unistd.h>
+
 #include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <glog/logging.h>
@@ -215,7 +220,77 @@ WorldInfo ResolveWorld(const WorldFlags& flags, const Environment& env) {
   if (flags.local_rank) world.local_rank = *flags.local_rank;
   if (flags.rendezvous) world.rendezvous = *flags.rendezvous;
   Validate(world);
+  if (world.world_size > 1) {
+    world.secret = JobSecret(env);
+    world.local_only = Find(env, kEnvLocalJob) != nullptr && *Find(env, kEnvLocalJob) == "1";
+  }
   return world;
+}
+
+std::string RandomSecret() {
+  unsigned char bytes[16] = {};
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  if (!urandom.read(reinterpret_cast<char*>(bytes), sizeof(bytes))) {
+    throw RendezvousError("cannot read /dev/urandom for the job's secret");
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) out += {hex[b >> 4], hex[b & 15]};
+  return out;
+}
+
+namespace {
+
+// FNV-1a over the text with two bases: 32 hex digits that bind the user's key to one job step.
+std::string KeyedDigest(const std::string& text) {
+  std::string out;
+  for (uint64_t basis : {0xcbf29ce484222325ULL, 0x84222325cbf29ce4ULL}) {
+    uint64_t h = basis;
+    for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
+    char buffer[17];
+    std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(h));
+    out += buffer;
+  }
+  return out;
+}
+
+// ~/.iisan/slurm-secret, made (mode 0600, in a 0700 folder) when missing.
+std::string UserKey(const Environment& env) {
+  const std::string* home = Find(env, "HOME");
+  if (!home || home->empty()) throw RendezvousError("HOME is not set: cannot find ~/.iisan/slurm-secret; set " +
+                                                    std::string(kEnvJobSecret) + " for every rank instead");
+  const std::filesystem::path dir = std::filesystem::path(*home) / ".iisan", path = dir / "slurm-secret";
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all, error);
+  if (!std::filesystem::exists(path)) {
+    // Several ranks may get here at once: link() creates the name only if it does not exist, so
+    // the first one wins and every rank reads the winner.
+    const auto temp = dir / ("slurm-secret.tmp." + std::to_string(::getpid()));
+    {
+      std::ofstream out(temp);
+      out << RandomSecret() << "\n";
+    }
+    std::filesystem::permissions(temp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, error);
+    std::filesystem::create_hard_link(temp, path, error);
+    std::filesystem::remove(temp, error);
+  }
+  std::string key;
+  if (!(std::ifstream(path) >> key) || key.size() < 16) {
+    throw RendezvousError(path.string() + ": unreadable or too short; remove it (a new one is made) or set " +
+                          std::string(kEnvJobSecret));
+  }
+  return key;
+}
+
+}  // namespace
+
+std::string JobSecret(const Environment& env) {
+  if (const std::string* secret = Find(env, kEnvJobSecret); secret && !secret->empty()) return *secret;
+  const std::string* job = Find(env, "SLURM_JOB_ID");
+  if (!job) return "";
+  const std::string* step = Find(env, "SLURM_STEP_ID");
+  return KeyedDigest(UserKey(env) + "/" + *job + "/" + (step ? *step : std::string("batch")));
 }
 
 RendezvousAddress ParseRendezvous(std::string_view spec) {

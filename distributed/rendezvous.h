@@ -24,6 +24,13 @@ inline constexpr const char* kEnvRendezvous = "IISAN_RENDEZVOUS";
 // Under Slurm, rank 0 listens on this port of the step's first node; the default is
 // kDefaultMasterPortBase + SLURM_JOB_ID % 1000, so that jobs sharing a node rarely collide.
 inline constexpr const char* kEnvMasterPort = "IISAN_MASTER_PORT";
+// The job's secret, which every rank presents when it joins a TCP world (rank 0 drops any
+// connection that does not). `iisan launch` sets a fresh random one; inside a Slurm job without
+// it, JobSecret derives one from the job and step ids and ~/.iisan/slurm-secret (made, mode
+// 0600, by the first job that needs it: only the user's own processes can read it).
+inline constexpr const char* kEnvJobSecret = "IISAN_JOB_SECRET";
+// Set by `iisan launch`: every rank runs on this machine, so rank 0 listens on loopback only.
+inline constexpr const char* kEnvLocalJob = "IISAN_LOCAL_JOB";
 inline constexpr int kDefaultMasterPortBase = 29500;
 
 class RendezvousError : public std::runtime_error {
@@ -39,6 +46,8 @@ struct WorldInfo {
   int local_rank = 0;  // index among the ranks of this node: selects the GPU
   WorldSource source = WorldSource::kSingleProcess;
   std::string rendezvous;  // empty for a world of one
+  std::string secret;      // what every rank presents at a TCP join (JobSecret); may be empty
+  bool local_only = false;  // every rank on this machine (`iisan launch`): listen on loopback
 
   // "rank 1 of 4 (local 1), from mpirun's environment, rendezvous mpi"
   std::string Describe() const;
@@ -66,6 +75,13 @@ Environment ProcessEnvironment();
 // SLURM_PROCID=0 and the allocation's SLURM_NTASKS, and so does every rank that mpirun starts
 // inside an allocation; neither means that Slurm started this process as one of N ranks.
 WorldInfo ResolveWorld(const WorldFlags& flags, const Environment& env);
+
+// The job's secret (see kEnvJobSecret): IISAN_JOB_SECRET, else derived inside a Slurm job, else
+// empty (a TCP join then has no secret, and says so in the log).
+std::string JobSecret(const Environment& env);
+
+// A fresh random secret (32 hex digits from /dev/urandom).
+std::string RandomSecret();
 
 struct RendezvousAddress {
   enum class Kind { kNone, kMpi, kTcp, kFile };

@@ -3,7 +3,9 @@
 // from autograd hooks keep the same order on every rank.
 #include "distributed/tcp_communicator.h"
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 
 #include <unistd.h>
 
+#include <glog/logging.h>
 #include <torch/torch.h>
 
 #include "core/data/atomic_file.h"
@@ -44,7 +47,28 @@ struct Hello {
   uint32_t magic;
   int32_t rank;
   int32_t world_size;
+  char secret[64];  // the job's secret (JobSecret), zero-padded
 };
+
+// How long a connection may take to say hello before rank 0 drops it: a silent connection must
+// not stall the join.
+constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+
+Hello MakeHello(int rank, int world_size, const std::string& secret) {
+  Hello hello{};
+  hello.magic = kMagic;
+  hello.rank = rank;
+  hello.world_size = world_size;
+  std::memcpy(hello.secret, secret.data(), std::min(secret.size(), sizeof(hello.secret)));
+  return hello;
+}
+
+// Compares every byte whatever differs first, so that the time taken says nothing of the secret.
+bool SameSecret(const char (&a)[64], const char (&b)[64]) {
+  unsigned char difference = 0;
+  for (size_t i = 0; i < 64; ++i) difference |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return difference == 0;
+}
 
 struct Header {
   uint32_t magic;
@@ -93,7 +117,13 @@ class TcpWork : public Work {
 class TcpCommunicator : public Communicator {
  public:
   TcpCommunicator(const WorldInfo& world, CollectiveOptions options)
-      : rank_(world.rank), world_size_(world.world_size), options_(options) {
+      : rank_(world.rank), world_size_(world.world_size), options_(options), secret_(world.secret),
+        local_only_(world.local_only) {
+    if (secret_.size() > 64) throw std::invalid_argument("TCP communicator: the job's secret is longer than 64 bytes");
+    if (secret_.empty() && rank_ == 0) {
+      LOG(WARNING) << "TCP join without a secret (no " << kEnvJobSecret << ", not a Slurm job): any process that "
+                   << "reaches the port can join as a rank";
+    }
     const auto deadline = Clock::now() + options_.timeout;
     const auto address = ParseRendezvous(world.rendezvous);
     if (address.kind != RendezvousAddress::Kind::kTcp && address.kind != RendezvousAddress::Kind::kFile) {
@@ -152,9 +182,12 @@ class TcpCommunicator : public Communicator {
 
  private:
   void AcceptPeers(const RendezvousAddress& address, Deadline deadline) {
-    auto listener = TcpSocket::Listen(address.kind == RendezvousAddress::Kind::kTcp ? address.port : 0);
+    expected_ = MakeHello(0, world_size_, secret_);
+    const bool loopback = local_only_ || (address.kind == RendezvousAddress::Kind::kTcp &&
+                                          (address.host == "127.0.0.1" || address.host == "localhost"));
+    auto listener = TcpSocket::Listen(address.kind == RendezvousAddress::Kind::kTcp ? address.port : 0, loopback);
     fs::path published;
-    if (address.kind == RendezvousAddress::Kind::kFile) published = Publish(address.dir, listener.local_port());
+    if (address.kind == RendezvousAddress::Kind::kFile) published = Publish(address.dir, listener.local_port(), loopback);
     peers_.resize(world_size_);
     for (int joined = 1; joined < world_size_; ++joined) {
       TcpSocket peer;
@@ -169,26 +202,45 @@ class TcpCommunicator : public Communicator {
         throw SocketError(e.kind(), "only " + std::to_string(joined) + " of " + std::to_string(world_size_) +
                                         " ranks joined before the timeout; missing rank(s)" + missing);
       }
+      // A stray, silent, malformed or secretless connection is dropped and logged; the join
+      // goes on until every rank has said a valid hello or the deadline passes.
+      const std::string from = peer.peer_name();
       Hello hello{};
-      peer.RecvAll(&hello, sizeof(hello), deadline);
-      if (hello.magic != kMagic || hello.world_size != world_size_ || hello.rank <= 0 || hello.rank >= world_size_ ||
-          peers_[hello.rank].has_value()) {
-        throw SocketError(SocketError::Kind::kSystem,
-                          "a process claiming rank " + std::to_string(hello.rank) + " of " +
-                              std::to_string(hello.world_size) + " joined a world of " + std::to_string(world_size_) +
-                              " (a duplicate rank, another job's process, or a stale rendezvous)");
+      try {
+        peer.RecvAll(&hello, sizeof(hello), std::min<Deadline>(deadline, Clock::now() + kHandshakeTimeout));
+      } catch (const SocketError& e) {
+        LOG(WARNING) << "rank 0/" << world_size_ << " (tcp): dropped a connection from " << from
+                     << " that sent no valid hello: " << e.what();
+        --joined;
+        continue;
+      }
+      std::string problem;
+      if (hello.magic != kMagic) {
+        problem = "not an iisan rank";
+      } else if (!SameSecret(hello.secret, expected_.secret)) {
+        problem = "without this job's secret (" + std::string(kEnvJobSecret) + ")";
+      } else if (hello.world_size != world_size_ || hello.rank <= 0 || hello.rank >= world_size_) {
+        problem = "claiming rank " + std::to_string(hello.rank) + " of " + std::to_string(hello.world_size) +
+                  " in a world of " + std::to_string(world_size_);
+      } else if (peers_[hello.rank].has_value()) {
+        problem = "claiming rank " + std::to_string(hello.rank) + ", which has joined already";
+      }
+      if (!problem.empty()) {
+        LOG(WARNING) << "rank 0/" << world_size_ << " (tcp): dropped a connection from " << from << ": " << problem;
+        --joined;
+        continue;
       }
       peers_[hello.rank] = std::move(peer);
     }
     // Everyone has joined: the address is no longer needed, and removing it lets a later job
     // reuse the folder.
     if (!published.empty()) fs::remove(published);
-    const Hello welcome{kMagic, 0, world_size_};
+    const Hello welcome = expected_;
     for (int r = 1; r < world_size_; ++r) peers_[r]->SendAll(&welcome, sizeof(welcome), deadline);
   }
 
   // Writes "HOST PORT" atomically (a rename), so that a peer never reads half an address.
-  static fs::path Publish(const fs::path& dir, int port) {
+  static fs::path Publish(const fs::path& dir, int port, bool loopback) {
     fs::create_directories(dir);
     const auto path = dir / kTcpAddressFile;
     if (fs::exists(path)) {
@@ -197,7 +249,7 @@ class TcpCommunicator : public Communicator {
                                                         "a fresh rendezvous folder");
     }
     try {
-      data::WriteFileAtomically(path, HostName() + " " + std::to_string(port) + "\n");
+      data::WriteFileAtomically(path, (loopback ? std::string("127.0.0.1") : HostName()) + " " + std::to_string(port) + "\n");
     } catch (const data::FileWriteError& error) {
       throw SocketError(SocketError::Kind::kSystem, error.what());
     }
@@ -218,11 +270,11 @@ class TcpCommunicator : public Communicator {
       if (host == HostName()) host = "127.0.0.1";
     }
     hub_ = TcpSocket::Connect(host, port, deadline);
-    const Hello hello{kMagic, rank_, world_size_};
+    const Hello hello = MakeHello(rank_, world_size_, secret_);
     hub_.SendAll(&hello, sizeof(hello), deadline);
     Hello welcome{};
     hub_.RecvAll(&welcome, sizeof(welcome), deadline);
-    if (welcome.magic != kMagic || welcome.world_size != world_size_) {
+    if (welcome.magic != kMagic || welcome.world_size != world_size_ || !SameSecret(welcome.secret, hello.secret)) {
       throw SocketError(SocketError::Kind::kSystem, "rank 0 at " + host + ":" + std::to_string(port) +
                                                         " answered for a world of " + std::to_string(welcome.world_size));
     }
@@ -363,6 +415,9 @@ class TcpCommunicator : public Communicator {
   const int rank_;
   const int world_size_;
   const CollectiveOptions options_;
+  const std::string secret_;  // presented at the join (JobSecret)
+  const bool local_only_;     // every rank on this machine: listen on loopback
+  Hello expected_{};          // rank 0: the hello every rank must send (and the welcome)
   std::vector<std::optional<TcpSocket>> peers_;  // rank 0: one per peer rank (index 0 unused)
   TcpSocket hub_;                                // other ranks: the connection to rank 0
   uint64_t next_sequence_ = 0;                   // worker thread only

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -76,7 +77,16 @@ TcpSocket& TcpSocket::operator=(TcpSocket&& other) noexcept {
   return *this;
 }
 
-TcpSocket TcpSocket::Listen(int port) {
+std::string TcpSocket::peer_name() const {
+  sockaddr_in address{};
+  socklen_t length = sizeof(address);
+  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) return "?";
+  char text[INET_ADDRSTRLEN] = {};
+  if (!inet_ntop(AF_INET, &address.sin_addr, text, sizeof(text))) return "?";
+  return std::string(text) + ":" + std::to_string(ntohs(address.sin_port));
+}
+
+TcpSocket TcpSocket::Listen(int port, bool loopback_only) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw SocketError(SocketError::Kind::kSystem, "socket: " + ErrnoText(errno));
   TcpSocket socket_owner(fd);
@@ -84,7 +94,7 @@ TcpSocket TcpSocket::Listen(int port) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_ANY);
+  address.sin_addr.s_addr = htonl(loopback_only ? INADDR_LOOPBACK : INADDR_ANY);
   address.sin_port = htons(static_cast<uint16_t>(port));
   if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) < 0 || listen(fd, SOMAXCONN) < 0) {
     throw SocketError(SocketError::Kind::kSystem, "cannot listen on port " + std::to_string(port) + ": " + ErrnoText(errno));

@@ -31,14 +31,17 @@ class TcpSocket {
   TcpSocket(const TcpSocket&) = delete;
   TcpSocket& operator=(const TcpSocket&) = delete;
 
-  // Listens on every interface; port 0 takes any free port (see local_port()).
-  static TcpSocket Listen(int port);
+  // Listens on every interface, or on 127.0.0.1 alone with `loopback_only` (all peers on this
+  // machine); port 0 takes any free port (see local_port()).
+  static TcpSocket Listen(int port, bool loopback_only = false);
   // Connects to host:port, retrying while nobody listens yet (the listener may start later
   // than its peers) until the deadline.
   static TcpSocket Connect(const std::string& host, int port, Deadline deadline);
 
   TcpSocket Accept(Deadline deadline);
   int local_port() const;
+  // "HOST:PORT" of the other end ("?" when unknown), for logs.
+  std::string peer_name() const;
   void SendAll(const void* data, size_t bytes, Deadline deadline);
   void RecvAll(void* data, size_t bytes, Deadline deadline);
 

@@ -124,7 +124,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
   if (resume) {
     // Every rank reads the same files, so the ranks continue from one state.
     if (!lead) resume_from = train::FindResumable(checkpoints);
-    train::ResumeFrom(resume_from, model, trainer);
+    train::ResumeFrom(resume_from, model, trainer, world.rank);
     if (lead) {
       run->TruncateMetrics(trainer.epochs_done());
       LOG(INFO) << "continuing " << run->path() << " from " << resume_from;
@@ -138,17 +138,18 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
       // The metrics line first: a kill before the checkpoint leaves a line that resuming drops.
       run->AppendMetrics(record.ToJson());
       if (record.best) train::SaveTrainableWeights(best_checkpoint, model);
-      if (checkpoint_every > 0 && record.epoch % checkpoint_every == 0) train::SaveResumable(checkpoints, model, trainer);
+    }
+    // Every rank takes part: the others add their generator states.
+    if (checkpoint_every > 0 && record.epoch % checkpoint_every == 0) {
+      train::SaveResumable(checkpoints, model, trainer, parallel.get());
     }
     return callbacks.on_epoch ? callbacks.on_epoch(record) : train::EpochDecision::kContinue;
   };
   const auto result = trainer.Fit(fit);
   outcome.status = result.status;
   if (result.status == train::RunStatus::kCancelled) {
-    if (lead) {
-      train::SaveResumable(checkpoints, model, trainer);
-      LOG(INFO) << "cancelled: " << (checkpoints / "last").string() << " continues the run (train.resume=auto)";
-    }
+    train::SaveResumable(checkpoints, model, trainer, parallel.get());
+    if (lead) LOG(INFO) << "cancelled: " << (checkpoints / "last").string() << " continues the run (train.resume=auto)";
     return outcome;
   }
   if (!lead) return outcome;

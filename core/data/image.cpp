@@ -258,6 +258,13 @@ Image ResizeBilinear(const Image& image, int width, int height) {
   return out;
 }
 
+void ImagePreprocessConfig::RequireBatchable(const std::filesystem::path& path) const {
+  if (!do_resize) {
+    throw InputError(path, 0, "\"do_resize\": false is not supported: the backbones take every image of a batch at "
+                              "the configured size; set \"do_resize\" to true");
+  }
+}
+
 ImagePreprocessConfig ImagePreprocessConfig::FromJsonFile(const std::filesystem::path& path) {
   const std::string text = ReadBoundedFile(path, size_t{1} << 20);
   Json json;

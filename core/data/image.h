@@ -48,6 +48,9 @@ struct ImagePreprocessConfig {
   // Reads a Hugging Face preprocessor_config.json. Keys it lacks keep the defaults above; a key
   // of the wrong type or an unsupported value ("resample" other than bilinear) is an InputError.
   static ImagePreprocessConfig FromJsonFile(const std::filesystem::path& path);
+  // For the backbones, which take every image of a batch at one size: InputError naming `path`
+  // and the option when a setting the batch pipeline does not implement is on (do_resize off).
+  void RequireBatchable(const std::filesystem::path& path) const;
 };
 
 // Resize, rescale, normalise as configured; returns channel-major floats [3, height, width]

@@ -34,6 +34,13 @@ RankingMetrics MetricsFromState(const nlohmann::ordered_json& j) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::GeneratorStates() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.emplace_back("rng.cpu", GeneratorState(torch::kCPU));
+  if (options_.device.is_cuda()) out.emplace_back("rng.cuda", GeneratorState(options_.device));
+  return out;
+}
+
 TrainCheckpoint Trainer::Checkpoint() const {
   const auto& p = progress_;
   TrainCheckpoint out;
@@ -61,8 +68,7 @@ TrainCheckpoint Trainer::Checkpoint() const {
                {"batch_size", options_.batch_size}};
   for (auto& [name, tensor] : optimizer_->State()) out.tensors.emplace_back(name, tensor.detach().to(torch::kCPU));
   // The generators dropout draws from; the epochs' user order is a function of seed and epoch.
-  out.tensors.emplace_back("rng.cpu", GeneratorState(torch::kCPU));
-  if (options_.device.is_cuda()) out.tensors.emplace_back("rng.cuda", GeneratorState(options_.device));
+  for (auto& item : GeneratorStates()) out.tensors.push_back(std::move(item));
   // Mid-epoch: the sum of the losses of the steps already run (exact, as the device holds it).
   out.tensors.emplace_back("trainer.loss_sum", loss_sum_.detach().to(torch::kCPU).reshape({1}));
   return out;
@@ -169,10 +175,27 @@ void LoadTrainableWeights(Recommender& model, const std::filesystem::path& path)
   }
 }
 
-void SaveResumable(const std::filesystem::path& checkpoints, Recommender& model, const Trainer& trainer) {
+namespace {
+
+std::string RankFile(int rank) { return "rng-rank" + std::to_string(rank) + ".safetensors"; }
+
+}  // namespace
+
+void SaveResumable(const std::filesystem::path& checkpoints, Recommender& model, const Trainer& trainer,
+                   DataParallel* parallel) {
   const auto last = checkpoints / "last", temp = checkpoints / "last.tmp", old = checkpoints / "last.old";
-  data::RemoveTree(temp);
-  std::filesystem::create_directories(temp);
+  const int rank = parallel ? parallel->rank() : 0;
+  if (rank == 0) {
+    data::RemoveTree(temp);
+    std::filesystem::create_directories(temp);
+  }
+  if (parallel) {
+    // Rank 0 has made last.tmp; the others add their generator states; then rank 0 goes on.
+    parallel->Sum(0.0);
+    if (rank > 0) models::WriteSafetensors(temp / RankFile(rank), trainer.GeneratorStates());
+    parallel->Sum(0.0);
+    if (rank > 0) return;
+  }
   models::WriteSafetensors(temp / "model.safetensors", TrainableTensors(model));
   const auto state = trainer.Checkpoint();
   models::WriteSafetensors(temp / "trainer.safetensors", state.tensors);
@@ -201,13 +224,26 @@ std::filesystem::path FindResumable(const std::filesystem::path& checkpoints) {
                            "there is nothing to resume (start it again without train.resume)");
 }
 
-void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer) {
+void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer, int rank) {
   LoadTrainableWeights(model, dir / "model.safetensors");
   TrainCheckpoint state;
   state.state = data::ReadJsonFile<nlohmann::ordered_json>(dir / "trainer.json");
   if (!state.state.is_object()) throw std::runtime_error((dir / "trainer.json").string() + ": not a JSON object");
   const models::SafetensorsReader reader(dir / "trainer.safetensors");
   for (const auto& name : reader.names()) state.tensors.emplace_back(name, reader.Tensor(name).clone());
+  if (rank > 0) {
+    // This rank's own generator states replace rank 0's, where the checkpoint has them.
+    const auto own = dir / RankFile(rank);
+    if (std::filesystem::exists(own)) {
+      const models::SafetensorsReader rank_reader(own);
+      for (auto& [name, tensor] : state.tensors) {
+        if (name.rfind("rng.", 0) == 0 && rank_reader.contains(name)) tensor = rank_reader.Tensor(name).clone();
+      }
+    } else {
+      LOG(WARNING) << own.string() << " missing (a checkpoint of another world size?): rank " << rank
+                   << " continues from rank 0's generator states";
+    }
+  }
   try {
     trainer.Resume(state);
   } catch (const std::exception& error) {

@@ -26,12 +26,16 @@ void SaveTrainableWeights(const std::filesystem::path& path, Recommender& model)
 void LoadTrainableWeights(Recommender& model, const std::filesystem::path& path);
 
 // Writes checkpoints_dir/last as a whole (model and trainer state, at an epoch's end or mid-epoch).
-void SaveResumable(const std::filesystem::path& checkpoints_dir, Recommender& model, const Trainer& trainer);
+// With `parallel`, every rank must call it: ranks other than 0 add their generator states
+// (rng-rank<r>.safetensors, their own dropout draws) before rank 0 swaps the folder in.
+void SaveResumable(const std::filesystem::path& checkpoints_dir, Recommender& model, const Trainer& trainer,
+                   DataParallel* parallel = nullptr);
 // Whether checkpoints_dir holds a resumable checkpoint (last, or last.old after a kill mid-swap).
 bool HasResumable(const std::filesystem::path& checkpoints_dir);
 // Its folder; std::runtime_error saying what to do when there is none.
 std::filesystem::path FindResumable(const std::filesystem::path& checkpoints_dir);
-// Loads a resumable checkpoint folder into the model and trainer.
-void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer);
+// Loads a resumable checkpoint folder into the model and trainer; rank `rank` > 0 then takes its
+// own generator states where the folder has them.
+void ResumeFrom(const std::filesystem::path& dir, Recommender& model, Trainer& trainer, int rank = 0);
 
 }  // namespace iisan::train

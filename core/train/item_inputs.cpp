@@ -35,6 +35,7 @@ ItemInputs LoadItemInputs(const data::Dataset& dataset, const ItemInputOptions& 
   }
   if (!options.preprocessor.empty()) {
     const auto config = data::ImagePreprocessConfig::FromJsonFile(options.preprocessor);
+    config.RequireBatchable(options.preprocessor);
     if (!config.do_resize) {
       throw std::runtime_error(options.preprocessor.string() + ": do_resize is false, but a batch needs every "
                                "image at one size; set do_resize to true");

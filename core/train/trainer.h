@@ -119,6 +119,8 @@ class Trainer {
   // Fit with an observer that sees every epoch and never stops the run.
   TrainResult Fit(const std::function<void(const EpochRecord&)>& observe);
   TrainCheckpoint Checkpoint() const;
+  // This process's random generators ("rng.cpu", and "rng.cuda" on a GPU): part of Checkpoint().
+  std::vector<std::pair<std::string, torch::Tensor>> GeneratorStates() const;
   int epochs_done() const { return progress_.result.epochs_run; }
   // Restores a Checkpoint() of a run with the same config (its model weights already loaded).
   // std::runtime_error naming what differs when the seed or batch size do, or state is missing.

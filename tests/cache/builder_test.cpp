@@ -21,6 +21,7 @@
 #include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
 #include "core/data/image.h"
+#include "core/data/input_error.h"
 #include "core/models/bert.h"
 #include "core/models/vit.h"
 #include "core/models/safetensors.h"
@@ -59,6 +60,19 @@ class BuilderFixture : public ::testing::Test {
   data::Dataset dataset_;
   CacheBuildOptions options_;
 };
+
+TEST_F(BuilderFixture, PreprocessingTheBatchesCannotTakeIsRefusedByName) {
+  // Without resizing every image keeps its own size, which no batch of the backbones can hold
+  // (it once overflowed a buffer in the builder): refused, naming the file and the option.
+  WriteText(root_ / "image/preprocessor_config.json", R"({"size": 16, "do_resize": false})");
+  try {
+    Fingerprint();
+    FAIL() << "a cache key for do_resize: false";
+  } catch (const data::InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("preprocessor_config.json"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("do_resize"), std::string::npos) << error.what();
+  }
+}
 
 TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
   const auto base = Fingerprint();

@@ -152,6 +152,21 @@ TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
   EXPECT_NE(nothing.exit_code, 0);
   EXPECT_NE(nothing.output.find("nothing to resume"), std::string::npos) << nothing.output;
   EXPECT_EQ(ReadJson(work / "runs/none/config.json")["train"]["epochs"], 1) << "a refused resume rewrote the config";
+
+  // train.resume=auto: a finished run is left alone; one that left no checkpoint (and no
+  // summary) starts again in its own directory; one with nothing starts.
+  const auto finished = RunIisan(common + " --set train.epochs=4 --set name=part --set train.resume=auto");
+  ASSERT_EQ(finished.exit_code, 0) << finished.output;
+  EXPECT_NE(finished.output.find("finished already"), std::string::npos) << finished.output;
+  EXPECT_EQ(ReadMetrics(work / "runs/part/metrics.jsonl").size(), 4u);
+  std::filesystem::remove(work / "runs/none/summary.json");
+  const auto restarted = RunIisan(common + " --set train.epochs=1 --set name=none --set train.resume=auto");
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.output;
+  EXPECT_NE(restarted.output.find("restarting (no checkpoint)"), std::string::npos) << restarted.output;
+  EXPECT_EQ(ReadMetrics(work / "runs/none/metrics.jsonl").size(), 1u);
+  const auto fresh = RunIisan(common + " --set train.epochs=1 --set name=fresh --set train.resume=auto");
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.output;
+  EXPECT_TRUE(std::filesystem::exists(work / "runs/fresh/summary.json"));
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {

@@ -204,9 +204,60 @@ TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRu
             0.0);
 }
 
-TEST_F(SlurmTest, AJobArrayRunsEveryTaskAtMostTwoAtATime) {
-  const auto job = Submit("array", "#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=1\n#SBATCH --array=0-2%2\n",
-                          "exec " + Train("array-$SLURM_ARRAY_TASK_ID", "--set train.epochs=2"));
+TEST_F(SlurmTest, APreemptedTwoRankJobResumesWithEveryRanksGeneratorState) {
+  // Two ranks with dropout: each draws its own masks, so an exact continuation needs every
+  // rank's generator state in the checkpoint, not rank 0's alone.
+  const std::string common = "--set train.epochs=2 --set train.patience=100 --set train.resume=auto";
+  const std::string directives = "#SBATCH --nodes=1\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n"
+                                 "#SBATCH --time=30\n#SBATCH --requeue\n";
+  const auto whole = Submit("dpwhole", directives, "srun --mpi=pmix " + Train("dpwhole", common));
+  ASSERT_EQ(WaitFor(whole, 240), "COMPLETED") << Output("dpwhole", whole);
+  const auto job = Submit("dppreempt", directives, "srun --mpi=pmix " + Train("dppreempt", common));
+  const auto metrics = Run("dppreempt") / "metrics.jsonl";
+  const auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline && !(fs::exists(metrics) && fs::file_size(metrics) > 0)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(fs::exists(metrics)) << Output("dppreempt", job);
+  // To the step's tasks (the ranks), as the templates' --signal=USR2@120 does.
+  ASSERT_EQ(RunShell("scancel --signal=USR2 " + job).exit_code, 0);
+  const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < requeue_deadline) {
+    const auto text = RunShell("scontrol show job " + job).output;
+    if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  RunShell("scontrol update jobid=" + job + " StartTime=now");
+  ASSERT_EQ(WaitFor(job, 240), "COMPLETED") << Output("dppreempt", job);
+  const auto log = Output("dppreempt", job);
+  EXPECT_NE(log.find("resumed in epoch 2 at step"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(Run("dppreempt") / "checkpoints/last/rng-rank1.safetensors"));
+  const auto a = ReadJson(Run("dpwhole") / "summary.json"), b = ReadJson(Run("dppreempt") / "summary.json");
+  EXPECT_EQ(b["valid"], a["valid"]);
+  EXPECT_EQ(b["test"], a["test"]);
+  EXPECT_EQ(MaxDifference(Run("dpwhole") / "checkpoints/best.safetensors", Run("dppreempt") / "checkpoints/best.safetensors"),
+            0.0);
+}
+
+TEST_F(SlurmTest, TheArrayTemplateRunsEveryTaskAtMostTwoAtATime) {
+  // slurm/array.sbatch itself: line i of the overrides file is task i's --set options.
+  const auto demo = *work_ / "demo";
+  const std::string common = "--set data.dir=" + (demo / "data").string() + " --set model.text_backbone=" +
+                             (demo / "backbones/text").string() + " --set model.image_backbone=" +
+                             (demo / "backbones/image").string() + " --set cache.dir=" + (demo / "cache").string() +
+                             " --set run_root=" + (*work_ / "runs").string() + " --set train.batch_size=16";
+  const auto overrides = *work_ / "array-overrides.txt";
+  {
+    std::ofstream out(overrides);
+    for (int task = 0; task < 3; ++task) out << common << " --set train.epochs=" << task + 1 << "\n";
+  }
+  // No GPUs on this cluster: --gpus=0 over the template's --gpus=1, and the CPU as the device.
+  const auto sh = RunShell("IISAN=" IISAN_BINARY " IISAN_DEVICE=cpu OMP_NUM_THREADS=1 sbatch --parsable --gpus=0 "
+                           "--cpus-per-task=1 --array=0-2%2 --output=" + (*work_).string() + "/array-%A_%a.out " +
+                           IISAN_SOURCE_DIR "/slurm/array.sbatch " IISAN_SOURCE_DIR "/experiments/configs/demo.json " +
+                           overrides.string());
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+  const std::string job = sh.output.substr(0, sh.output.find_first_of(";\n"));
   int most_running = 0;
   const auto deadline = Clock::now() + std::chrono::seconds(240);
   while (Clock::now() < deadline) {
@@ -218,7 +269,10 @@ TEST_F(SlurmTest, AJobArrayRunsEveryTaskAtMostTwoAtATime) {
   EXPECT_LE(most_running, 2);
   EXPECT_GE(most_running, 1);
   for (int task = 0; task < 3; ++task) {
-    EXPECT_TRUE(fs::exists(Run("array-" + std::to_string(task)) / "summary.json")) << "task " << task;
+    const auto run = Run("iisan-array-" + job + "_" + std::to_string(task));
+    ASSERT_TRUE(fs::exists(run / "summary.json"))
+        << "task " << task << ": " << ReadText(*work_ / ("array-" + job + "_" + std::to_string(task) + ".out"));
+    EXPECT_EQ(ReadJson(run / "summary.json")["epochs_run"], task + 1) << "task " << task << " got its own line";
   }
 }
 
