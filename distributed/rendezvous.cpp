@@ -220,7 +220,7 @@ WorldInfo ResolveWorld(const WorldFlags& flags, const Environment& env) {
   if (flags.local_rank) world.local_rank = *flags.local_rank;
   if (flags.rendezvous) world.rendezvous = *flags.rendezvous;
   Validate(world);
-  if (world.world_size > 1) {
+  if (world.world_size > 1 && (world.rendezvous.starts_with("tcp:") || world.rendezvous.starts_with("file:"))) {
     world.secret = JobSecret(env);
     world.local_only = Find(env, kEnvLocalJob) != nullptr && *Find(env, kEnvLocalJob) == "1";
   }
@@ -257,8 +257,6 @@ std::string KeyedDigest(const std::string& text) {
 // ~/.iisan/slurm-secret, made (mode 0600, in a 0700 folder) when missing.
 std::string UserKey(const Environment& env) {
   const std::string* home = Find(env, "HOME");
-  if (!home || home->empty()) throw RendezvousError("HOME is not set: cannot find ~/.iisan/slurm-secret; set " +
-                                                    std::string(kEnvJobSecret) + " for every rank instead");
   const std::filesystem::path dir = std::filesystem::path(*home) / ".iisan", path = dir / "slurm-secret";
   std::error_code error;
   std::filesystem::create_directories(dir, error);
@@ -289,6 +287,12 @@ std::string JobSecret(const Environment& env) {
   if (const std::string* secret = Find(env, kEnvJobSecret); secret && !secret->empty()) return *secret;
   const std::string* job = Find(env, "SLURM_JOB_ID");
   if (!job) return "";
+  const std::string* home = Find(env, "HOME");
+  if (!home || home->empty()) {
+    LOG(WARNING) << "HOME is not set, so no secret can be derived from ~/.iisan/slurm-secret: set "
+                 << kEnvJobSecret << " for every rank, or the TCP join has no secret";
+    return "";
+  }
   const std::string* step = Find(env, "SLURM_STEP_ID");
   return KeyedDigest(UserKey(env) + "/" + *job + "/" + (step ? *step : std::string("batch")));
 }

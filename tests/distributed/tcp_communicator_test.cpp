@@ -237,6 +237,7 @@ TEST(TcpCommunicatorTest, ARankWithoutTheSecretNeverJoins) {
 TEST(TcpCommunicatorTest, TheJobSecretComesFromTheLauncherOrTheSlurmJob) {
   EXPECT_EQ(JobSecret({{kEnvJobSecret, "given"}}), "given");
   EXPECT_EQ(JobSecret({}), "") << "no launcher, no Slurm job: no secret";
+  EXPECT_EQ(JobSecret({{"SLURM_JOB_ID", "41"}}), "") << "no HOME: no key to derive it from (a warning says so)";
   const auto home = FreshDir();
   const Environment job{{"HOME", home.string()}, {"SLURM_JOB_ID", "41"}, {"SLURM_STEP_ID", "0"}};
   const auto secret = JobSecret(job);
