@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <filesystem>
 #include <fstream>
@@ -136,8 +137,10 @@ TEST(TcpCommunicatorTest, StaleRendezvousFileIsRefused) {
   fs::remove_all(dir);
 }
 
-// Raw bytes at rank 0's published port, as a stranger would send them.
-void SendRaw(const fs::path& dir, const std::string& bytes, bool stay_silent_seconds = false) {
+// Raw bytes at rank 0's published port, as a stranger would send them. `connected` (when given)
+// is set once the connection is made.
+void SendRaw(const fs::path& dir, const std::string& bytes, bool stay_silent_seconds = false,
+             std::promise<void>* connected = nullptr) {
   std::string host;
   int port = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -146,6 +149,7 @@ void SendRaw(const fs::path& dir, const std::string& bytes, bool stay_silent_sec
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   auto socket = TcpSocket::Connect("127.0.0.1", port, deadline);
+  if (connected) connected->set_value();
   if (!bytes.empty()) socket.SendAll(bytes.data(), bytes.size(), deadline);
   if (stay_silent_seconds) std::this_thread::sleep_for(std::chrono::seconds(7));
 }
@@ -169,7 +173,11 @@ TEST(TcpCommunicatorTest, StrayConnectionsAreDroppedAndTheJoinGoesOn) {
       hub_error = std::current_exception();
     }
   });
-  std::thread silent([&] { SendRaw(dir, "", /*stay_silent_seconds=*/true); });
+  // The silent stranger must be connected before the real rank: once every rank has joined,
+  // rank 0 removes its published address.
+  std::promise<void> silent_connected;
+  std::thread silent([&] { SendRaw(dir, "", /*stay_silent_seconds=*/true, &silent_connected); });
+  silent_connected.get_future().wait();
   SendRaw(dir, std::string(200, 'x'));
   // A well-formed hello of rank 1 with another secret: magic "ISAN", rank, world, 64 bytes.
   std::string forged(4 + 4 + 4 + 64, '\0');
