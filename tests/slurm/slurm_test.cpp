@@ -161,6 +161,28 @@ TEST_F(SlurmTest, TwoTaskSrunJobReproducesMpirunAndOneProcess) {
   }
 }
 
+TEST_F(SlurmTest, MpirunInsideAnAllocationReproducesOneProcess) {
+#ifndef IISAN_MPIEXEC
+  GTEST_SKIP() << "no mpirun was found at configure time";
+#else
+  const std::string common = "--set model.dropout=0 --set train.epochs=1 --set train.max_steps_per_epoch=6";
+  if (!fs::exists(Run("single") / "summary.json")) {
+    const auto sh = RunShell("OMP_NUM_THREADS=1 " + Train("single", common));
+    ASSERT_EQ(sh.exit_code, 0) << sh.output;
+  }
+  // Open MPI's variables take precedence over the allocation's (the batch step's SLURM_* say
+  // nothing about the ranks mpirun starts).
+  const auto job = Submit("mpirun2", "#SBATCH --nodes=1\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n",
+                          IISAN_MPIEXEC " " IISAN_MPIEXEC_FLAGS " -np 2 " + Train("mpirun2", common));
+  ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Output("mpirun2", job);
+  const auto single = ReadJson(Run("single") / "summary.json"), mpi = ReadJson(Run("mpirun2") / "summary.json");
+  EXPECT_EQ(mpi["world_size"], 2);
+  EXPECT_EQ(mpi["test"]["HR@10"], single["test"]["HR@10"]);
+  EXPECT_LE(MaxDifference(Run("single") / "checkpoints/best.safetensors", Run("mpirun2") / "checkpoints/best.safetensors"),
+            1e-5);
+#endif
+}
+
 TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRun) {
   // Dropout on: the generator states travel in the checkpoint. 38 steps an epoch.
   const std::string common = "--set train.epochs=3 --set train.patience=100 --set train.resume=auto";
