@@ -71,7 +71,20 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
   }
   hid_t attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), "open attribute " + name, path);
   hid_t type = H5Aget_type(attr);
-  std::string value(H5Tget_size(type), '\0');
+  // One fixed-length string, at most 16 MiB: anything else is not ours, and reading it into one
+  // string's bytes would overrun them.
+  hid_t space = H5Aget_space(attr);
+  const hssize_t points = H5Sget_simple_extent_npoints(space);
+  H5Sclose(space);
+  const size_t size = H5Tget_size(type);
+  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0 || points != 1 || size == 0 ||
+      size > (size_t{16} << 20)) {
+    H5Tclose(type);
+    H5Aclose(attr);
+    throw CacheError(path.string() + ": attribute '" + name + "' is not one fixed-length string of at most 16 MiB; "
+                     "this is not an iisan cache (or a damaged one): delete it and run `iisan cache build` again");
+  }
+  std::string value(size, '\0');
   hid_t memtype = H5Tcopy(H5T_C_S1);
   H5Tset_size(memtype, value.size());
   H5Tset_strpad(memtype, H5T_STR_NULLPAD);
@@ -211,7 +224,21 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
     hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
     hid_t item_space = H5Dget_space(item_set);
     hsize_t rows = 0;
+    // Checked before anything is read or allocated: one dimension of at most 2^31 strings.
+    hid_t item_type = H5Dget_type(item_set);
+    const bool strings = H5Tget_class(item_type) == H5T_STRING;
+    H5Tclose(item_type);
+    if (H5Sget_simple_extent_ndims(item_space) != 1 || !strings) {
+      H5Sclose(item_space);
+      H5Dclose(item_set);
+      throw CacheError(path.string() + ": /items is not a 1-D dataset of strings; this is not an iisan cache");
+    }
     H5Sget_simple_extent_dims(item_space, &rows, nullptr);
+    if (rows > (hsize_t{1} << 31)) {
+      H5Sclose(item_space);
+      H5Dclose(item_set);
+      throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " rows; this is not an iisan cache");
+    }
     hid_t str_type = H5Tcopy(H5T_C_S1);
     H5Tset_size(str_type, H5T_VARIABLE);
     std::vector<char*> pointers(rows, nullptr);
@@ -236,6 +263,10 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
       H5Sclose(space);
       H5Dclose(dataset);
       if (ndims != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
+      if (dims[1] == 0 || dims[1] > 4096 || dims[2] == 0 || dims[2] > 65536) {
+        throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[1]) + " layers of width " +
+                         std::to_string(dims[2]) + "; this is not an iisan cache");
+      }
       if (dims[0] != rows) {
         throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[0]) +
                          " rows but /items has " + std::to_string(rows));

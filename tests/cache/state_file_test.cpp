@@ -2,8 +2,10 @@
 #include "cache/state_file.h"
 
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <torch/torch.h>
 
 namespace iisan::cache {
@@ -88,6 +90,79 @@ TEST(StateFileTest, TruncatedAndForeignFilesAreNamedErrors) {
   std::ofstream(foreign) << "not hdf5 at all";
   EXPECT_THROW(ReadStateFile(foreign), CacheError);
   EXPECT_THROW(ReadStateFile(dir / "absent.h5"), CacheError);
+}
+
+// Files that look like caches but whose attributes and datasets have other ranks, shapes or
+// types (what `iisan cache ls` meets in a shared cache.dir): named errors, never a crash.
+TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
+  const auto dir = TempDir("hostile");
+  auto make = [&](const std::string& name, const std::function<void(hid_t)>& fill) {
+    const auto path = dir / name;
+    hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    fill(file);
+    H5Fclose(file);
+    return path;
+  };
+  auto string_attribute = [](hid_t file, const char* name, const std::string& value, hsize_t count) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, value.size());
+    hid_t space = count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &count, nullptr);
+    hid_t attr = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    const std::string values = [&] {
+      std::string all;
+      for (hsize_t i = 0; i < count; ++i) all += value;
+      return all;
+    }();
+    H5Awrite(attr, type, values.data());
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  };
+  auto good_attributes = [&](hid_t file) {
+    string_attribute(file, "format_version", std::to_string(kStateFileFormatVersion), 1);
+    string_attribute(file, "fingerprint", "0123456789abcdef", 1);
+    string_attribute(file, "inputs", "{}", 1);
+  };
+  std::vector<std::filesystem::path> hostile;
+  // format_version as 1,000 strings: reading them into one string's bytes would overrun it.
+  hostile.push_back(make("array_attribute.h5", [&](hid_t file) {
+    string_attribute(file, "format_version", std::to_string(kStateFileFormatVersion), 1000);
+  }));
+  // format_version as an integer.
+  hostile.push_back(make("int_attribute.h5", [&](hid_t file) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(file, "format_version", H5T_NATIVE_INT, space, H5P_DEFAULT, H5P_DEFAULT);
+    const int value = 1;
+    H5Awrite(attr, H5T_NATIVE_INT, &value);
+    H5Aclose(attr);
+    H5Sclose(space);
+  }));
+  // /items two-dimensional: reading its size into one number would overrun it.
+  hostile.push_back(make("items_2d.h5", [&](hid_t file) {
+    good_attributes(file);
+    const hsize_t dims[2] = {3, 4};
+    hid_t space = H5Screate_simple(2, dims, nullptr);
+    hid_t set = H5Dcreate2(file, "/items", H5T_NATIVE_INT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(set);
+    H5Sclose(space);
+  }));
+  // /items as numbers.
+  hostile.push_back(make("items_numbers.h5", [&](hid_t file) {
+    good_attributes(file);
+    const hsize_t rows = 3;
+    hid_t space = H5Screate_simple(1, &rows, nullptr);
+    hid_t set = H5Dcreate2(file, "/items", H5T_NATIVE_INT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(set);
+    H5Sclose(space);
+  }));
+  for (const auto& path : hostile) {
+    try {
+      ReadStateFile(path);
+      ADD_FAILURE() << path << " was read";
+    } catch (const CacheError& error) {
+      EXPECT_NE(std::string(error.what()).find(path.filename().string()), std::string::npos) << error.what();
+    }
+  }
 }
 
 }  // namespace
