@@ -4,17 +4,10 @@
 #include "cache/builder.h"
 
 #include <csignal>
-#include <fstream>
-#include <atomic>
-#include <condition_variable>
 #include <cstdlib>
-#include <deque>
 #include <future>
-#include <mutex>
 #include <numeric>
 #include <optional>
-#include <thread>
-#include <variant>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -22,16 +15,11 @@
 #include "cache/cache_dir.h"
 #include "cache/partial_build.h"
 #include "cache/state_file.h"
-#include "core/data/image.h"
+#include "core/data/atomic_file.h"
 #include "core/data/progress.h"
 #include "core/data/text_file.h"
-#include "core/data/tokenizer.h"
 #include "core/models/backbone_config.h"
-#include "core/models/bert.h"
-#include "core/models/hf_checkpoint.h"
 #include "core/models/modality.h"
-#include "core/models/vit.h"
-#include "core/train/device_stats.h"
 
 namespace iisan::cache {
 namespace {
@@ -294,7 +282,7 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
   if (control.rank == 0) {
     // Next to the cache, for throughput reports: <key>.stats.json.
     const auto stats_path = StatsPathFor(path);
-    std::ofstream(stats_path) << stats.ToJson().dump(2) << "\n";
+    data::WriteFileAtomically(stats_path, stats.ToJson().dump(2) + "\n");
     LOG(INFO) << "cache written: " << path << " (" << stats.chunks_computed << " chunks computed here, "
               << stats.chunks_already_done << " resumed)";
   }

@@ -274,8 +274,9 @@ std::string UserKey(const Environment& env) {
     std::filesystem::remove(temp, error);
   }
   std::string key;
-  if (!(std::ifstream(path) >> key) || key.size() < 16) {
-    throw RendezvousError(path.string() + ": unreadable or too short; remove it (a new one is made) or set " +
+  // A key is 32 hex digits: anything past a few KiB is not one, and is not read.
+  if (std::filesystem::file_size(path, error) > 4096 || error || !(std::ifstream(path) >> key) || key.size() < 16) {
+    throw RendezvousError(path.string() + ": unreadable, too short or too long; remove it (a new one is made) or set " +
                           std::string(kEnvJobSecret));
   }
   return key;

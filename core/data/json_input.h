@@ -53,14 +53,12 @@ Json ParseJsonInput(std::string_view text, const std::string& source, const Json
   }
 }
 
-// Reads and parses a file, its size checked before it is read.
-template <typename Json>
-Json ReadJsonFile(const std::filesystem::path& path, const JsonLimits& limits = {});
-
+// The whole file, its size checked before it is read (InputError naming it otherwise).
 std::string ReadBoundedFile(const std::filesystem::path& path, size_t max_bytes);
 
+// Reads and parses a file, bounded as above.
 template <typename Json>
-Json ReadJsonFile(const std::filesystem::path& path, const JsonLimits& limits) {
+Json ReadJsonFile(const std::filesystem::path& path, const JsonLimits& limits = {}) {
   return ParseJsonInput<Json>(ReadBoundedFile(path, limits.max_bytes), path.string(), limits);
 }
 

@@ -2,7 +2,7 @@
 // from mid-epoch; version 1, written at epoch ends only, is still read).
 #include "core/train/checkpoint.h"
 
-#include <fstream>
+#include <algorithm>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -114,11 +114,16 @@ void Trainer::Resume(const TrainCheckpoint& checkpoint) {
   p.epoch_in_flight = version >= 2 ? j.at("epoch_in_flight").get<int>() : 0;
   p.next_step = version >= 2 ? j.at("next_step").get<int64_t>() : 0;
   p.partial_train_seconds = version >= 2 ? j.at("partial_train_seconds").get<double>() : 0.0;
-  if (p.epoch_in_flight < 0 || p.next_step < 0 || (p.epoch_in_flight == 0) != (p.next_step == 0) ||
+  // The step to continue from must lie inside the epoch this run would train.
+  const int64_t users = dataset_.num_users();
+  int64_t epoch_steps = (users + options_.batch_size - 1) / options_.batch_size;
+  if (options_.max_steps_per_epoch > 0) epoch_steps = std::min(epoch_steps, options_.max_steps_per_epoch);
+  if (p.result.epochs_run < 0 || p.epoch_in_flight < 0 || p.next_step < 0 ||
+      p.next_step >= std::max<int64_t>(1, epoch_steps) || (p.epoch_in_flight == 0) != (p.next_step == 0) ||
       (p.epoch_in_flight != 0 && p.epoch_in_flight != p.result.epochs_run + 1)) {
     throw std::runtime_error("inconsistent progress: epoch in flight " + std::to_string(p.epoch_in_flight) +
-                             ", next step " + std::to_string(p.next_step) + ", epochs done " +
-                             std::to_string(p.result.epochs_run));
+                             ", next step " + std::to_string(p.next_step) + " of " + std::to_string(epoch_steps) +
+                             ", epochs done " + std::to_string(p.result.epochs_run));
   }
   if (p.next_step > 0) {
     const auto sum = lookup("trainer.loss_sum");

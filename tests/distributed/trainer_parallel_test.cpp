@@ -19,6 +19,7 @@
 #include "core/train/trainer.h"
 #include "distributed/in_process_communicator.h"
 #include "distributed/process_group.h"
+#include "tests/core/train/sequence_dataset.h"
 
 namespace iisan::distributed {
 namespace {
@@ -33,32 +34,14 @@ constexpr int kEpochs = 2;
 // so that train sequences (all but the last two items) are 3..11 long: every fifth-or-so user's
 // fills all max_seq_len + 1 = 11 positions, with no padding id.
 data::Dataset WalkDataset(int users) {
-  data::Dataset dataset;
-  dataset.max_seq_len = 10;
-  dataset.item_ids.push_back("");
-  dataset.titles.push_back("");
-  dataset.image_paths.emplace_back();
-  for (int i = 1; i <= kItems; ++i) {
-    dataset.item_ids.push_back("I" + std::to_string(i));
-    dataset.titles.push_back("title " + std::to_string(i));
-    dataset.image_paths.emplace_back();
-  }
+  std::vector<std::vector<int32_t>> sequences;
   for (int u = 0; u < users; ++u) {
-    dataset.user_ids.push_back("U" + std::to_string(u));
     const int length = u % 3 == 0 ? 13 : 5 + (u * 7) % 9;  // 13 for every third user
     std::vector<int32_t> sequence;
     for (int k = 0; k < length; ++k) sequence.push_back(static_cast<int32_t>((u + 2 * k) % kItems + 1));
-    dataset.sequences.push_back(sequence);
+    sequences.push_back(sequence);
   }
-  std::vector<double> counts(kItems + 1, 0.0);
-  double total = 0;
-  for (int64_t u = 0; u < dataset.num_users(); ++u) {
-    for (int32_t item : dataset.train_sequence(u)) counts[item] += 1, total += 1;
-  }
-  dataset.popularity.assign(kItems + 1, 0.0);
-  for (int i = 1; i <= kItems; ++i) dataset.popularity[i] = counts[i] / total;
-  dataset.popularity[0] = 1.0;
-  return dataset;
+  return train::testing::SequenceDataset(kItems, sequences);
 }
 
 // Cached IISAN on random per-layer states (text only), dropout 0; the same weights every call.

@@ -121,6 +121,27 @@ class SlurmTest : public ::testing::Test {
     return worst;
   }
 
+  // Waits for the run's first metrics line (the next epoch is then training), signals the job
+  // with `scancel --signal=USR2 <scope> JOB`, waits until it has requeued itself and releases it
+  // from the hold Slurm puts on requeued jobs (BeginTime).
+  static void PreemptAfterFirstEpoch(const std::string& name, const std::string& job, const std::string& scope) {
+    const auto metrics = Run(name) / "metrics.jsonl";
+    const auto deadline = Clock::now() + std::chrono::seconds(120);
+    while (Clock::now() < deadline && !(fs::exists(metrics) && fs::file_size(metrics) > 0)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(fs::exists(metrics)) << Output(name, job);
+    const auto sh = RunShell("scancel --signal=USR2 " + scope + job);
+    ASSERT_EQ(sh.exit_code, 0) << sh.output;
+    const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
+    while (Clock::now() < requeue_deadline) {
+      const auto text = RunShell("scontrol show job " + job).output;
+      if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    RunShell("scontrol update jobid=" + job + " StartTime=now");
+  }
+
   static fs::path Run(const std::string& name) { return *work_ / "runs" / name; }
 
   static inline fs::path* work_ = nullptr;
@@ -192,23 +213,9 @@ TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRu
   // A time limit far away: the log must call the signal a preemption, not the time limit.
   const auto job = Submit("preempt", "#SBATCH --ntasks=1\n#SBATCH --time=30\n#SBATCH --requeue\n#SBATCH --signal=B:USR2@120\n",
                           "exec " + Train("preempt", common));
-  // Once the first epoch's metrics line is written, the second epoch is training: signal it.
-  const auto metrics = Run("preempt") / "metrics.jsonl";
-  const auto deadline = Clock::now() + std::chrono::seconds(120);
-  while (Clock::now() < deadline && !(fs::exists(metrics) && fs::file_size(metrics) > 0)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(metrics)) << Output("preempt", job);
-  sh = RunShell("scancel --signal=USR2 --batch " + job);
-  ASSERT_EQ(sh.exit_code, 0) << sh.output;
-  // The job requeues itself; Slurm holds a requeued job back for a while (BeginTime): release it.
-  const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < requeue_deadline) {
-    const auto text = RunShell("scontrol show job " + job).output;
-    if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  RunShell("scontrol update jobid=" + job + " StartTime=now");
+  // Signalled while the second epoch trains: the batch step is the training itself.
+  PreemptAfterFirstEpoch("preempt", job, "--batch ");
+  ASSERT_FALSE(HasFatalFailure());
   ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Output("preempt", job);
 
   const auto log = Output("preempt", job);
@@ -235,21 +242,9 @@ TEST_F(SlurmTest, APreemptedTwoRankJobResumesWithEveryRanksGeneratorState) {
   const auto whole = Submit("dpwhole", directives, "srun --mpi=pmix " + Train("dpwhole", common));
   ASSERT_EQ(WaitFor(whole, 240), "COMPLETED") << Output("dpwhole", whole);
   const auto job = Submit("dppreempt", directives, "srun --mpi=pmix " + Train("dppreempt", common));
-  const auto metrics = Run("dppreempt") / "metrics.jsonl";
-  const auto deadline = Clock::now() + std::chrono::seconds(120);
-  while (Clock::now() < deadline && !(fs::exists(metrics) && fs::file_size(metrics) > 0)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(fs::exists(metrics)) << Output("dppreempt", job);
   // To the step's tasks (the ranks), as the templates' --signal=USR2@120 does.
-  ASSERT_EQ(RunShell("scancel --signal=USR2 " + job).exit_code, 0);
-  const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < requeue_deadline) {
-    const auto text = RunShell("scontrol show job " + job).output;
-    if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  RunShell("scontrol update jobid=" + job + " StartTime=now");
+  PreemptAfterFirstEpoch("dppreempt", job, "");
+  ASSERT_FALSE(HasFatalFailure());
   ASSERT_EQ(WaitFor(job, 240), "COMPLETED") << Output("dppreempt", job);
   const auto log = Output("dppreempt", job);
   EXPECT_NE(log.find("resumed in epoch 2 at step"), std::string::npos) << log;

@@ -11,6 +11,7 @@
 #include "core/train/checkpoint.h"
 #include "core/train/run_summary.h"
 #include "core/train/trainer.h"
+#include "tests/core/train/sequence_dataset.h"
 
 namespace iisan::train {
 namespace {
@@ -18,32 +19,14 @@ namespace {
 // 45 users over 30 items (6 steps of 8, the last one short); user u walks items u % 30 + 1,
 // +1, ...; every fourth user has a full-length training sequence (11 ids, no padding).
 data::Dataset WalkDataset() {
-  data::Dataset dataset;
-  dataset.max_seq_len = 10;
-  dataset.item_ids.push_back("");
-  dataset.titles.push_back("");
-  dataset.image_paths.emplace_back();
-  for (int i = 1; i <= 30; ++i) {
-    dataset.item_ids.push_back("I" + std::to_string(i));
-    dataset.titles.push_back("title " + std::to_string(i));
-    dataset.image_paths.emplace_back();
-  }
+  std::vector<std::vector<int32_t>> sequences;
   for (int u = 0; u < 45; ++u) {
-    dataset.user_ids.push_back("U" + std::to_string(u));
     std::vector<int32_t> seq;
     const int length = u % 4 == 0 ? 13 : 6 + u % 5;
     for (int k = 0; k < length; ++k) seq.push_back(static_cast<int32_t>((u + k) % 30 + 1));
-    dataset.sequences.push_back(seq);
+    sequences.push_back(seq);
   }
-  std::vector<double> counts(31, 0.0);
-  double total = 0;
-  for (int64_t u = 0; u < dataset.num_users(); ++u) {
-    for (int32_t item : dataset.train_sequence(u)) counts[item] += 1, total += 1;
-  }
-  dataset.popularity.resize(31);
-  for (int i = 1; i <= 30; ++i) dataset.popularity[i] = counts[i] / total;
-  dataset.popularity[0] = 1.0;
-  return dataset;
+  return testing::SequenceDataset(30, sequences);
 }
 
 struct Problem {
@@ -161,6 +144,28 @@ TEST(FitControlTest, ACancelBetweenEpochsResumesAtTheNextEpoch) {
   Trainer resumed(setup.dataset, again, setup.options);
   EXPECT_NO_THROW(resumed.Resume(state));
   EXPECT_EQ(resumed.epochs_done(), 1);
+}
+
+TEST(FitControlTest, ACheckpointWhoseStepLiesOutsideTheEpochIsRefused) {
+  const Problem setup;
+  auto model = setup.Model();
+  Trainer trainer(setup.dataset, model, setup.options);
+  std::atomic<bool> cancel{false};
+  FitCallbacks callbacks;
+  callbacks.cancel = &cancel;
+  callbacks.after_step = [&](int epoch, int64_t done) { cancel = epoch == 1 && done == 2; };
+  trainer.Fit(callbacks);
+  auto state = trainer.Checkpoint();
+  ASSERT_EQ(state.state.at("next_step").get<int64_t>(), 2);
+  state.state["next_step"] = 6;  // an epoch of 45 users in batches of 8 has steps 0..5
+  auto again = setup.Model();
+  Trainer resumed(setup.dataset, again, setup.options);
+  try {
+    resumed.Resume(state);
+    FAIL() << "resumed at step 6 of a 6-step epoch";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("next step 6 of 6"), std::string::npos) << error.what();
+  }
 }
 
 TEST(FitControlTest, OnEpochCanStopTheRun) {

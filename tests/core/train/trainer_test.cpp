@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "tests/core/models/model_test_util.h"
+#include "tests/core/train/sequence_dataset.h"
 
 namespace iisan::train {
 namespace {
@@ -41,31 +42,13 @@ TEST(TrainerTest, SequenceBatchIsLeftPaddedWithTheReferenceMask) {
 // 40 users over 30 items; user u walks items u % 30 + 1, +1, +2, … so that the next item is
 // predictable from the last one.
 data::Dataset WalkDataset() {
-  data::Dataset dataset;
-  dataset.max_seq_len = 10;
-  dataset.item_ids.push_back("");
-  dataset.titles.push_back("");
-  dataset.image_paths.emplace_back();
-  for (int i = 1; i <= 30; ++i) {
-    dataset.item_ids.push_back("I" + std::to_string(i));
-    dataset.titles.push_back("title " + std::to_string(i));
-    dataset.image_paths.emplace_back();
-  }
+  std::vector<std::vector<int32_t>> sequences;
   for (int u = 0; u < 40; ++u) {
-    dataset.user_ids.push_back("U" + std::to_string(u));
     std::vector<int32_t> seq;
     for (int k = 0; k < 6 + u % 5; ++k) seq.push_back(static_cast<int32_t>((u + k) % 30 + 1));
-    dataset.sequences.push_back(seq);
+    sequences.push_back(seq);
   }
-  std::vector<double> counts(31, 0.0);
-  double total = 0;
-  for (int64_t u = 0; u < dataset.num_users(); ++u) {
-    for (int32_t item : dataset.train_sequence(u)) counts[item] += 1, total += 1;
-  }
-  dataset.popularity.resize(31);
-  for (int i = 1; i <= 30; ++i) dataset.popularity[i] = counts[i] / total;
-  dataset.popularity[0] = 1.0;
-  return dataset;
+  return testing::SequenceDataset(30, sequences);
 }
 
 TEST(TrainerTest, PopularityBaselineRanksByTrainCounts) {
