@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <list>
+#include <mutex>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -185,15 +187,70 @@ std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats) 
   return result.path;
 }
 
+namespace {
+
+struct LoadedCaches {
+  std::mutex mutex;
+  bool keep = false;
+  std::list<std::pair<std::string, train::ItemStates>> entries;  // most recent first
+  CacheUse use;
+};
+
+LoadedCaches& Loaded() {
+  static LoadedCaches loaded;
+  return loaded;
+}
+
+}  // namespace
+
+void KeepLoadedCaches(bool keep) {
+  auto& loaded = Loaded();
+  std::lock_guard<std::mutex> lock(loaded.mutex);
+  loaded.keep = keep;
+  if (!keep) loaded.entries.clear();
+}
+
+CacheUse CacheUseCounters() {
+  auto& loaded = Loaded();
+  std::lock_guard<std::mutex> lock(loaded.mutex);
+  return loaded.use;
+}
+
 train::ItemStates EnsureCache(const Job& job) {
-  const auto path = EnsureCacheFile(job);
   // Straight onto the training device, slab by slab: on a GPU in bf16 (what the recommender keeps
   // there), so that neither a whole fp32 copy on the host nor one on the device is ever made.
   cache::LoadOptions load;
   load.device = job.train_options.device;
   load.dtype = load.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  auto& loaded = Loaded();
+  std::string key;
+  {
+    std::lock_guard<std::mutex> lock(loaded.mutex);
+    if (loaded.keep) {
+      key = job.cache_path.string() + "|" + job.fingerprint + "|" + load.device.str() + "|" +
+            std::string(c10::toString(load.dtype)) + "|" + std::to_string(job.dataset.item_ids.size());
+      for (auto it = loaded.entries.begin(); it != loaded.entries.end(); ++it) {
+        if (it->first != key) continue;
+        loaded.entries.splice(loaded.entries.begin(), loaded.entries, it);
+        ++loaded.use.reused;
+        LOG(INFO) << "cache " << job.fingerprint << ": reusing the states this process loaded";
+        return loaded.entries.front().second;
+      }
+    }
+  }
+  cache::BuildStats stats;
+  const auto path = EnsureCacheFile(job, &stats);
   const auto tables = cache::LoadStateTables(path, load, job.fingerprint, job.dataset.item_ids);
-  return {tables.text, tables.image};
+  train::ItemStates states{tables.text, tables.image};
+  std::lock_guard<std::mutex> lock(loaded.mutex);
+  if (stats.items > 0) ++loaded.use.built;
+  else ++loaded.use.loaded;
+  if (loaded.keep) {
+    loaded.entries.emplace_front(key, states);
+    constexpr size_t kKept = 4;
+    while (loaded.entries.size() > kKept) loaded.entries.pop_back();
+  }
+  return states;
 }
 
 namespace {

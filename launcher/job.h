@@ -38,6 +38,17 @@ std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats =
 // the CPU) after checking that it belongs to this job (fingerprint and item list).
 train::ItemStates EnsureCache(const Job& job);
 
+// A sweep worker runs many trials in one process: with this on, EnsureCache keeps the last few
+// loaded caches (by path, fingerprint, device and dtype) and hands the same tensors, which no one
+// writes, to later trials instead of reading the file again.
+void KeepLoadedCaches(bool keep);
+// What EnsureCache did since the process started: caches built here, loaded from a file, reused
+// from memory.
+struct CacheUse {
+  int built = 0, loaded = 0, reused = 0;
+};
+CacheUse CacheUseCounters();
+
 // The config an ensure request sends to the cache service: the job's config with absolute
 // paths and without the client's cache location, service and token.
 Json CacheServiceSpec(const Job& job);

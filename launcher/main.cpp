@@ -6,6 +6,8 @@
 
 #include "launcher/commands.h"
 #include "launcher/report.h"
+#include "launcher/sweep/sweep_report.h"
+#include "launcher/sweep/sweep_run.h"
 
 namespace {
 
@@ -141,6 +143,42 @@ int main(int argc, char** argv) {
   report_efficiency->add_option("--out,-o", report_out, "folder for efficiency.md and efficiency.svg")
       ->capture_default_str();
 
+  auto* sweep = app.add_subcommand("sweep", "hyperparameter sweeps: search, early stopping, trials packed onto GPUs")
+                    ->require_subcommand(1);
+  iisan::launcher::sweep::SweepRunOptions sweep_run;
+  auto* sweep_run_cmd = sweep->add_subcommand("run", "run (or resume) the sweep of SPEC.json to the end");
+  sweep_run_cmd->add_option("spec", sweep_run.spec_file, "sweep spec (JSON: base, space, metric, searcher, trials, "
+                                                         "concurrency, seed, early_stopping)")->required();
+  sweep_run_cmd->add_option("--dir", sweep_run.dir, "sweep directory (default: <run_root>/sweeps/<name>); rerun with "
+                                                    "the same directory to resume");
+  sweep_run_cmd->add_option("--db", sweep_run.db, "sweep database (default: DIR/sweep.db; must be on a local disk)");
+  sweep_run_cmd->add_option("--executor", sweep_run.executor, "local, slurm or inprocess")->capture_default_str();
+  sweep_run_cmd->add_option("--trials-per-gpu", sweep_run.trials_per_gpu, "local executor: worker processes per GPU")
+      ->capture_default_str();
+  sweep_run_cmd->add_option("--mps", sweep_run.mps, "local executor, several trials per GPU: start CUDA MPS (auto, on, "
+                                                    "off)")->capture_default_str();
+  sweep_run_cmd->add_option("--listen", sweep_run.listen, "scheduler on TCP HOST:PORT with a token (workers on other "
+                                                          "hosts); default: a Unix socket in the sweep directory");
+  sweep_run_cmd->add_option("--slurm-template", sweep_run.slurm_template, "slurm executor: the worker script "
+                                                                          "(default: slurm/sweep.sbatch)");
+  sweep_run_cmd->add_option("--sbatch-arg", sweep_run.sbatch_args, "slurm executor: an extra sbatch option "
+                                                                   "(repeatable), e.g. --sbatch-arg=--gpus=0");
+  sweep_run_cmd->add_option("--progress-every", sweep_run.progress_every_s, "seconds between progress lines")
+      ->capture_default_str();
+  iisan::launcher::sweep::SweepWorkerOptions sweep_worker;
+  auto* sweep_worker_cmd = sweep->add_subcommand("worker", "run trials of a sweep until it is done (the executors "
+                                                           "start these)");
+  sweep_worker_cmd->add_option("dir", sweep_worker.dir, "sweep directory")->required();
+  sweep_worker_cmd->add_option("--name", sweep_worker.name, "worker name in the scheduler's log");
+  sweep_worker_cmd->add_option("--reconnect", sweep_worker.reconnect_s, "seconds to keep trying to reach the "
+                                                                        "scheduler")->capture_default_str();
+  std::filesystem::path sweep_dir, sweep_report_out;
+  auto* sweep_status_cmd = sweep->add_subcommand("status", "progress of a running sweep");
+  sweep_status_cmd->add_option("dir", sweep_dir, "sweep directory")->required();
+  auto* sweep_report_cmd = sweep->add_subcommand("report", "table, charts and the best config of a sweep");
+  sweep_report_cmd->add_option("dir", sweep_dir, "sweep directory")->required();
+  sweep_report_cmd->add_option("--out,-o", sweep_report_out, "output folder (default: DIR/report)");
+
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -176,6 +214,14 @@ int main(int argc, char** argv) {
       std::cout << iisan::launcher::ConfigToJson(resolved).dump(2) << "\n";
     } else if (config_schema->parsed()) {
       std::cout << iisan::launcher::ConfigSchemaJson().dump(2) << "\n";
+    } else if (sweep_run_cmd->parsed()) {
+      return iisan::launcher::sweep::SweepRun(sweep_run, std::cout);
+    } else if (sweep_worker_cmd->parsed()) {
+      return iisan::launcher::sweep::SweepWorker(sweep_worker);
+    } else if (sweep_status_cmd->parsed()) {
+      iisan::launcher::sweep::SweepStatus(sweep_dir, std::cout);
+    } else if (sweep_report_cmd->parsed()) {
+      iisan::launcher::sweep::SweepReport(sweep_dir, sweep_report_out, std::cout);
     } else if (demo->parsed()) {
       iisan::launcher::Demo(demo_dir, demo_overrides, std::cout);
     }
