@@ -1,5 +1,6 @@
 #include "launcher/sweep/line_rpc.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -113,6 +114,7 @@ struct LineServer::Impl {
           boost::system::error_code ignored;
           socket.close(ignored);
         } else {
+          ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
           ++open;
           std::make_shared<Connection<decltype(socket)>>(this, std::move(socket))->Start();
         }
@@ -138,6 +140,7 @@ LineServer::LineServer(LineServerOptions options, LineHandler handler) : impl_(s
     impl.tcp->bind(endpoint, error);
     if (error) throw std::runtime_error(impl.options.listen + ": cannot listen (" + error.message() + ")");
     impl.tcp->listen();
+    ::fcntl(impl.tcp->native_handle(), F_SETFD, FD_CLOEXEC);
     const auto bound = impl.tcp->local_endpoint();
     impl.endpoint = (address.is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(bound.port());
   } else {
@@ -163,6 +166,9 @@ LineServer::LineServer(LineServerOptions options, LineHandler handler) : impl_(s
     }
     ::umask(old_mask);
     ::chmod(path.c_str(), 0600);
+    // Worker processes must not inherit the listener: a killed scheduler's socket would stay
+    // open in them and look alive to its restarted successor.
+    ::fcntl(impl.local->native_handle(), F_SETFD, FD_CLOEXEC);
     impl.endpoint = "unix:" + path.string();
   }
 }
