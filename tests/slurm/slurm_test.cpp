@@ -1,13 +1,15 @@
 // Slurm for real: training jobs submitted with sbatch to a one-node cluster that the suite
 // starts itself (local_slurm.h): a 2-task `srun --mpi=pmix` job that reproduces mpirun's and
 // one process's run, a job preempted mid-epoch by SIGUSR2 that requeues itself and ends as the
-// uninterrupted run, a 3-task array capped at 2 at a time, and a rendezvous that cannot resolve
+// uninterrupted run, a 3-task array capped at 2 at a time, a sweep whose workers are an array,
+// and a rendezvous that cannot resolve
 // failing fast and naming the variable.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -291,6 +293,49 @@ TEST_F(SlurmTest, TheArrayTemplateRunsEveryTaskAtMostTwoAtATime) {
         << "task " << task << ": " << ReadText(*work_ / ("array-" + job + "_" + std::to_string(task) + ".out"));
     EXPECT_EQ(ReadJson(run / "summary.json")["epochs_run"], task + 1) << "task " << task << " got its own line";
   }
+}
+
+TEST_F(SlurmTest, ASweepRunsAsAWorkerArrayCappedAtItsConcurrency) {
+  // `iisan sweep run --executor slurm`: the scheduler here, its workers an array of
+  // slurm/sweep.sbatch tasks, at most `concurrency` at a time; ASHA prunes some trials.
+  const auto demo = *work_ / "demo";
+  nlohmann::json spec = nlohmann::json::parse(R"({
+    "name": "slurm-sweep",
+    "space": {"train.lr.recsys": {"loguniform": [1e-4, 1e-2]}, "model.dropout": {"uniform": [0.0, 0.3]}},
+    "trials": 6, "concurrency": 2, "seed": 5,
+    "early_stopping": {"rule": "asha", "reduction_factor": 2, "grace_period": 1, "max_epochs": 3}
+  })");
+  spec["base"] = {{"data", {{"dir", (demo / "data").string()}}},
+                  {"model", {{"text_backbone", (demo / "backbones/text").string()},
+                             {"image_backbone", (demo / "backbones/image").string()}}},
+                  {"cache", {{"dir", (demo / "cache").string()}}},
+                  {"train", {{"batch_size", 16}, {"patience", 100}, {"device", "cpu"}}}};
+  const auto spec_file = *work_ / "sweep.json";
+  std::ofstream(spec_file) << spec.dump(2);
+  const auto dir = *work_ / "sweep";
+  const auto sh = RunShell("OMP_NUM_THREADS=1 " IISAN_BINARY " sweep run " + spec_file.string() + " --dir " +
+                           dir.string() + " --executor slurm --sbatch-arg=--gpus=0 --sbatch-arg=--cpus-per-task=1");
+  ASSERT_EQ(sh.exit_code, 0) << sh.output;
+  EXPECT_NE(sh.output.find("slurm executor: array job"), std::string::npos) << sh.output;
+  EXPECT_NE(sh.output.find("6/6 trials done"), std::string::npos) << sh.output;
+  std::ifstream lines(dir / "trials.jsonl");
+  int trials = 0, pruned = 0;
+  std::set<std::string> workers;
+  for (std::string line; std::getline(lines, line);) {
+    const auto trial = nlohmann::json::parse(line);
+    ++trials;
+    pruned += trial["status"] == "pruned";
+    EXPECT_TRUE(trial["status"] == "pruned" || trial["status"] == "completed") << line;
+    EXPECT_TRUE(fs::exists(fs::path(trial["run_dir"].get<std::string>()) / "summary.json")) << line;
+  }
+  EXPECT_EQ(trials, 6);
+  EXPECT_GT(pruned, 0);
+  // The workers were array tasks (their logs are the array's output files).
+  int task_logs = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "workers")) {
+    task_logs += entry.path().filename().string().rfind("iisan-sweep-slurm-sweep-", 0) == 0;
+  }
+  EXPECT_GE(task_logs, 1);
 }
 
 TEST_F(SlurmTest, ARendezvousThatCannotResolveFailsFastNamingTheVariable) {
