@@ -39,6 +39,48 @@ torch::Device ParseDevice(const std::string& name) {
   throw ConfigError("train.device must be cpu, cuda or cuda:N, got '" + name + "'");
 }
 
+namespace {
+
+// With KeepLoadedCaches(true), the last dataset read stays in memory for the next job that reads
+// the same files (same sizes and modification times) with the same preprocessing.
+struct KeptDataset {
+  std::mutex mutex;
+  bool keep = false;
+  std::string key;
+  data::Dataset dataset;
+};
+
+KeptDataset& Kept() {
+  static KeptDataset kept;
+  return kept;
+}
+
+data::Dataset LoadDatasetKept(const std::filesystem::path& dir, const data::PreprocessOptions& preprocess) {
+  auto& kept = Kept();
+  std::string key;
+  {
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    if (!kept.keep) return data::LoadDataset(dir, preprocess);
+    std::error_code error;
+    key = std::filesystem::weakly_canonical(dir, error).string() + "|" + std::to_string(preprocess.min_seq_len) + "|" +
+          std::to_string(preprocess.max_seq_len) + "|" + std::to_string(preprocess.require_images);
+    for (const char* file : {"users.tsv", "items.tsv"}) {
+      const auto path = dir / file;
+      const auto size = std::filesystem::file_size(path, error);
+      const auto time = std::filesystem::last_write_time(path, error).time_since_epoch().count();
+      key += "|" + std::to_string(error ? 0 : size) + "@" + std::to_string(error ? 0 : time);
+    }
+    if (kept.key == key) return kept.dataset;
+  }
+  auto dataset = data::LoadDataset(dir, preprocess);
+  std::lock_guard<std::mutex> lock(kept.mutex);
+  kept.key = key;
+  kept.dataset = dataset;
+  return dataset;
+}
+
+}  // namespace
+
 Job PrepareJob(const Config& config_in) {
   // Ranges and choices again: callers may have changed fields since the config was loaded.
   ValidateConfig(config_in);
@@ -72,7 +114,7 @@ Job PrepareJob(const Config& config_in) {
   preprocess.min_seq_len = config.data.min_seq_len;
   preprocess.max_seq_len = config.data.max_seq_len;
   preprocess.require_images = modality != models::Modality::kText;
-  job.dataset = data::LoadDataset(
+  job.dataset = LoadDatasetKept(
       RequiredPath(config.data.dir, "data.dir", "dataset folder (users.tsv, items.tsv, images/)"), preprocess);
 
   const auto kept = cache::ResolveKeptLayers(cache);
@@ -204,6 +246,15 @@ LoadedCaches& Loaded() {
 }  // namespace
 
 void KeepLoadedCaches(bool keep) {
+  {
+    auto& kept = Kept();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    kept.keep = keep;
+    if (!keep) {
+      kept.key.clear();
+      kept.dataset = data::Dataset();
+    }
+  }
   auto& loaded = Loaded();
   std::lock_guard<std::mutex> lock(loaded.mutex);
   loaded.keep = keep;

@@ -40,7 +40,8 @@ train::ItemStates EnsureCache(const Job& job);
 
 // A sweep worker runs many trials in one process: with this on, EnsureCache keeps the last few
 // loaded caches (by path, fingerprint, device and dtype) and hands the same tensors, which no one
-// writes, to later trials instead of reading the file again.
+// writes, to later trials instead of reading the file again; PrepareJob keeps the last dataset
+// read (same files, sizes and modification times, same preprocessing).
 void KeepLoadedCaches(bool keep);
 // What EnsureCache did since the process started: caches built here, loaded from a file, reused
 // from memory.

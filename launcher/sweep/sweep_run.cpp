@@ -16,6 +16,7 @@
 #include <glog/logging.h>
 #include <torch/cuda.h>
 
+#include "core/data/atomic_file.h"
 #include "distributed/rendezvous.h"
 #include "launcher/preemption.h"
 #include "launcher/sweep/line_rpc.h"
@@ -165,11 +166,7 @@ int SweepRun(const SweepRunOptions& options, std::ostream& out) {
   }
   google::SetLogDestination(google::GLOG_INFO, (dir / "scheduler.log.").string().c_str());
   SweepState state(spec, dir, options.db);
-  {
-    std::ostringstream copy;
-    copy << spec.ToJson().dump(2) << "\n";
-    std::ofstream(dir / "spec.json", std::ios::trunc) << copy.str();
-  }
+  data::WriteFileAtomically(dir / "spec.json", spec.ToJson().dump(2) + "\n");
   SchedulerOptions server_options;
   server_options.listen = options.listen;
   if (!options.listen.empty()) server_options.token = distributed::RandomSecret();
