@@ -51,8 +51,8 @@ start=$(date +%s.%N)
   --progress-every 15 2>&1 | grep -v '^[IW][0-9]'
 end=$(date +%s.%N)
 kill $smi
-python3 - "$work/smi-$mode.csv" "$start" "$end" "$trials" "$mode" <<'PY'
-import sys
+python3 - "$work/smi-$mode.csv" "$start" "$end" "$trials" "$mode" "$work/sweep-$mode/sweep.db" <<'PY'
+import json, sqlite3, sys
 rows = [l.split(',') for l in open(sys.argv[1]) if l.count(',') == 2]
 util = [float(r[1].split()[0]) for r in rows]
 mem = [float(r[2].split()[0]) for r in rows]
@@ -61,5 +61,14 @@ n = int(sys.argv[4])
 print(f"{sys.argv[5]}: {n} trials in {wall:.1f} s end to end = {3600 * n / wall:.0f} trials/hour; "
       f"GPU utilisation mean {sum(util) / max(len(util), 1):.0f} % over {len(util)} samples; "
       f"peak GPU memory used {max(mem, default=0) / 1024:.2f} GiB (whole device, every process)")
+db = sqlite3.connect(sys.argv[6])
+rows = db.execute("SELECT status, epochs, seconds, summary FROM trials").fetchall()
+peaks = [json.loads(r[3]).get("peak_memory_bytes", 0) for r in rows if r[3]]
+epochs = sum(r[1] for r in rows)
+status = {}
+for r in rows:
+    status[r[0]] = status.get(r[0], 0) + 1
+print(f"{sys.argv[5]}: {len(rows)} trials {status}, {epochs} epochs in all; per-trial peak CUDA allocator memory "
+      f"max {max(peaks, default=0) / 2**30:.2f} GiB; trial seconds summed {sum(r[2] for r in rows):.0f}")
 PY
 "$iisan" sweep report "$work/sweep-$mode" | tail -3
