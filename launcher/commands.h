@@ -2,6 +2,7 @@
 // and throws with a message that names the file, key or value at fault otherwise.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <ostream>
 #include <string>
@@ -56,9 +57,9 @@ struct ServeOptions {
   std::string listen;  // HOST:PORT
   std::string token;   // empty: CacheServiceToken(config)
   int workers = 4;
-  size_t max_request_bytes = 64 * 1024;
-  double idle_timeout_s = 30;
-  int max_connections = 256;
+  size_t max_request_bytes = cache::kDefaultMaxRequestBytes;
+  double idle_timeout_s = std::chrono::duration<double>(cache::kDefaultIdleTimeout).count();
+  int max_connections = cache::kDefaultMaxConnections;
 };
 // `iisan cache serve`: the cache service (cache/service.h) for cache.dir, until SIGINT/SIGTERM.
 void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out);
