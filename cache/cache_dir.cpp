@@ -23,6 +23,20 @@ std::filesystem::path StatsPathFor(const std::filesystem::path& cache_path) {
   return stats;
 }
 
+void RequireInsideCacheDir(const std::filesystem::path& dir, const std::filesystem::path& path,
+                           const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const auto root = fs::weakly_canonical(fs::absolute(dir), error);
+  fs::path resolved;
+  if (!error) resolved = fs::weakly_canonical(fs::absolute(path.is_absolute() ? path : dir / path), error);
+  const auto relative = resolved.lexically_relative(root);
+  if (error || relative.empty() || relative == "." || *relative.begin() == "..") {
+    throw CacheError(what + ": " + path.string() + " is not inside the cache folder " + dir.string() +
+                     " (once '..' and symbolic links are resolved); only caches of that folder are served");
+  }
+}
+
 nlohmann::json ListCaches(const std::filesystem::path& dir) {
   nlohmann::json out = nlohmann::json::array();
   if (!std::filesystem::is_directory(dir)) return out;
@@ -34,6 +48,7 @@ nlohmann::json ListCaches(const std::filesystem::path& dir) {
     if (EndsWith(name, ".h5") && std::filesystem::is_regular_file(path)) {
       nlohmann::json row = {{"path", path.string()}, {"bytes", std::filesystem::file_size(path)}};
       try {
+        RequireInsideCacheDir(dir, path, name);  // a link out of the folder is not read
         const auto header = ReadStateFileHeader(path);
         row["key"] = header.fingerprint;
         row["items"] = static_cast<int64_t>(header.items.size()) - 1;

@@ -20,6 +20,12 @@ nlohmann::json ListCaches(const std::filesystem::path& dir);
 // holds the lock.
 std::vector<std::filesystem::path> RemoveCache(const std::filesystem::path& dir, const std::string& key_or_path);
 
+// Refuses (CacheError naming `what`, e.g. "key 0123456789abcdef" or "cache.path", and `dir`) a
+// `path` that, once ".." and symbolic links are resolved, is not inside `dir`. A relative path
+// is taken relative to `dir`.
+void RequireInsideCacheDir(const std::filesystem::path& dir, const std::filesystem::path& path,
+                           const std::string& what);
+
 // "<dir>/<key>.stats.json" for "<dir>/<key>.h5".
 std::filesystem::path StatsPathFor(const std::filesystem::path& cache_path);
 

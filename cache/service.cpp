@@ -1,17 +1,22 @@
 // The service: an io_context on the calling thread accepts connections and reads request
 // lines; ensure requests go to a worker pool, whose threads resolve the spec, join or start the
 // key's flight and, for the first request of a key, run the build. Replies travel back to the
-// connection's executor. One request is handled at a time per connection.
+// connection's executor. One request is handled at a time per connection. Every wait on a
+// client (its request, its taking of a reply) has a deadline; the wait for a build has none, and
+// a heartbeat line tells the client the service is alive.
 #include "cache/service.h"
 
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include <atomic>
-#include <map>
-#include <optional>
 #include <array>
+#include <atomic>
+#include <deque>
+#include <map>
 #include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
 
 #include <boost/asio.hpp>
 #include <glog/logging.h>
@@ -33,10 +38,13 @@ namespace {
 // client sees the reply rather than a reset; past this the connection is simply closed.
 constexpr size_t kMaxDrainBytes = 64ULL << 20;
 
-bool SameToken(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+// Whether a request's token is the service's, in time that depends on neither the bytes given nor
+// how many of them match: the loop always runs over the service's token.
+bool SameToken(const std::string& given, const std::string& expected) {
+  unsigned char diff = given.size() != expected.size();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    diff |= static_cast<unsigned char>((i < given.size() ? given[i] : 0) ^ expected[i]);
+  }
   return diff == 0;
 }
 
@@ -60,6 +68,15 @@ std::string DumpLine(const nlohmann::json& reply) {
   return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
+std::string Seconds(std::chrono::milliseconds duration) {
+  std::ostringstream out;
+  out << static_cast<double>(duration.count()) / 1000.0 << " s";
+  return out.str();
+}
+
+// What a session does once a line has been written.
+enum class AfterWrite { kNothing, kRead, kClose };
+
 }  // namespace
 
 struct CacheService::Impl {
@@ -73,6 +90,8 @@ struct CacheService::Impl {
 
   ServiceOptions options;
   SpecResolver resolver;
+  // Before `io`: sessions, destroyed with the io_context's handlers, count themselves out here.
+  std::atomic<int> open_sessions{0};
   asio::io_context io;
   std::optional<asio::local::stream_protocol::acceptor> local_acceptor;
   std::optional<asio::ip::tcp::acceptor> tcp_acceptor;
@@ -92,14 +111,29 @@ struct CacheService::Impl {
   struct Session : std::enable_shared_from_this<Session<Socket>> {
     // The Impl outlives every session: sessions live in handlers of its io_context, which are
     // destroyed with it, after the workers that post replies have been joined.
-    Session(Impl* impl, Socket socket) : impl(impl), socket(std::move(socket)) {}
+    Session(Impl* impl, Socket socket)
+        : impl(impl), socket(std::move(socket)), deadline(impl->io), heartbeat(impl->io) {
+      ++impl->open_sessions;
+    }
+    ~Session() { --impl->open_sessions; }
     Impl* impl;
     Socket socket;
     std::string buffer;
     std::array<char, 65536> scratch{};
     size_t drained = 0;
+    // One deadline at a time (reading a request, writing a line, draining); a handler of an
+    // earlier one that fires late sees another generation and does nothing.
+    asio::steady_timer deadline;
+    uint64_t deadline_generation = 0;
+    asio::steady_timer heartbeat;
+    uint64_t request_number = 0;  // the heartbeats of a request stop with its reply
+    bool awaiting_reply = false;
+    std::deque<std::pair<std::string, AfterWrite>> outbox;
+    bool writing = false;
+    bool closed = false;
 
     void Read() {
+      ArmDeadline("sent no whole request");
       auto self = this->shared_from_this();
       asio::async_read_until(socket, asio::dynamic_buffer(buffer, impl->options.max_request_bytes), '\n',
                              [self](const boost::system::error_code& error, size_t length) {
@@ -108,47 +142,120 @@ struct CacheService::Impl {
     }
 
     void OnLine(const boost::system::error_code& error, size_t length) {
+      Disarm();
       if (error == asio::error::not_found) {
         Send(ServiceErrorReply("request exceeds " + std::to_string(impl->options.max_request_bytes) +
                                " bytes (or has no newline); the connection is closed"),
-             /*close=*/true);
+             AfterWrite::kClose);
         return;
       }
-      if (error) return;  // closed by the client: the session ends
+      if (error) return;  // closed by the client, or by the deadline: the session ends
       std::string line = buffer.substr(0, length - 1);
       buffer.erase(0, length);
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.find_first_not_of(" \t") == std::string::npos) return Read();
+      awaiting_reply = true;
+      ScheduleHeartbeat(++request_number);
       auto self = this->shared_from_this();
       impl->Handle(line, [self](nlohmann::json reply) {
-        asio::post(self->socket.get_executor(), [self, reply = std::move(reply)] { self->Send(reply, false); });
+        asio::post(self->socket.get_executor(), [self, reply = std::move(reply)] {
+          self->awaiting_reply = false;
+          self->heartbeat.cancel();
+          self->Send(reply, AfterWrite::kRead);
+        });
       });
     }
 
-    void Send(const nlohmann::json& reply, bool close) {
+    void ScheduleHeartbeat(uint64_t request) {
       auto self = this->shared_from_this();
-      auto bytes = std::make_shared<std::string>(DumpLine(reply));
-      asio::async_write(socket, asio::buffer(*bytes), [self, bytes, close](const boost::system::error_code& error, size_t) {
-        if (error) return;
-        if (!close) return self->Read();
-        boost::system::error_code ignored;
-        self->socket.shutdown(asio::socket_base::shutdown_send, ignored);
-        self->Drain();
+      heartbeat.expires_after(impl->options.heartbeat);
+      heartbeat.async_wait([self, request](const boost::system::error_code& error) {
+        if (error || self->closed || !self->awaiting_reply || request != self->request_number) return;
+        self->Enqueue(DumpLine({{"waiting", true}}), AfterWrite::kNothing);
+        self->ScheduleHeartbeat(request);
       });
     }
 
-    // Reads and drops what the client still sends, until it closes (or too much has come).
+    // Tells a client the service is at its connection cap, and closes.
+    void Refuse() {
+      Send({{"ok", false}, {"busy", true},
+            {"error", "the cache service is serving its maximum of " + std::to_string(impl->options.max_connections) +
+                      " connections (cache serve --max-connections); try again shortly"}},
+           AfterWrite::kClose);
+    }
+
+    void Send(const nlohmann::json& reply, AfterWrite after) { Enqueue(DumpLine(reply), after); }
+
+    void Enqueue(std::string line, AfterWrite after) {
+      if (closed) return;  // a reply for a client that has gone
+      outbox.emplace_back(std::move(line), after);
+      if (!writing) WriteNext();
+    }
+
+    void WriteNext() {
+      writing = true;
+      ArmDeadline("took no reply");
+      auto self = this->shared_from_this();
+      asio::async_write(socket, asio::buffer(outbox.front().first),
+                        [self](const boost::system::error_code& error, size_t) {
+                          self->writing = false;
+                          self->Disarm();
+                          // The client has gone, or the deadline passed (and Close emptied the outbox).
+                          if (error || self->closed) return self->Close();
+                          const AfterWrite after = self->outbox.front().second;
+                          self->outbox.pop_front();
+                          if (after == AfterWrite::kClose) {
+                            boost::system::error_code ignored;
+                            self->socket.shutdown(asio::socket_base::shutdown_send, ignored);
+                            self->ArmDeadline("kept its connection open after an error reply");
+                            self->Drain();
+                          } else if (!self->outbox.empty()) {
+                            self->WriteNext();
+                          } else if (after == AfterWrite::kRead) {
+                            self->Read();
+                          }
+                        });
+    }
+
+    // Reads and drops what the client still sends, until it closes (or too much has come, or
+    // the deadline passes).
     void Drain() {
       auto self = this->shared_from_this();
       socket.async_read_some(asio::buffer(scratch), [self](const boost::system::error_code& error, size_t n) {
         self->drained += n;
         if (error || self->drained > kMaxDrainBytes) {
-          boost::system::error_code ignored;
-          self->socket.close(ignored);
+          self->Close();
           return;
         }
         self->Drain();
       });
+    }
+
+    void ArmDeadline(const char* what) {
+      const uint64_t generation = ++deadline_generation;
+      auto self = this->shared_from_this();
+      deadline.expires_after(impl->options.idle_timeout);
+      deadline.async_wait([self, generation, what](const boost::system::error_code& error) {
+        if (error || generation != self->deadline_generation) return;
+        LOG(WARNING) << "cache service: closing a connection that " << what << " within "
+                     << Seconds(self->impl->options.idle_timeout) << " (--idle-timeout)";
+        self->Close();
+      });
+    }
+
+    void Disarm() {
+      ++deadline_generation;
+      deadline.cancel();
+    }
+
+    // Cancels every pending operation: their handlers run with an error and drop the session.
+    void Close() {
+      closed = true;
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      outbox.clear();
+      deadline.cancel();
+      heartbeat.cancel();
     }
   };
 
@@ -156,8 +263,25 @@ struct CacheService::Impl {
   void Accept(Acceptor& acceptor) {
     acceptor.async_accept([this, &acceptor](const boost::system::error_code& error, auto socket) {
       if (error == asio::error::operation_aborted) return;
-      if (!error) {
-        using Socket = std::decay_t<decltype(socket)>;
+      if (error) {
+        // Out of descriptors, say: wait a little rather than spin, and keep serving.
+        LOG_EVERY_N(WARNING, 100) << "cache service: accepting a connection failed (" << error.message() << ")";
+        auto retry = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(100));
+        retry->async_wait([this, &acceptor, retry](const boost::system::error_code& wait_error) {
+          if (!wait_error) Accept(acceptor);
+        });
+        return;
+      }
+      using Socket = std::decay_t<decltype(socket)>;
+      const int open = open_sessions.load();
+      if (open >= 2 * options.max_connections) {
+        // Past twice the cap even the refusals are too many to answer: close at once.
+        LOG_EVERY_N(WARNING, 100) << "cache service: " << open << " connections open; closing a new one unanswered";
+      } else if (open >= options.max_connections) {
+        LOG_EVERY_N(WARNING, 100) << "cache service: " << open << " connections open, the most it serves "
+                                  << "(--max-connections " << options.max_connections << "); refusing a new one";
+        std::make_shared<Session<Socket>>(this, std::move(socket))->Refuse();
+      } else {
         std::make_shared<Session<Socket>>(this, std::move(socket))->Read();
       }
       Accept(acceptor);
@@ -200,7 +324,8 @@ struct CacheService::Impl {
                         {"waiting_requests", flight->waiters.size()}});
     }
     return {{"ok", true}, {"builds", builds}, {"flights_started", flights_started}, {"builds_run", builds_run},
-            {"requests_served", requests_served}, {"cache_dir", options.cache_dir.string()}};
+            {"requests_served", requests_served}, {"connections", open_sessions.load()},
+            {"cache_dir", options.cache_dir.string()}};
   }
 
   nlohmann::json Evict(const std::string& key) {
@@ -242,6 +367,7 @@ struct CacheService::Impl {
       if (!request.key.empty()) {
         const auto path = options.cache_dir / (request.key + ".h5");
         if (JoinOrStart(request.key, path, reply, false, &joined) || joined) return;
+        RequireInsideCacheDir(options.cache_dir, path, "key " + request.key);
         const auto header = ReadStateFileHeader(path);
         if (header.fingerprint != request.key) {
           throw CacheError(path.string() + ": holds key " + header.fingerprint + ", not " + request.key);
@@ -250,6 +376,7 @@ struct CacheService::Impl {
                       {"built", false}});
       }
       const auto target = resolver(request.config);
+      RequireInsideCacheDir(options.cache_dir, target.path, "key " + target.key);
       flight = JoinOrStart(target.key, target.path, reply, true, &joined);
       if (joined) return;
       BuildControl control;
@@ -323,8 +450,16 @@ CacheService::CacheService(ServiceOptions options, SpecResolver resolver)
       if (!error) throw CacheError(path.string() + ": another cache service is already serving on this socket");
       std::filesystem::remove(path);  // stale: its service died
     }
-    impl.local_acceptor.emplace(impl.io, asio::local::stream_protocol::endpoint(path.string()));
-    ::chmod(path.c_str(), 0600);
+    // Created 0600 (owner only: a private socket needs no token): the umask applies at bind, so
+    // no other user can connect in the moment a chmod after it would leave open.
+    const mode_t umask_before = ::umask(0177);
+    try {
+      impl.local_acceptor.emplace(impl.io, asio::local::stream_protocol::endpoint(path.string()));
+    } catch (...) {
+      ::umask(umask_before);
+      throw;
+    }
+    ::umask(umask_before);
     impl.endpoint = "unix:" + path.string();
   }
   if (impl.options.stop_on_signals) {
@@ -353,52 +488,166 @@ void CacheService::Run() {
   if (impl_->local_acceptor) impl_->Accept(*impl_->local_acceptor);
   if (impl_->tcp_acceptor) impl_->Accept(*impl_->tcp_acceptor);
   LOG(INFO) << "cache service on " << impl_->endpoint << " (caches in " << impl_->options.cache_dir << ", "
-            << impl_->options.workers << " workers, requests up to " << impl_->options.max_request_bytes << " bytes"
-            << (impl_->options.token.empty() ? "" : ", token required") << ")";
+            << impl_->options.workers << " workers, requests up to " << impl_->options.max_request_bytes << " bytes, "
+            << "at most " << impl_->options.max_connections << " connections, idle ones closed after "
+            << Seconds(impl_->options.idle_timeout) << (impl_->options.token.empty() ? "" : ", token required") << ")";
   impl_->io.run();
 }
 
 void CacheService::Stop() { impl_->io.stop(); }
 
-nlohmann::json CallCacheService(const std::string& endpoint, const nlohmann::json& request) {
-  asio::io_context io;
-  std::string reply;
-  boost::system::error_code error;
-  auto exchange = [&](auto& socket) {
-    asio::write(socket, asio::buffer(DumpLine(request)), error);
-    if (!error) asio::read_until(socket, asio::dynamic_buffer(reply, 64 << 20), '\n', error);
-  };
-  const bool unix_socket = endpoint.rfind("unix:", 0) == 0 || endpoint.find('/') != std::string::npos;
-  if (unix_socket) {
-    const std::string path = endpoint.rfind("unix:", 0) == 0 ? endpoint.substr(5) : endpoint;
-    LocalSocket socket(io);
-    socket.connect(asio::local::stream_protocol::endpoint(path), error);
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Runs `io` until the one operation that `start` begins completes, or until `timeout` passes;
+// then `cancel` aborts it and the result is timed_out.
+template <class Start, class Cancel>
+boost::system::error_code RunWithTimeout(asio::io_context& io, std::chrono::milliseconds timeout, Start start,
+                                         Cancel cancel) {
+  std::optional<boost::system::error_code> result;
+  start([&result](const boost::system::error_code& error, auto&&...) { result = error; });
+  io.restart();
+  io.run_for(std::max(timeout, std::chrono::milliseconds(0)));
+  if (result) return *result;
+  cancel();
+  io.restart();
+  io.run();  // the aborted operation's handler
+  return asio::error::timed_out;
+}
+
+std::chrono::milliseconds Until(Clock::time_point deadline) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+}
+
+// One connection, one request, the reply (after any heartbeats). Connecting must finish by
+// `connect_deadline`; after that, each line must come within options.reply_timeout.
+class ServiceConnection {
+ public:
+  ServiceConnection(std::string endpoint, const ServiceCallOptions& options)
+      : endpoint_(std::move(endpoint)), options_(options) {}
+
+  nlohmann::json Call(const nlohmann::json& request, Clock::time_point connect_deadline) {
+    const bool unix_socket = endpoint_.rfind("unix:", 0) == 0 || endpoint_.find('/') != std::string::npos;
+    if (unix_socket) {
+      const std::string path = endpoint_.rfind("unix:", 0) == 0 ? endpoint_.substr(5) : endpoint_;
+      LocalSocket socket(io_);
+      const asio::local::stream_protocol::endpoint address(path);
+      CheckConnected(RunWithTimeout(
+          io_, Until(connect_deadline), [&](auto done) { socket.async_connect(address, done); },
+          [&] { Close(socket); }));
+      return Exchange(socket, request);
+    }
+    const auto [host, port] = SplitHostPort(endpoint_);
+    asio::ip::tcp::resolver resolver(io_);
+    asio::ip::tcp::resolver::results_type addresses;
+    CheckConnected(RunWithTimeout(
+        io_, Until(connect_deadline),
+        [&](auto done) {
+          resolver.async_resolve(host, std::to_string(port),
+                                 [&addresses, done](const boost::system::error_code& error, auto results) {
+                                   addresses = results;
+                                   done(error);
+                                 });
+        },
+        [&] { resolver.cancel(); }));
+    TcpSocket socket(io_);
+    CheckConnected(RunWithTimeout(
+        io_, Until(connect_deadline), [&](auto done) { asio::async_connect(socket, addresses, done); },
+        [&] { Close(socket); }));
+    return Exchange(socket, request);
+  }
+
+ private:
+  template <class Socket>
+  static void Close(Socket& socket) {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+  }
+
+  void CheckConnected(const boost::system::error_code& error) const {
+    if (error == asio::error::timed_out) {
+      throw CacheError("cache service " + endpoint_ + ": no connection within " +
+                       Seconds(options_.connect_timeout) + "; is `iisan cache serve` running there and reachable? "
+                       "(the wait is cache.service_timeout_s)");
+    }
     if (error) {
-      throw CacheError("cache service " + endpoint + ": cannot connect (" + error.message() +
+      throw CacheError("cache service " + endpoint_ + ": cannot connect (" + error.message() +
                        "); is `iisan cache serve` running there?");
     }
-    exchange(socket);
-  } else {
-    const auto [host, port] = SplitHostPort(endpoint);
-    asio::ip::tcp::resolver resolver(io);
-    const auto endpoints = resolver.resolve(host, std::to_string(port), error);
-    TcpSocket socket(io);
-    if (!error) asio::connect(socket, endpoints, error);
-    if (error) {
-      throw CacheError("cache service " + endpoint + ": cannot connect (" + error.message() +
-                       "); is `iisan cache serve` running there?");
+  }
+
+  [[noreturn]] void Silent(const std::string& what) const {
+    throw CacheError("cache service " + endpoint_ + ": " + what + " within " + Seconds(options_.reply_timeout) +
+                     " (a working service sends a line every " + Seconds(kDefaultHeartbeat) + "); it is stuck or "
+                     "unreachable: check its log and restart it, or raise cache.service_timeout_s");
+  }
+
+  template <class Socket>
+  nlohmann::json Exchange(Socket& socket, const nlohmann::json& request) {
+    const std::string line = DumpLine(request);
+    auto error = RunWithTimeout(
+        io_, options_.reply_timeout, [&](auto done) { asio::async_write(socket, asio::buffer(line), done); },
+        [&] { Close(socket); });
+    if (error == asio::error::timed_out) Silent("did not take the request");
+    // A write error (the service closed) still leaves its reply, if it sent one, to be read.
+    std::string buffer;
+    for (;;) {
+      error = RunWithTimeout(
+          io_, options_.reply_timeout,
+          [&](auto done) { asio::async_read_until(socket, asio::dynamic_buffer(buffer, kMaxReplyBytes), '\n', done); },
+          [&] { Close(socket); });
+      if (error == asio::error::timed_out) Silent("sent no reply");
+      const auto newline = buffer.find('\n');
+      if (error == asio::error::not_found) {
+        throw CacheError("cache service " + endpoint_ + ": a reply line longer than " + std::to_string(kMaxReplyBytes) +
+                         " bytes (is " + endpoint_ + " a cache service?)");
+      }
+      if (newline == std::string::npos) {
+        throw CacheError("cache service " + endpoint_ + ": no reply (" + error.message() + ")");
+      }
+      auto reply = ParseReply(buffer.substr(0, newline));
+      buffer.erase(0, newline + 1);
+      if (reply.size() == 1 && reply.contains("waiting") && reply["waiting"] == true) continue;  // a heartbeat
+      return reply;
     }
-    exchange(socket);
   }
-  if (error && reply.empty()) throw CacheError("cache service " + endpoint + ": no reply (" + error.message() + ")");
-  nlohmann::json json;
-  try {
-    json = data::ParseJsonInput<nlohmann::json>(reply, "cache service " + endpoint + "'s reply", {size_t{1} << 20, 16});
-  } catch (const data::InputError&) {
-    throw CacheError("cache service " + endpoint + ": the reply is not JSON (is " + endpoint + " a cache service?)");
+
+  nlohmann::json ParseReply(const std::string& line) const {
+    nlohmann::json json;
+    try {
+      json = data::ParseJsonInput<nlohmann::json>(line, "cache service " + endpoint_ + "'s reply", {kMaxReplyBytes, 16});
+    } catch (const data::InputError&) {
+      throw CacheError("cache service " + endpoint_ + ": the reply is not JSON (is " + endpoint_ + " a cache service?)");
+    }
+    if (!json.is_object()) throw CacheError("cache service " + endpoint_ + ": the reply is not a JSON object");
+    return json;
   }
-  if (!json.is_object()) throw CacheError("cache service " + endpoint + ": the reply is not a JSON object");
-  return json;
+
+  static constexpr size_t kMaxReplyBytes = size_t{1} << 20;
+  std::string endpoint_;
+  ServiceCallOptions options_;
+  asio::io_context io_;
+};
+
+}  // namespace
+
+nlohmann::json CallCacheService(const std::string& endpoint, const nlohmann::json& request,
+                                const ServiceCallOptions& options) {
+  // A service at its connection cap refuses before it reads the request: try again, until the
+  // connect timeout.
+  const auto connect_deadline = Clock::now() + options.connect_timeout;
+  auto pause = std::chrono::milliseconds(50);
+  for (;;) {
+    auto reply = ServiceConnection(endpoint, options).Call(request, connect_deadline);
+    if (!(reply.contains("busy") && reply["busy"] == true)) return reply;
+    if (Clock::now() + pause >= connect_deadline) {
+      throw CacheError("cache service " + endpoint + ": still at its connection cap after " +
+                       Seconds(options.connect_timeout) + "; try again later, or raise its --max-connections");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(2 * pause, std::chrono::milliseconds(2000));
+  }
 }
 
 }  // namespace iisan::cache

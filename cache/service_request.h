@@ -8,8 +8,12 @@
 //   {"op":"list"}                    the caches in the service's folder
 //   {"op":"evict","key":K}           delete a cache (refused while it is being built)
 // Every request may carry "token" (required when the service has one). Errors are
-// {"ok":false,"error":"..."}. ParseServiceRequest never throws: any bytes give either a
-// request or an error message.
+// {"ok":false,"error":"..."}; a service at its connection cap answers with "busy":true added and
+// closes. While a request waits for a build, the service sends {"waiting":true} lines before
+// the reply, so that clients can time out a stuck service without timing out a long build.
+// A config's cache.path and cache.dir, when given, must lie inside the service's cache folder;
+// the service keeps every cache at <its cache.dir>/<key>.h5. ParseServiceRequest never throws:
+// any bytes give either a request or an error message.
 #pragma once
 
 #include <optional>

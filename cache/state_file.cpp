@@ -6,8 +6,11 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
+#include <optional>
 
 #include <mutex>
 
@@ -94,6 +97,71 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
   H5Aclose(attr);
   while (!value.empty() && value.back() == '\0') value.pop_back();
   return value;
+}
+
+struct HiddenShape {
+  int64_t layers = 0;
+  int64_t width = 0;
+};
+
+// Checks /<modality>/hidden before anything of it is read: 32-bit floats (what the writer
+// writes: HDF5 would silently convert integers or doubles), [rows, K, D] with K and D in sane
+// ranges and agreeing with the 'inputs' attribute where it records them (kept layers, item count,
+// the backbone's hidden size), and as many bytes stored as that shape needs, so that a small
+// file claiming a huge table is refused rather than allocated for.
+HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t rows, const nlohmann::json& inputs,
+                              const std::filesystem::path& path) {
+  const std::string dataset_path = "/" + modality + "/hidden";
+  auto refuse = [&](const std::string& what) {
+    return CacheError(path.string() + ": dataset " + dataset_path + " " + what + "; this is not an iisan cache (or a "
+                      "damaged one): delete it and run `iisan cache build` again");
+  };
+  hid_t dataset = CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
+  hid_t type = H5Dget_type(dataset);
+  const bool float32 = H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == 4;
+  H5Tclose(type);
+  hid_t space = H5Dget_space(dataset);
+  hsize_t dims[3] = {0, 0, 0};
+  const int ndims = H5Sget_simple_extent_ndims(space);
+  if (ndims == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
+  H5Sclose(space);
+  const hsize_t stored = H5Dget_storage_size(dataset);
+  H5Dclose(dataset);
+  if (!float32) throw refuse("does not hold 32-bit floats");
+  if (ndims != 3) throw refuse("is not 3-D (" + std::to_string(ndims) + " dimensions)");
+  if (dims[1] == 0 || dims[1] > 4096 || dims[2] == 0 || dims[2] > 65536) {
+    throw refuse("has " + std::to_string(dims[1]) + " layers of width " + std::to_string(dims[2]));
+  }
+  if (dims[0] != rows) {
+    throw refuse("has " + std::to_string(dims[0]) + " rows but /items has " + std::to_string(rows));
+  }
+  // At most 2^31 rows (checked with /items) x 2^12 x 2^16 x 4 bytes: no overflow.
+  const hsize_t needed = dims[0] * dims[1] * dims[2] * 4;
+  if (stored < needed) {
+    throw refuse("stores " + std::to_string(stored) + " bytes but its shape needs " + std::to_string(needed) +
+                 " (truncated?)");
+  }
+  // What the 'inputs' attribute records of the shape, where it records it.
+  const auto recorded = [&](const nlohmann::json::json_pointer& pointer) -> std::optional<int64_t> {
+    if (!inputs.contains(pointer)) return std::nullopt;
+    const auto& value = inputs.at(pointer);
+    if (value.is_array()) return static_cast<int64_t>(value.size());
+    if (value.is_number_integer()) return value.get<int64_t>();
+    return -1;  // recorded, but not as a count: agrees with nothing
+  };
+  const std::pair<nlohmann::json::json_pointer, int64_t> checks[] = {
+      {nlohmann::json::json_pointer("/kept_layers"), static_cast<int64_t>(dims[1])},
+      {nlohmann::json::json_pointer("/items/count"), static_cast<int64_t>(dims[0]) - 1},
+      {nlohmann::json::json_pointer("/" + modality + "/config/hidden_size"), static_cast<int64_t>(dims[2])}};
+  for (const auto& [pointer, actual] : checks) {
+    const auto expected = recorded(pointer);
+    if (expected && *expected != actual) {
+      throw refuse("has shape [" + std::to_string(dims[0]) + ", " + std::to_string(dims[1]) + ", " +
+                   std::to_string(dims[2]) + "], which disagrees with the attribute 'inputs' (" +
+                   pointer.to_string().substr(1) + ")");
+    }
+  }
+  return {static_cast<int64_t>(dims[1]), static_cast<int64_t>(dims[2])};
 }
 
 }  // namespace
@@ -207,13 +275,25 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
                      "run `iisan cache build` again");
   }
   try {
+    // Both attributes are quoted in messages: a version is a few digits, a key a few letters and
+    // digits, or the file is not ours.
     const std::string version = ReadStringAttribute(file_, "format_version", path);
-    header_.format_version = std::atoi(version.c_str());
+    if (version.empty() || version.size() > 9 || version.find_first_not_of("0123456789") != std::string::npos) {
+      throw CacheError(path.string() + ": attribute 'format_version' is not a version number; this is not an iisan "
+                       "cache (or a damaged one): delete it and run `iisan cache build` again");
+    }
+    header_.format_version = std::stoi(version);
     if (header_.format_version != kStateFileFormatVersion) {
       throw CacheError(path.string() + ": cache format version " + version + ", this build reads version " +
                        std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
     }
     header_.fingerprint = ReadStringAttribute(file_, "fingerprint", path);
+    if (header_.fingerprint.size() > 64 ||
+        !std::all_of(header_.fingerprint.begin(), header_.fingerprint.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)); })) {
+      throw CacheError(path.string() + ": attribute 'fingerprint' is not a cache key; this is not an iisan cache "
+                       "(or a damaged one): delete it and run `iisan cache build` again");
+    }
     try {
       header_.inputs = data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file_, "inputs", path),
                                                             path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
@@ -253,26 +333,14 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
     Check(read, "read items (truncated file?)", path);
 
     for (const std::string name : {"text", "image"}) {
-      const std::string dataset_path = "/" + name + "/hidden";
       if (H5Lexists(file_, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
-      hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
-      hid_t space = H5Dget_space(dataset);
-      hsize_t dims[3] = {0, 0, 0};
-      const int ndims = H5Sget_simple_extent_ndims(space);
-      if (ndims == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
-      H5Sclose(space);
-      H5Dclose(dataset);
-      if (ndims != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
-      if (dims[1] == 0 || dims[1] > 4096 || dims[2] == 0 || dims[2] > 65536) {
-        throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[1]) + " layers of width " +
-                         std::to_string(dims[2]) + "; this is not an iisan cache");
+      const auto shape = CheckHiddenStates(file_, name, rows, header_.inputs, path);
+      if (header_.kept_layers != 0 && header_.kept_layers != shape.layers) {
+        throw CacheError(path.string() + ": /text/hidden has " + std::to_string(header_.kept_layers) +
+                         " layers but /image/hidden " + std::to_string(shape.layers) + "; this is not an iisan cache");
       }
-      if (dims[0] != rows) {
-        throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[0]) +
-                         " rows but /items has " + std::to_string(rows));
-      }
-      header_.kept_layers = static_cast<int64_t>(dims[1]);
-      (name == "text" ? header_.text_dim : header_.image_dim) = static_cast<int64_t>(dims[2]);
+      header_.kept_layers = shape.layers;
+      (name == "text" ? header_.text_dim : header_.image_dim) = shape.width;
     }
   } catch (...) {
     H5Fclose(file_);

@@ -1,5 +1,6 @@
 // The `iisan cache` subcommands: key, build, ls, verify, rm, serve; and the cache step of
 // multi-rank jobs.
+#include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <random>
@@ -206,18 +207,21 @@ void CacheRemove(const Config& config, const std::string& key_or_path, std::ostr
   for (const auto& path : cache::RemoveCache(dir, key_or_path)) out << "removed " << path.string() << "\n";
 }
 
-void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out) {
-  const std::filesystem::path dir = std::filesystem::absolute(config.cache.dir);
-  cache::ServiceOptions service;
-  service.cache_dir = dir;
-  service.listen = options.listen;
-  service.socket_path = options.socket.empty() && options.listen.empty() ? dir / "service.sock"
-                                                                          : std::filesystem::path(options.socket);
-  service.token = options.token.empty() ? config.cache.token : options.token;
-  service.workers = options.workers;
-  service.max_request_bytes = options.max_request_bytes;
-  service.stop_on_signals = true;
-  cache::CacheService server(service, [dir](const nlohmann::json& overlay) {
+cache::SpecResolver CacheServiceResolver(const std::filesystem::path& dir) {
+  return [dir](const nlohmann::json& overlay) {
+    // A client may name the cache's location only inside this service's folder (relative names
+    // are taken inside it); wherever it names, the cache is kept at dir/<key>.h5.
+    if (overlay.contains("cache") && overlay["cache"].is_object()) {
+      for (const char* key : {"dir", "path"}) {
+        const auto value = overlay["cache"].value(key, nlohmann::json());
+        if (!value.is_string() || value.get<std::string>().empty()) continue;
+        const std::filesystem::path named = value.get<std::string>();
+        const bool the_folder = std::string(key) == "dir" &&
+                                std::filesystem::weakly_canonical(named.is_absolute() ? named : dir / named) ==
+                                    std::filesystem::weakly_canonical(dir);
+        if (!the_folder) cache::RequireInsideCacheDir(dir, named, std::string("the request's cache.") + key);
+      }
+    }
     // The request's config goes through the schema like any config file; the caches live here.
     Config request_config = ConfigFromJson(Json(overlay), "the ensure request's config");
     request_config.cache.dir = dir.string();
@@ -240,7 +244,26 @@ void CacheServe(const Config& config, const ServeOptions& options, std::ostream&
       return cache::EnsureStateCacheFile(request, control).built;
     };
     return target;
-  });
+  };
+}
+
+void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out) {
+  if (!(options.idle_timeout_s > 0) || options.max_connections < 1) {
+    throw std::runtime_error("cache serve: --idle-timeout must be positive and --max-connections at least 1");
+  }
+  const std::filesystem::path dir = std::filesystem::absolute(config.cache.dir);
+  cache::ServiceOptions service;
+  service.cache_dir = dir;
+  service.listen = options.listen;
+  service.socket_path = options.socket.empty() && options.listen.empty() ? dir / "service.sock"
+                                                                          : std::filesystem::path(options.socket);
+  service.token = options.token.empty() ? CacheServiceToken(config) : options.token;
+  service.workers = options.workers;
+  service.max_request_bytes = options.max_request_bytes;
+  service.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(std::ceil(1000.0 * options.idle_timeout_s)));
+  service.max_connections = options.max_connections;
+  service.stop_on_signals = true;
+  cache::CacheService server(service, CacheServiceResolver(dir));
   out << "cache service listening on " << server.endpoint() << " (caches in " << dir.string() << ")" << std::endl;
   server.Run();
   out << "cache service stopped\n";

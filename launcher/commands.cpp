@@ -129,7 +129,7 @@ int TrainCommand(const Config& config, std::ostream& out) {
   return kExitCancelled;
 }
 
-Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
+Json Evaluate(const std::filesystem::path& run_dir, const std::vector<std::string>& overrides, std::ostream& out) {
   const auto config_path = run_dir / "config.json";
   const auto checkpoint = run_dir / "checkpoints" / "best.safetensors";
   if (!std::filesystem::exists(config_path)) {
@@ -138,7 +138,9 @@ Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out) {
   if (!std::filesystem::exists(checkpoint)) {
     throw std::runtime_error(checkpoint.string() + ": missing; the run saved no checkpoint (did it finish an epoch?)");
   }
-  const auto config = LoadConfig(config_path, {});
+  // The file's cache.token is a placeholder (kRedacted): the token comes from the overrides or the
+  // environment, when the cache service is asked at all (CacheServiceToken).
+  const auto config = LoadConfig(config_path, overrides);
   auto job = PrepareJob(config);
   auto model = BuildModel(job);
   train::LoadTrainableWeights(model, checkpoint);

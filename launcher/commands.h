@@ -2,10 +2,12 @@
 // and throws with a message that names the file, key or value at fault otherwise.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <ostream>
 #include <string>
 
+#include "cache/service.h"
 #include "core/train/run_summary.h"
 #include "launcher/config.h"
 
@@ -53,12 +55,19 @@ void CacheRemove(const Config& config, const std::string& key_or_path, std::ostr
 struct ServeOptions {
   std::string socket;  // empty: cache.dir/service.sock (unless listen is set)
   std::string listen;  // HOST:PORT
-  std::string token;   // empty: cache.token
+  std::string token;   // empty: CacheServiceToken(config)
   int workers = 4;
-  size_t max_request_bytes = 64 * 1024;
+  size_t max_request_bytes = cache::kDefaultMaxRequestBytes;
+  double idle_timeout_s = std::chrono::duration<double>(cache::kDefaultIdleTimeout).count();
+  int max_connections = cache::kDefaultMaxConnections;
 };
 // `iisan cache serve`: the cache service (cache/service.h) for cache.dir, until SIGINT/SIGTERM.
 void CacheServe(const Config& config, const ServeOptions& options, std::ostream& out);
+
+// How `cache serve` turns an ensure request's config overlay into a build of a cache in `dir`:
+// through the config schema like any config file; a cache.path or cache.dir outside `dir` is
+// refused by name, and the cache is kept at dir/<key>.h5.
+cache::SpecResolver CacheServiceResolver(const std::filesystem::path& dir);
 
 // `iisan train`: RunTraining (training_run.h) and a line with the result. Returns the summary
 // (empty on ranks other than 0).
@@ -72,8 +81,10 @@ inline constexpr int kExitCancelled = 75;
 // requeues it (train.max_requeues). Returns the exit status: 0, or kExitCancelled when stopped.
 int TrainCommand(const Config& config, std::ostream& out);
 
-// `iisan eval RUN_DIR`: re-evaluates a finished run's best checkpoint on valid and test.
-Json Evaluate(const std::filesystem::path& run_dir, std::ostream& out);
+// `iisan eval RUN_DIR [--set key=value]…`: re-evaluates a finished run's best checkpoint on valid
+// and test, with its config.json and the overrides (the cache service's token, which run
+// directories do not keep: --set cache.token=… or IISAN_CACHE_TOKEN).
+Json Evaluate(const std::filesystem::path& run_dir, const std::vector<std::string>& overrides, std::ostream& out);
 
 struct DescribeOptions {
   std::string method = "iisan";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -287,10 +288,22 @@ Json ConfigToJson(const Config& config, bool redact_secrets) {
       part = next;
     }
     Json value = spec.read(config);
-    if (redact_secrets && spec.secret && !value.get<std::string>().empty()) value = "<redacted>";
+    if (redact_secrets && spec.secret && !value.get<std::string>().empty()) value = kRedacted;
     (*node)[part] = std::move(value);
   }
   return out;
+}
+
+std::string CacheServiceToken(const Config& config) {
+  const char* environment = std::getenv(kCacheTokenEnvironment);
+  const std::string from_environment = environment ? environment : "";
+  if (config.cache.token == kRedacted) {
+    if (!from_environment.empty()) return from_environment;
+    throw ConfigError(std::string("cache.token is \"") + kRedacted + "\": written configs (a run directory's "
+                      "config.json) do not keep the cache service's token; pass it with --set cache.token=TOKEN or "
+                      "in the environment variable " + kCacheTokenEnvironment);
+  }
+  return config.cache.token.empty() ? from_environment : config.cache.token;
 }
 
 void ValidateConfig(const Config& config, const std::string& source) {

@@ -53,6 +53,7 @@ struct Config {
     int64_t batch_size, chunk_items;
     int threads;
     std::string dtype, service, token;
+    double service_timeout_s;
     bool operator==(const Cache&) const = default;
   } cache;
   struct Train {
@@ -88,9 +89,19 @@ Config LoadConfig(const std::filesystem::path& file, const std::vector<std::stri
 // a cache-service request), validated. `source` names the document in errors.
 Config ConfigFromJson(const Json& document, const std::string& source);
 
+// What ConfigToJson writes in place of a secret.
+inline constexpr char kRedacted[] = "<redacted>";
+// The cache service's token when cache.token is empty (or the placeholder of a written config).
+inline constexpr char kCacheTokenEnvironment[] = "IISAN_CACHE_TOKEN";
+
 // Every key, nested as in a config file, in schema order. With `redact_secrets`, a set
-// cache.token is written as "<redacted>".
+// cache.token is written as kRedacted.
 Json ConfigToJson(const Config& config, bool redact_secrets = true);
+
+// The token to present to (or, for `cache serve`, require of) the cache service: cache.token,
+// else $IISAN_CACHE_TOKEN, else none. A run directory's config.json holds kRedacted instead of the
+// token: then the environment's token, or a ConfigError that says how to pass it.
+std::string CacheServiceToken(const Config& config);
 
 // Sets one key ("train.batch_size", or a section such as "train.lr" given an object) after
 // checking its type and range. `source` names where the value came from in errors.

@@ -157,8 +157,13 @@ std::vector<KeySpec> Build() {
              IISAN_CONFIG_FIELD(cache.dtype)),
       String("cache.service", "", "cache service address (unix:PATH or HOST:PORT; empty: build here)",
              IISAN_CONFIG_FIELD(cache.service)),
-      String("cache.token", "", "shared-secret token of the cache service (redacted in written configs)",
+      String("cache.token", "", "shared-secret token of the cache service (redacted in written configs; "
+             "IISAN_CACHE_TOKEN is used when this is empty)",
              IISAN_CONFIG_FIELD(cache.token)),
+      Number("cache.service_timeout_s", 60.0, 10.0, 1e6,
+             "seconds a job waits for the cache service to let it in, and between two lines of its reply (it "
+             "sends one every 5 s while a build runs)",
+             IISAN_CONFIG_FIELD(cache.service_timeout_s)),
 
       String("train.device", "cpu", "training device: cpu, cuda or cuda:N", IISAN_CONFIG_FIELD(train.device)),
       Integer("train.batch_size", 0, 0, kMebi, "users per step, at least 2 (0: the method's reference, 64 or 32)",

@@ -198,7 +198,7 @@ Json CacheServiceSpec(const Job& job) {
   }
   Json json = ConfigToJson(spec);
   // The service decides where its caches live; the client's location, service and token stay here.
-  for (const char* key : {"path", "dir", "service", "token"}) json["cache"].erase(key);
+  for (const char* key : {"path", "dir", "service", "token", "service_timeout_s"}) json["cache"].erase(key);
   return json;
 }
 
@@ -206,8 +206,12 @@ std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats) 
   const auto& service = job.config.cache.service;
   if (!service.empty()) {
     LOG(INFO) << "asking the cache service " << service << " for key " << job.fingerprint;
+    cache::ServiceCallOptions call;
+    call.connect_timeout = call.reply_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(1000.0 * job.config.cache.service_timeout_s));
     const auto reply = cache::CallCacheService(
-        service, {{"op", "ensure"}, {"config", CacheServiceSpec(job)}, {"token", job.config.cache.token}});
+        service, {{"op", "ensure"}, {"config", CacheServiceSpec(job)}, {"token", CacheServiceToken(job.config)}},
+        call);
     if (!reply.value("ok", false)) {
       throw cache::CacheError("cache service " + service + ": " + reply.value("error", std::string("no error message")));
     }

@@ -92,10 +92,18 @@ int main(int argc, char** argv) {
   AddConfigOptions(cache_serve, cache_args);
   cache_serve->add_option("--socket", serve.socket, "Unix socket path (default: cache.dir/service.sock)");
   cache_serve->add_option("--listen", serve.listen, "HOST:PORT for TCP; an address other than loopback needs --token");
-  cache_serve->add_option("--token", serve.token, "shared secret every request must carry (default: cache.token)");
+  cache_serve->add_option("--token", serve.token, "shared secret every request must carry (default: cache.token, "
+                                                 "else IISAN_CACHE_TOKEN)");
   cache_serve->add_option("--workers", serve.workers, "threads for requests and builds")->capture_default_str();
   cache_serve->add_option("--max-request-bytes", serve.max_request_bytes, "longest request line accepted")
       ->capture_default_str();
+  cache_serve->add_option("--idle-timeout", serve.idle_timeout_s, "seconds a connection may take to send a request "
+                                                                 "or take a reply before it is closed")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1e6));
+  cache_serve->add_option("--max-connections", serve.max_connections, "connections served at once; more are refused")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
 
   ConfigArgs train_args;
   auto* train = app.add_subcommand("train", "train a model (model.method: iisan, iisan-uncached, fft, adapter, lora, "
@@ -103,8 +111,13 @@ int main(int argc, char** argv) {
   AddConfigOptions(train, train_args);
 
   std::string eval_dir;
+  std::vector<std::string> eval_overrides;
   auto* eval = app.add_subcommand("eval", "evaluate a run's best checkpoint on valid and test");
   eval->add_option("run_dir", eval_dir, "run directory")->required();
+  eval->add_option("--set,-s", eval_overrides, "override a key of the run's config.json, e.g. --set "
+                                               "cache.token=TOKEN (run directories do not keep it; "
+                                               "IISAN_CACHE_TOKEN works too)")
+      ->allow_extra_args(false);
 
   iisan::launcher::DescribeOptions describe;
   auto* describe_cmd = app.add_subcommand("describe", "trainable and frozen parameters per module");
@@ -202,7 +215,7 @@ int main(int argc, char** argv) {
       return iisan::launcher::TrainCommand(iisan::launcher::LoadConfig(train_args.file, train_args.overrides),
                                            std::cout);
     } else if (eval->parsed()) {
-      iisan::launcher::Evaluate(eval_dir, std::cout);
+      iisan::launcher::Evaluate(eval_dir, eval_overrides, std::cout);
     } else if (describe_cmd->parsed()) {
       iisan::launcher::Describe(describe, std::cout);
     } else if (launch->parsed()) {

@@ -21,7 +21,6 @@
 #include <string>
 
 #include "core/data/input_error.h"
-#include "core/data/text_file.h"
 #include "core/data/json_input.h"
 
 namespace iisan::data {
@@ -33,6 +32,10 @@ constexpr int kPrecisionBits = 32 - 8 - 2;
 constexpr int kBilinearSupport = 1;
 constexpr int kPilBilinear = 2;  // PIL.Image.BILINEAR, as preprocessor_config.json spells it
 constexpr int64_t kMaxImageSide = 1 << 16;  // a configured size above this is surely a typo
+// Decoding bounds: Pillow refuses images above about 179 Mpixels as decompression bombs; item
+// images are photos of products, and 64 Mpixels (8192 x 8192) is already far above any of them.
+constexpr int64_t kMaxImagePixels = int64_t{1} << 26;
+constexpr size_t kMaxImageFileBytes = size_t{256} << 20;
 
 double Triangle(double x) {
   x = std::abs(x);
@@ -127,7 +130,7 @@ using Json = nlohmann::json;
 [[noreturn]] void ThrowField(const std::filesystem::path& path, const std::string& key,
                              const std::string& expected, const Json& value) {
   throw InputError(path, 0,
-                   "field '" + key + "' must be " + expected + ", got " + value.dump() +
+                   "field '" + key + "' must be " + expected + ", got " + DescribeJsonValue(value) +
                        "; fix it or remove it to use the default");
 }
 
@@ -183,8 +186,17 @@ void ReadSize(const Json& json, const std::filesystem::path& path, ImagePreproce
 }  // namespace
 
 Image DecodeImage(const std::filesystem::path& path) {
-  const std::string bytes = ReadFile(path);
+  const std::string bytes = ReadBoundedFile(path, kMaxImageFileBytes);
   int width = 0, height = 0, channels_in_file = 0;
+  // The header's dimensions, before anything is allocated: a file of a few hundred bytes can
+  // claim gigapixels, and the decoder would allocate them whole.
+  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
+                            &height, &channels_in_file) != 0 &&
+      static_cast<int64_t>(width) * height > kMaxImagePixels) {
+    throw InputError(path, 0, "the image is " + std::to_string(width) + "x" + std::to_string(height) + " pixels, more "
+                              "than the " + std::to_string(kMaxImagePixels) + " this reader decodes; scale it down "
+                              "(the backbones see it at the preprocessor's size anyway)");
+  }
   // Asking stb for 3 channels replicates grey and drops alpha, as PIL's convert("RGB") does.
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()),
@@ -273,9 +285,9 @@ ImagePreprocessConfig ImagePreprocessConfig::FromJsonFile(const std::filesystem:
   } catch (const Json::parse_error& error) {
     const auto end = text.begin() + static_cast<ptrdiff_t>(std::min(error.byte, text.size()));
     const int64_t line = 1 + std::count(text.begin(), end, '\n');
-    throw InputError(path, line, std::string("not valid JSON (") + error.what() + ")");
+    throw InputError(path, line, "not valid JSON (" + JsonErrorWithoutText(error) + ")");
   } catch (const Json::exception& error) {  // a number out of range (1e999)
-    throw InputError(path, 0, std::string("not valid JSON (") + error.what() + ")");
+    throw InputError(path, 0, "not valid JSON (" + JsonErrorWithoutText(error) + ")");
   }
   if (!json.is_object()) {
     throw InputError(path, 0, "expected a JSON object like {\"size\": 224, ...}");

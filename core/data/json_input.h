@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -36,8 +37,18 @@ typename Json::parser_callback_t DepthLimit(const std::string& source, int max_d
   };
 }
 
+// A JSON library error as a message that never echoes the text being parsed: the parser's own
+// message quotes the offending token ("last read: '...'", a number's digits), which for a
+// hostile file or a file read by the cache service on a client's behalf can be anything.
+// What is left says where (line, column) and what was expected.
+std::string JsonErrorWithoutText(const std::exception& error);
+
+// A JSON value as an error message may show it: numbers, booleans, null and short printable
+// strings as they are; longer strings, arrays and objects by their type and size only.
+std::string DescribeJsonValue(const nlohmann::json& value);
+
 // Parses `text` as Json (nlohmann::json or nlohmann::ordered_json). `source` names the input in
-// errors ("runs/a/config.json", "the cache service's reply").
+// errors ("runs/a/config.json", "the cache service's reply"); errors never quote the text.
 template <typename Json>
 Json ParseJsonInput(std::string_view text, const std::string& source, const JsonLimits& limits = {}) {
   if (text.size() > limits.max_bytes) {
@@ -49,7 +60,7 @@ Json ParseJsonInput(std::string_view text, const std::string& source, const Json
                        /*allow_exceptions=*/true, limits.allow_comments);
   } catch (const typename Json::exception& error) {
     // parse_error says where and what was expected; out_of_range is a number too large (1e999).
-    throw InputError(source, 0, std::string("not valid JSON: ") + error.what());
+    throw InputError(source, 0, "not valid JSON: " + JsonErrorWithoutText(error));
   }
 }
 

@@ -80,7 +80,7 @@ class FieldReader {
 
   [[noreturn]] void WrongType(const char* field, const char* expected, const nlohmann::json& value) const {
     throw std::runtime_error(source_ + ": field '" + field + "' must be " + expected + ", got " +
-                             std::string(value.type_name()) + " " + value.dump());
+                             std::string(value.type_name()) + " " + data::DescribeJsonValue(value));
   }
 
   const nlohmann::json& json_;
@@ -134,8 +134,8 @@ HiddenActivation ParseHiddenActivation(const std::string& name) {
   if (name == "gelu_new" || name == "gelu_pytorch_tanh") return HiddenActivation::kGeluTanh;
   if (name == "relu") return HiddenActivation::kRelu;
   if (name == "silu" || name == "swish") return HiddenActivation::kSilu;
-  throw std::runtime_error("must be one of gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish; got '" +
-                              name + "'");
+  throw std::runtime_error("must be one of gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish; got " +
+                           data::DescribeJsonValue(name));
 }
 
 BertConfig BertConfig::FromJson(const nlohmann::json& json, const std::string& source) {

@@ -22,6 +22,7 @@
 #include <torch/torch.h>
 
 #include "core/data/atomic_file.h"
+#include "core/data/json_input.h"
 
 static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; a big-endian host would need byte swapping");
@@ -104,8 +105,12 @@ std::string Quoted(std::string_view name) {
   return "'" + std::string(name.substr(0, kMaxNameInMessage)) + "…' (" + std::to_string(name.size()) + " bytes)";
 }
 
-// A JSON value for an error message, cut short: hostile values can be megabytes long.
+// A JSON value for an error message: a shape or offsets (an array of numbers) cut short, since
+// hostile values can be megabytes long; anything else by its type and size, never its text.
 std::string Excerpt(const nlohmann::json& value) {
+  if (!value.is_array() || !std::all_of(value.begin(), value.end(), [](const auto& v) { return v.is_number(); })) {
+    return data::DescribeJsonValue(value);
+  }
   const std::string text = value.dump();
   return text.size() <= kMaxNameInMessage ? text : text.substr(0, kMaxNameInMessage) + "…";
 }
@@ -184,8 +189,7 @@ nlohmann::json ParseHeaderJson(const std::filesystem::path& path, const char* be
   try {
     return nlohmann::json::parse(begin, end, reject_duplicates);
   } catch (const nlohmann::json::exception& e) {
-    // The parser quotes the offending token, which in a hostile file can be megabytes long.
-    Fail(path, "header is not valid JSON: " + std::string(e.what()).substr(0, kMaxNameInMessage));
+    Fail(path, "header is not valid JSON: " + data::JsonErrorWithoutText(e));
   }
 }
 

@@ -123,6 +123,46 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     string_attribute(file, "fingerprint", "0123456789abcdef", 1);
     string_attribute(file, "inputs", "{}", 1);
   };
+  // /items of `rows` strings, as the writer makes it.
+  auto items = [](hid_t file, hsize_t rows) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    hid_t space = H5Screate_simple(1, &rows, nullptr);
+    hid_t set = H5Dcreate2(file, "/items", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    std::vector<std::string> names(rows);
+    std::vector<const char*> pointers;
+    for (hsize_t i = 0; i < rows; ++i) {
+      names[i] = i == 0 ? "" : "item" + std::to_string(i);
+      pointers.push_back(names[i].c_str());
+    }
+    H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data());
+    H5Dclose(set);
+    H5Sclose(space);
+    H5Tclose(type);
+  };
+  // /<modality>/hidden of `dims` in `type`, filled with ones unless `written` is false.
+  auto hidden = [](hid_t file, const char* modality, std::vector<hsize_t> dims, hid_t type, bool written = true) {
+    hid_t group = H5Gcreate2(file, (std::string("/") + modality).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, static_cast<int>(dims.size()), dims.data());
+    hid_t set = H5Dcreate2(group, "hidden", type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    if (written) {
+      hsize_t count = 1;
+      for (const hsize_t dim : dims) count *= dim;
+      const std::vector<double> ones(count, 1.0);
+      H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, ones.data());
+    }
+    H5Dclose(set);
+    H5Pclose(plist);
+    H5Sclose(space);
+    H5Gclose(group);
+  };
+  auto attributes_with_inputs = [&](hid_t file, const std::string& inputs) {
+    string_attribute(file, "format_version", std::to_string(kStateFileFormatVersion), 1);
+    string_attribute(file, "fingerprint", "0123456789abcdef", 1);
+    string_attribute(file, "inputs", inputs, 1);
+  };
   std::vector<std::filesystem::path> hostile;
   // format_version as 1,000 strings: reading them into one string's bytes would overrun it.
   hostile.push_back(make("array_attribute.h5", [&](hid_t file) {
@@ -155,14 +195,92 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     H5Dclose(set);
     H5Sclose(space);
   }));
+  // Attributes quoted in messages that are not a version number or a key (megabytes of text).
+  hostile.push_back(make("version_text.h5", [&](hid_t file) {
+    string_attribute(file, "format_version", std::to_string(kStateFileFormatVersion + 1) + std::string(10000, 'x'), 1);
+  }));
+  hostile.push_back(make("fingerprint_text.h5", [&](hid_t file) {
+    string_attribute(file, "format_version", std::to_string(kStateFileFormatVersion), 1);
+    string_attribute(file, "fingerprint", std::string(20000, 'k') + "\n", 1);  // under HDF5's 64 KiB header
+    string_attribute(file, "inputs", "{}", 1);
+    items(file, 2);
+    hidden(file, "text", {2, 1, 3}, H5T_IEEE_F32LE);
+  }));
+  // Hidden states checked before they are read, each refusal naming the dataset: what HDF5 would
+  // convert silently (integers, doubles), other ranks, tables whose layers disagree with each
+  // other or with the 'inputs' attribute, and a table that claims more than the file stores.
+  std::vector<std::filesystem::path> hostile_states;
+  hostile_states.push_back(make("hidden_int.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 1, 3}, H5T_NATIVE_INT);
+  }));
+  hostile_states.push_back(make("hidden_double.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 1, 3}, H5T_IEEE_F64LE);
+  }));
+  hostile_states.push_back(make("hidden_2d.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 3}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_layers_disagree.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 3, 4}, H5T_IEEE_F32LE);
+    hidden(file, "image", {2, 2, 4}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_vs_kept_layers.h5", [&](hid_t file) {
+    attributes_with_inputs(file, R"({"kept_layers": [0, 1, 2]})");
+    items(file, 2);
+    hidden(file, "text", {2, 2, 4}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_vs_item_count.h5", [&](hid_t file) {
+    attributes_with_inputs(file, R"({"items": {"count": 5}})");
+    items(file, 2);
+    hidden(file, "text", {2, 2, 4}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_vs_hidden_size.h5", [&](hid_t file) {
+    attributes_with_inputs(file, R"({"image": {"config": {"hidden_size": 768}}})");
+    items(file, 2);
+    hidden(file, "image", {2, 2, 4}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_unstored.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 16, 1024}, H5T_IEEE_F32LE, /*written=*/false);
+  }));
   for (const auto& path : hostile) {
     try {
       ReadStateFile(path);
       ADD_FAILURE() << path << " was read";
     } catch (const CacheError& error) {
       EXPECT_NE(std::string(error.what()).find(path.filename().string()), std::string::npos) << error.what();
+      EXPECT_LT(std::string(error.what()).size(), 1000u) << "an attribute's text was quoted";
     }
   }
+  for (const auto& path : hostile_states) {
+    try {
+      ReadStateFile(path);
+      ADD_FAILURE() << path << " was read";
+    } catch (const CacheError& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find(path.filename().string()), std::string::npos) << message;
+      EXPECT_NE(message.find("hidden"), std::string::npos) << message;
+      EXPECT_NE(message.find("not an iisan cache"), std::string::npos) << message;
+    }
+  }
+  // The same checks pass what the writer writes.
+  const auto good = dir / "good.h5";
+  {
+    StateFileWriter writer(good, {"", "A"}, 2, 4, 4);
+    writer.WriteRows("text", 1, torch::ones({1, 2, 4}));
+    writer.WriteRows("image", 1, torch::ones({1, 2, 4}));
+    writer.Commit("0123456789abcdef", {{"kept_layers", {0, 2}}, {"items", {{"count", 1}}},
+                                       {"text", {{"config", {{"hidden_size", 4}}}}}});
+  }
+  EXPECT_EQ(ReadStateFile(good).text.sizes(), torch::IntArrayRef({2, 2, 4}));
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #include "launcher/config.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -321,7 +323,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 48u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 49u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {
@@ -347,6 +349,42 @@ TEST(ConfigTest, TokenIsRedacted) {
   EXPECT_EQ(json.dump().find("s3cret"), std::string::npos);
   EXPECT_EQ(ConfigToJson(config, false)["cache"]["token"], "s3cret");
   EXPECT_EQ(ConfigToJson(LoadConfig({}, {}))["cache"]["token"], "");  // nothing to hide
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnvironment {
+ public:
+  ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (const char* before = std::getenv(name)) before_ = before;
+    if (value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnvironment() {
+    if (before_) ::setenv(name_, before_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> before_;
+};
+
+// The token a job presents to the cache service: never the placeholder of a written config.
+TEST(ConfigTest, TheCacheServiceTokenComesFromTheConfigOrTheEnvironmentNeverFromAPlaceholder) {
+  const Config written = ConfigFromJson(ConfigToJson(LoadConfig({}, {"cache.token=s3cret"})), "runs/a/config.json");
+  ASSERT_EQ(written.cache.token, kRedacted);
+  {
+    ScopedEnvironment unset(kCacheTokenEnvironment, nullptr);
+    const auto message = ErrorOf([&] { CacheServiceToken(written); });
+    EXPECT_NE(message.find("--set cache.token="), std::string::npos) << message;
+    EXPECT_NE(message.find(kCacheTokenEnvironment), std::string::npos) << message;
+    EXPECT_EQ(CacheServiceToken(LoadConfig({}, {"cache.token=mine"})), "mine");
+    EXPECT_EQ(CacheServiceToken(LoadConfig({}, {})), "") << "no token: none presented";
+  }
+  ScopedEnvironment set(kCacheTokenEnvironment, "from-env");
+  EXPECT_EQ(CacheServiceToken(written), "from-env");
+  EXPECT_EQ(CacheServiceToken(LoadConfig({}, {})), "from-env");
+  EXPECT_EQ(CacheServiceToken(LoadConfig({}, {"cache.token=mine"})), "mine") << "the config's own token first";
 }
 
 }  // namespace

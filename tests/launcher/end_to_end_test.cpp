@@ -1,9 +1,17 @@
 // The `iisan` binary end to end: synthetic data → cache → training → run directory, the
 // reproducibility of two identical runs, and bad input failing cleanly.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -18,8 +26,9 @@ struct Result {
   std::string output;
 };
 
-Result RunIisan(const std::string& args) {
-  const std::string command = std::string(IISAN_BINARY) + " " + args + " 2>&1";
+// `env`: assignments for the command's environment ("NAME=value …"), or empty.
+Result RunIisan(const std::string& args, const std::string& env = "") {
+  const std::string command = env + (env.empty() ? "" : " ") + std::string(IISAN_BINARY) + " " + args + " 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
   std::string output;
   std::array<char, 4096> buffer{};
@@ -167,6 +176,75 @@ TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
   const auto fresh = RunIisan(common + " --set train.epochs=1 --set name=fresh --set train.resume=auto");
   ASSERT_EQ(fresh.exit_code, 0) << fresh.output;
   EXPECT_TRUE(std::filesystem::exists(work / "runs/fresh/summary.json"));
+}
+
+// `iisan cache serve` as a child process, stopped (SIGTERM, then waited for) at the end of scope.
+class ServeProcess {
+ public:
+  ServeProcess(const std::vector<std::string>& args, const std::filesystem::path& log) {
+    std::vector<std::string> argv = {IISAN_BINARY, "cache", "serve"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> pointers;
+    for (auto& arg : argv) pointers.push_back(arg.data());
+    pointers.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (posix_spawn(&pid_, IISAN_BINARY, &actions, nullptr, pointers.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~ServeProcess() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  bool started() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A run trained through a token-guarded cache service keeps "<redacted>" in its config.json;
+// `iisan eval` then takes the token from --set or IISAN_CACHE_TOKEN, never sends the placeholder,
+// and without a token says how to pass one.
+TEST(EndToEndTest, EvalTakesTheServiceTokenFromSetOrTheEnvironment) {
+  const auto work = Fresh("served");
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 300 --items 100 --categories 4").exit_code, 0);
+  const std::string demo = "demo --workdir " + work.string() + " --set train.epochs=1";
+  const auto local = RunIisan(demo + " --set name=local");  // writes the backbones, builds the cache
+  ASSERT_EQ(local.exit_code, 0) << local.output;
+
+  const auto socket = work / "cache" / "service.sock";
+  ServeProcess serve({"--set", "cache.dir=" + (work / "cache").string(), "--token", "s3cret"}, work / "serve.log");
+  ASSERT_TRUE(serve.started());
+  for (int i = 0; i < 600 && !std::filesystem::exists(socket); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(std::filesystem::exists(socket)) << "the service did not start";
+  const std::string service = " --set cache.service=unix:" + socket.string();
+  const auto served = RunIisan(demo + " --set name=served --set cache.token=s3cret" + service);
+  ASSERT_EQ(served.exit_code, 0) << served.output;
+  const auto run = (work / "runs" / "served").string();
+  EXPECT_EQ(ReadJson(work / "runs/served/config.json")["cache"]["token"], "<redacted>");
+
+  const auto without = RunIisan("eval " + run, "IISAN_CACHE_TOKEN=");
+  EXPECT_NE(without.exit_code, 0);
+  EXPECT_NE(without.output.find("--set cache.token=TOKEN"), std::string::npos) << without.output;
+  EXPECT_NE(without.output.find("IISAN_CACHE_TOKEN"), std::string::npos) << without.output;
+  const auto wrong = RunIisan("eval " + run + " --set cache.token=wrong", "IISAN_CACHE_TOKEN=");
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.output.find("wrong token"), std::string::npos) << "the token given is the token sent: "
+                                                                  << wrong.output;
+  const auto with_set = RunIisan("eval " + run + " --set cache.token=s3cret", "IISAN_CACHE_TOKEN=");
+  ASSERT_EQ(with_set.exit_code, 0) << with_set.output;
+  const auto with_environment = RunIisan("eval " + run, "IISAN_CACHE_TOKEN=s3cret");
+  ASSERT_EQ(with_environment.exit_code, 0) << with_environment.output;
+  const auto json_start = with_environment.output.find("{\n");
+  ASSERT_NE(json_start, std::string::npos) << with_environment.output;
+  EXPECT_NEAR(nlohmann::json::parse(with_environment.output.substr(json_start))["test"]["HR@10"].get<double>(),
+              ReadJson(work / "runs/served/summary.json")["test"]["HR@10"].get<double>(), 1e-9);
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include <zlib.h>
+
 #include "tests/core/data/test_files.h"
 
 // The library owns stb_image_write's external symbols; this private copy writes the grey and
@@ -121,6 +123,45 @@ TEST_F(ImageTest, MissingOrCorruptFileIsAnInputError) {
   WritePng(truncated, FixtureSource(8, 8));
   WriteFile(truncated, testing::ReadBytes(truncated).substr(0, 40));
   EXPECT_TRUE(Contains(InputErrorOf([&] { DecodeImage(truncated); }), "cannot decode"));
+}
+
+// Real PNG and JPEG files whose headers are rewritten to claim 16000x16000 and 20000x20000
+// pixels (a decompression bomb is a few hundred bytes): refused from the header, naming the
+// file and the dimensions, before the decoder allocates the pixels.
+TEST_F(ImageTest, HeadersClaimingTooManyPixelsAreRefusedBeforeDecoding) {
+  auto put16 = [](std::string& bytes, size_t at, uint32_t value) {
+    bytes[at] = static_cast<char>(value >> 8);
+    bytes[at + 1] = static_cast<char>(value);
+  };
+  // PNG: signature (8), IHDR length (4) and type (4), then width and height (4 each), five more
+  // bytes of IHDR and its CRC over type and data.
+  const fs::path png = dir_.path() / "bomb.png";
+  WritePng(png, Constant(2, 2, 1, 2, 3));
+  std::string bytes = testing::ReadBytes(png);
+  ASSERT_EQ(bytes.substr(12, 4), "IHDR");
+  for (const size_t at : {16, 20}) {
+    put16(bytes, at, 0);
+    put16(bytes, at + 2, 16000);
+  }
+  const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(bytes.data() + 12), 17);
+  put16(bytes, 29, static_cast<uint32_t>(crc >> 16));
+  put16(bytes, 31, static_cast<uint32_t>(crc));
+  WriteFile(png, bytes);
+  const std::string png_error = InputErrorOf([&] { DecodeImage(png); });
+  EXPECT_TRUE(Contains(png_error, png.string() + ": the image is 16000x16000 pixels, more than the 67108864"))
+      << png_error;
+
+  // JPEG: the baseline frame header (marker FF C0, length, precision) holds height and width.
+  const fs::path jpeg = dir_.path() / "bomb.jpg";
+  WriteJpeg(jpeg, Constant(16, 8, 200, 40, 90));
+  bytes = testing::ReadBytes(jpeg);
+  const size_t frame = bytes.find("\xFF\xC0");
+  ASSERT_NE(frame, std::string::npos);
+  put16(bytes, frame + 5, 20000);
+  put16(bytes, frame + 7, 20000);
+  WriteFile(jpeg, bytes);
+  const std::string jpeg_error = InputErrorOf([&] { DecodeImage(jpeg); });
+  EXPECT_TRUE(Contains(jpeg_error, jpeg.string() + ": the image is 20000x20000 pixels")) << jpeg_error;
 }
 
 TEST(ResizeTest, ConstantImageStaysConstant) {

@@ -48,6 +48,32 @@ TEST(JsonInputTest, SizeNumbersAndSyntaxAreRefusedByName) {
   EXPECT_EQ(ParseJsonInput<Json>("{\"b\": 1, \"a\": 2}", "x").begin().key(), "b") << "order kept";
 }
 
+// Errors say where and what was wrong, never the text itself: a file read on a client's behalf
+// (the cache service's) must not come back quoted in a reply, nor a hostile file flood a log.
+TEST(JsonInputTest, ErrorsNeverQuoteTheText) {
+  for (const std::string text : {"{\"a\": s3cretword}", "s3cretword", "{\"a\": \"\\uD800s3cretword\"}",
+                                 "{\"a\": \"s3cretword", "[1, 2 s3cretword]", "{\"a\": 12345678s3cretword}",
+                                 "{\"a\": 987654321e999}", "{\"a\": tru\n s3cretword"}) {
+    const auto message = ErrorOf(text);
+    EXPECT_NE(message.find("the-source.json"), std::string::npos) << message;
+    EXPECT_NE(message.find("not valid JSON"), std::string::npos) << message;
+    EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+    EXPECT_EQ(message.find("987654321"), std::string::npos) << message;
+    EXPECT_EQ(message.find("12345678"), std::string::npos) << message;
+  }
+  EXPECT_NE(ErrorOf("{\n\"a\": nope}").find("line 2"), std::string::npos) << "the position stays";
+}
+
+TEST(JsonInputTest, ValuesAreDescribedWithoutLongText) {
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json(3.5)), "3.5");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json(true)), "true");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json("yes")), "\"yes\"");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json(std::string(33, 'x'))), "a string of 33 bytes");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json("a\nb")), "a string of 3 bytes");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json::parse("[1, \"s3cret\"]")), "an array of 2 values");
+  EXPECT_EQ(DescribeJsonValue(nlohmann::json::parse("{\"k\": \"s3cret\"}")), "an object of 1 key");
+}
+
 TEST(JsonInputTest, FilesAreSizedBeforeTheyAreRead) {
   const auto dir = std::filesystem::path(::testing::TempDir()) / "json_input_test";
   std::filesystem::create_directories(dir);

@@ -109,7 +109,9 @@ TEST(BertConfigTest, RejectsInconsistentOrUnsupportedValues) {
                         {"c.json", "'hidden_size' (32) must be a multiple of 'num_attention_heads' (5)"});
   json = MinimalBertJson();
   json["hidden_act"] = "tanh";
-  ExpectErrorContaining([&] { BertConfig::FromJson(json, "c.json"); }, {"c.json", "'hidden_act'", "gelu", "'tanh'"});
+  ExpectErrorContaining([&] { BertConfig::FromJson(json, "c.json"); }, {"c.json", "'hidden_act'", "gelu", "got \"tanh\""});
+  json["hidden_act"] = std::string(1000, 'x');
+  ExpectErrorContaining([&] { BertConfig::FromJson(json, "c.json"); }, {"'hidden_act'", "got a string of 1000 bytes"});
   json = MinimalBertJson();
   json["position_embedding_type"] = "relative_key";
   ExpectErrorContaining([&] { BertConfig::FromJson(json, "c.json"); }, {"'position_embedding_type'"});

@@ -212,6 +212,34 @@ TEST(SafetensorsTest, MalformedFilesGiveNamedErrors) {
   ExpectMalformed("metadata_number", FileBytes(R"({"__metadata__":{"k":1}})"), "'__metadata__' entry 'k' must be a string");
 }
 
+// A malformed header is refused by name and field, its text never quoted: a hostile file's bytes
+// could be anything, and errors travel to logs and to the cache service's clients.
+TEST(SafetensorsTest, ErrorsNeverQuoteTheHeaderText) {
+  const std::string secret = "s3cretword-s3cretword-s3cretword-s3cretword";
+  const std::string data8(8, '\0');
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"not_json", FileBytes("{\"t\": " + secret + "}")},
+      {"unterminated", FileBytes("{\"t\": \"" + secret)},
+      {"number_overflow", FileBytes("{\"t\": 1" + std::string(400, '7') + "e999}")},
+      {"shape_string", FileBytes(Entry(R"("dtype":"F32","shape":[")" + secret + R"("],"data_offsets":[0,8])"), data8)},
+      {"offsets_object", FileBytes(Entry(R"("dtype":"F32","shape":[2],"data_offsets":{")" + secret + R"(":1})"), data8)},
+  };
+  for (const auto& [name, bytes] : cases) {
+    SCOPED_TRACE(name);
+    const auto path = ScratchDir("quoting") / (name + ".safetensors");
+    WriteBytes(path, bytes);
+    try {
+      SafetensorsReader reader(path);
+      ADD_FAILURE() << "opened without error";
+    } catch (const SafetensorsError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(path.string()), std::string::npos) << message;
+      EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+      EXPECT_EQ(message.find("7777"), std::string::npos) << message;
+    }
+  }
+}
+
 TEST(SafetensorsTest, HeaderLongerThanTheLimitIsRejectedBeforeParsing) {
   // A sparse file larger than the 100 MB limit, claiming a header just over it.
   const auto path = ScratchDir("limit") / "big.safetensors";
