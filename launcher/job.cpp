@@ -124,9 +124,9 @@ Job PrepareJob(const Config& config_in) {
   train.max_steps_per_epoch = config.train.max_steps_per_epoch;
   train.cuda_graph = config.train.cuda_graph;
   train.check_sync_every = config.train.check_sync_every;
-  train.eval_batch_size = config.eval.batch_size;
-  train.ks = config.eval.ks;
-  if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {
+  train.eval.batch_size = config.eval.batch_size;
+  train.eval.ks = config.eval.ks;
+  if (std::find(train.eval.ks.begin(), train.eval.ks.end(), train.selection_k) == train.eval.ks.end()) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
   }

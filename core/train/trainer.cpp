@@ -70,11 +70,11 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
       parallel_(parallel),
       epoch_loss_(options_.device) {
   if (parallel_ && parallel_->world_size() <= 1) parallel_ = nullptr;
-  if (options_.batch_size < 1 || options_.eval_batch_size < 1) {
+  if (options_.batch_size < 1 || options_.eval.batch_size < 1) {
     throw std::invalid_argument("Trainer: batch sizes must be at least 1");
   }
-  progress_.result.best_valid = RankingMetrics(options_.ks);
-  progress_.result.test = RankingMetrics(options_.ks);
+  progress_.result.best_valid = RankingMetrics(options_.eval.ks);
+  progress_.result.test = RankingMetrics(options_.eval.ks);
   if (model_->device() != options_.device) {
     throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
                            options_.device.str());
@@ -101,7 +101,7 @@ Trainer::~Trainer() = default;
 int64_t Trainer::trainable_parameters() const { return models::CountParameters(*model_).trainable; }
 
 RankingMetrics Trainer::Evaluate(Split split) {
-  return EvaluateModel(model_, dataset_, split, {options_.eval_batch_size, options_.ks}, parallel_);
+  return EvaluateModel(model_, dataset_, split, options_.eval, parallel_);
 }
 
 bool Trainer::CancelRequested(const std::atomic<bool>* cancel, int64_t step, int64_t first_step) {

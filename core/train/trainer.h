@@ -50,9 +50,8 @@ struct TrainOptions {
   int epochs = 100;
   int patience = 10;               // stop after `patience` + 1 epochs without a new best
   int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch; otherwise the epoch time is extrapolated
-  int64_t eval_batch_size = 256;
-  std::vector<int> ks = {5, 10, 20};
-  int selection_k = 10;  // model selection on validation HR@selection_k
+  EvalOptions eval;      // validation and test after each epoch
+  int selection_k = 10;  // model selection on validation HR@selection_k (must be one of eval.ks)
   LearningRates lr;
   uint64_t seed = 12345;
   torch::Device device = torch::kCPU;

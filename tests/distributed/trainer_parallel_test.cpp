@@ -69,7 +69,7 @@ train::Recommender MakeModel(const train::ItemStates& states) {
 train::TrainOptions Options(int64_t batch_size) {
   train::TrainOptions options;
   options.batch_size = batch_size;
-  options.eval_batch_size = 16;  // several evaluation batches, split unevenly between ranks
+  options.eval.batch_size = 16;  // several evaluation batches, split unevenly between ranks
   options.epochs = kEpochs;
   options.patience = 100;
   options.seed = 21;

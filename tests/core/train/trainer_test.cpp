@@ -53,7 +53,7 @@ data::Dataset WalkDataset() {
 
 TEST(TrainerTest, PopularityBaselineRanksByTrainCounts) {
   const auto dataset = WalkDataset();
-  const auto metrics = EvaluatePopularity(dataset, Split::kTest, {5, 10, 20});
+  const auto metrics = EvaluatePopularity(dataset, Split::kTest, EvalOptions{});
   EXPECT_EQ(metrics.users, 40);
   // Recompute HR@10 by brute force: rank = 1 + items (not in history) more popular, ties by id.
   int hits = 0;
