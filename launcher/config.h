@@ -38,6 +38,7 @@ struct Config {
   } data;
   struct Model {
     std::string method, modality, text_backbone, image_backbone;
+    uint64_t backbone_init_seed;
     std::vector<int> kept_layers;
     int64_t bottleneck, embedding_dim;
     double gate_temperature;

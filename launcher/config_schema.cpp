@@ -104,7 +104,9 @@ std::vector<KeySpec> Build() {
              IISAN_CONFIG_FIELD(name)),
       String("run_root", "runs", "folder that holds the run directories", IISAN_CONFIG_FIELD(run_root)),
       Integer("seed", 12345, 0, std::numeric_limits<uint64_t>::max(),
-              "seed of initialisation, sampling, dropout and the backbones' random weights", IISAN_CONFIG_FIELD(seed)),
+              "seed of the trained weights' initialisation, the user order and dropout (random backbone weights: "
+              "model.backbone_init_seed)",
+              IISAN_CONFIG_FIELD(seed)),
 
       String("data.dir", "", "dataset folder (users.tsv, items.tsv, images/)", IISAN_CONFIG_FIELD(data.dir)),
       Integer("data.min_seq_len", 5, 3, 100000, "users with fewer interactions are dropped (train, valid, test need 3)",
@@ -122,6 +124,11 @@ std::vector<KeySpec> Build() {
       String("model.image_backbone", "",
              "Hugging Face ViT-family folder (config.json, preprocessor_config.json, model.safetensors)",
              IISAN_CONFIG_FIELD(model.image_backbone)),
+      Integer("model.backbone_init_seed", 12345, 0, std::numeric_limits<uint64_t>::max(),
+              "seed of a backbone's random weights when its folder has no model.safetensors (text: this seed, image: "
+              "this seed + 1); part of the cache key only then, and independent of seed, so a seed sweep shares one "
+              "cache",
+              IISAN_CONFIG_FIELD(model.backbone_init_seed)),
       IntegerList("model.kept_layers", {}, 0, 1024, 1025,
                   "hidden-state indices the side network reads, each in [0, layers] (empty: 0 and every other layer)",
                   IISAN_CONFIG_FIELD(model.kept_layers)),

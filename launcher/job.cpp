@@ -63,7 +63,7 @@ Job PrepareJob(const Config& config_in) {
   cache.chunk_items = config.cache.chunk_items;
   cache.threads = config.cache.threads;
   cache.dtype = cache::ParseDtype(config.cache.dtype, "config key 'cache.dtype'");
-  cache.seed = config.seed;
+  cache.backbone_init_seed = config.model.backbone_init_seed;
   cache.device = ParseDevice(config.train.device);
 
   data::PreprocessOptions preprocess;
@@ -130,7 +130,7 @@ Job PrepareJob(const Config& config_in) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
   }
-  train.seed = cache.seed;
+  train.seed = config.seed;
   train.device = cache.device;
   if (train.batch_size < 2) throw ConfigError("train.batch_size must be at least 2 (in-batch negatives)");
 
@@ -224,8 +224,8 @@ train::Recommender BuildModel(const Job& job) {
         models::LoadBertCheckpoint(model->text_backbone, cache.text_backbone);
       } else {
         LOG(WARNING) << "text backbone " << cache.text_backbone << " has no weights (model.safetensors): random "
-                     << "weights (seed " << cache.seed << ")";
-        torch::manual_seed(cache.seed);
+                     << "weights (seed " << cache.backbone_init_seed << ")";
+        torch::manual_seed(cache.backbone_init_seed);
         models::BertModel fresh(config.text);
         CopyParameters(*fresh, *model->text_backbone);
       }
@@ -235,8 +235,8 @@ train::Recommender BuildModel(const Job& job) {
         models::LoadViTCheckpoint(model->image_backbone, cache.image_backbone);
       } else {
         LOG(WARNING) << "image backbone " << cache.image_backbone << " has no weights (model.safetensors): random "
-                     << "weights (seed " << cache.seed + 1 << ")";
-        torch::manual_seed(cache.seed + 1);
+                     << "weights (seed " << cache.backbone_init_seed + 1 << ")";
+        torch::manual_seed(cache.backbone_init_seed + 1);
         models::ViTModel fresh(config.image);
         CopyParameters(*fresh, *model->image_backbone);
       }

@@ -54,6 +54,17 @@ TEST(ConfigTest, DefaultsLeaveBatchAndLearningRatesToTheMethod) {
   EXPECT_DOUBLE_EQ(config.train.collective_timeout_s, 300.0);
 }
 
+TEST(ConfigTest, BackboneInitSeedDefaultsToWhatTheSeedWas) {
+  // Random backbones are initialised as the default seed initialised them before
+  // model.backbone_init_seed existed; the two keys are set independently.
+  const auto config = LoadConfig({}, {});
+  EXPECT_EQ(config.model.backbone_init_seed, 12345u);
+  EXPECT_EQ(config.model.backbone_init_seed, config.seed);
+  const auto set = LoadConfig({}, {"model.backbone_init_seed=7", "seed=9"});
+  EXPECT_EQ(set.model.backbone_init_seed, 7u);
+  EXPECT_EQ(set.seed, 9u);
+}
+
 TEST(ConfigTest, OverridesParseJsonValuesAndKeepTypes) {
   Config config = LoadConfig({}, {});
   ApplyOverride(config, "train.batch_size=32");
@@ -229,8 +240,9 @@ TEST(ConfigTest, EveryNumericKeyRefusesValuesOutsideItsRange) {
 // The ranges themselves: sizes and counts start at 1 (0 only where it means "the method's
 // reference", "none" or "never"), every bound fits its field, and no time or size can overflow.
 TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
-  const std::set<std::string> zero_allowed = {"seed", "cache.threads", "train.batch_size", "train.patience",
-                                              "train.max_steps_per_epoch", "train.checkpoint_every", "train.max_requeues",
+  const std::set<std::string> zero_allowed = {"seed", "model.backbone_init_seed", "cache.threads", "train.batch_size",
+                                              "train.patience", "train.max_steps_per_epoch", "train.checkpoint_every",
+                                              "train.max_requeues",
                                               "train.check_sync_every", "model.kept_layers", "model.dropout",
                                               "model.lora_alpha", "train.lr.recsys", "train.lr.text", "train.lr.image",
                                               "train.lr.adapter_text", "train.lr.adapter_image"};
@@ -239,7 +251,7 @@ TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
     const std::string type = entry["type"].get<std::string>();
     if (type == "integer" || type == "list of integers") {
       EXPECT_GE(entry["min"].get<int64_t>(), zero_allowed.count(key) ? 0 : 1) << key;
-      if (key != "seed") {
+      if (key != "seed" && key != "model.backbone_init_seed") {
         EXPECT_LE(entry["max"].get<uint64_t>(), uint64_t{1} << 40) << key;
       }
     }
@@ -321,7 +333,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 48u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 49u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {
