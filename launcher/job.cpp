@@ -46,6 +46,13 @@ Job PrepareJob(const Config& config_in) {
   job.method = train::ParseMethod(config.model.method);
   const bool live = train::UsesLiveBackbones(job.method);
   const auto modality = models::ParseModality(config.model.modality);
+  const auto towers = models::ParseSanTowers(config.model.iisan_towers);
+  if (train::UsesSideNetwork(job.method) && towers == models::SanTowers::kInter &&
+      modality != models::Modality::kTextImage) {
+    throw ConfigError("config key 'model.iisan_towers' is 'inter' but 'model.modality' is '" + config.model.modality +
+                      "': the inter-modal tower reads both modalities; set model.modality=text+image or "
+                      "model.iisan_towers=intra");
+  }
 
   auto& cache = job.cache_options;
   cache.modality = modality;
@@ -92,6 +99,8 @@ Job PrepareJob(const Config& config_in) {
   side.hidden_size = text_dim ? text_dim : image_dim;
   side.bottleneck = config.model.bottleneck;
   side.embedding_dim = config.model.embedding_dim;
+  side.towers = towers;
+  side.fusion = models::ParseSanFusion(config.model.fusion);
   side.gate_temperature = config.model.gate_temperature;
   model.adapter_bottleneck = config.model.adapter_bottleneck;
   model.lora_rank = config.model.lora_rank;
@@ -126,6 +135,7 @@ Job PrepareJob(const Config& config_in) {
   train.check_sync_every = config.train.check_sync_every;
   train.eval.batch_size = config.eval.batch_size;
   train.eval.ks = config.eval.ks;
+  train.eval.count_repeated_targets = config.eval.count_repeated_targets;
   if (std::find(train.eval.ks.begin(), train.eval.ks.end(), train.selection_k) == train.eval.ks.end()) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
