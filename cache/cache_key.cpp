@@ -115,7 +115,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
   inputs["modality"] = models::ModalityName(options.modality);
   inputs["kept_layers"] = ResolveKeptLayers(options);
   inputs["dtype"] = DtypeName(options.dtype);
-  // Backbones without a checkpoint are random, and then the seed determines the states.
+  // Backbones without a checkpoint are random, and then their init seed determines the states.
   bool random_weights = false;
 
   // Content and order: row r of the cache is the r-th item of items.tsv.
@@ -149,7 +149,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
                        {"images_digest", images_digest.Hex()}};
     random_weights |= !RecordWeights(inputs["image"], options.image_backbone);
   }
-  if (random_weights) inputs["backbone_weights"] = "random-init seed " + std::to_string(options.seed);
+  if (random_weights) inputs["backbone_weights"] = "random-init seed " + std::to_string(options.backbone_init_seed);
   return inputs;
 }
 

@@ -1,7 +1,8 @@
 // The cache key: everything that determines the cached states (backbone weights and configs,
 // tokenizer vocabulary and maximum length, image preprocessing and image bytes, the items'
-// content and order, kept layers, dtype, and the seed when the weights are random) as JSON,
-// and its 64-bit digest. The same inputs give the same key; any change gives a new one.
+// content and order, kept layers, dtype, and the backbones' init seed when their weights are
+// random) as JSON, and its 64-bit digest. The same inputs give the same key; any change gives a
+// new one.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +27,9 @@ struct CacheBuildOptions {
   int64_t batch_size = 512;
   int64_t chunk_items = 1024;  // items per resumable chunk (not part of the key)
   int threads = 0;             // host threads tokenising and decoding; 0 = one per core (not in the key)
-  uint64_t seed = 12345;       // initialises the backbones while no checkpoint is loaded
+  // Initialises a backbone whose folder has no checkpoint (text: this seed, image: + 1). Not the
+  // training seed: a seed sweep must share one cache.
+  uint64_t backbone_init_seed = 12345;
   // The backbones' compute dtype: float32 or bfloat16 (the file stores float32 either way).
   torch::ScalarType dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;

@@ -144,11 +144,11 @@ Json Evaluate(const std::filesystem::path& run_dir, const std::vector<std::strin
   auto job = PrepareJob(config);
   auto model = BuildModel(job);
   train::LoadTrainableWeights(model, checkpoint);
-  const train::EvalOptions options{job.train_options.eval_batch_size, job.train_options.ks};
+  const auto& options = job.train_options.eval;
   Json result;
   result["valid"] = train::EvaluateModel(model, job.dataset, train::Split::kValid, options).ToJson();
   result["test"] = train::EvaluateModel(model, job.dataset, train::Split::kTest, options).ToJson();
-  result["popularity_test"] = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks).ToJson();
+  result["popularity_test"] = train::EvaluatePopularity(job.dataset, train::Split::kTest, options).ToJson();
   out << result.dump(2) << "\n";
   return result;
 }

@@ -38,7 +38,9 @@ struct Config {
   } data;
   struct Model {
     std::string method, modality, text_backbone, image_backbone;
+    uint64_t backbone_init_seed;
     std::vector<int> kept_layers;
+    std::string iisan_towers, fusion;
     int64_t bottleneck, embedding_dim;
     double gate_temperature;
     int64_t user_blocks, user_heads;
@@ -76,6 +78,7 @@ struct Config {
   struct Eval {
     int64_t batch_size;
     std::vector<int> ks;
+    bool count_repeated_targets;
     bool operator==(const Eval&) const = default;
   } eval;
   bool operator==(const Config&) const = default;

@@ -104,7 +104,9 @@ std::vector<KeySpec> Build() {
              IISAN_CONFIG_FIELD(name)),
       String("run_root", "runs", "folder that holds the run directories", IISAN_CONFIG_FIELD(run_root)),
       Integer("seed", 12345, 0, std::numeric_limits<uint64_t>::max(),
-              "seed of initialisation, sampling, dropout and the backbones' random weights", IISAN_CONFIG_FIELD(seed)),
+              "seed of the trained weights' initialisation, the user order and dropout (random backbone weights: "
+              "model.backbone_init_seed)",
+              IISAN_CONFIG_FIELD(seed)),
 
       String("data.dir", "", "dataset folder (users.tsv, items.tsv, images/)", IISAN_CONFIG_FIELD(data.dir)),
       Integer("data.min_seq_len", 5, 3, 100000, "users with fewer interactions are dropped (train, valid, test need 3)",
@@ -122,9 +124,25 @@ std::vector<KeySpec> Build() {
       String("model.image_backbone", "",
              "Hugging Face ViT-family folder (config.json, preprocessor_config.json, model.safetensors)",
              IISAN_CONFIG_FIELD(model.image_backbone)),
+      Integer("model.backbone_init_seed", 12345, 0, std::numeric_limits<uint64_t>::max(),
+              "seed of a backbone's random weights when its folder has no model.safetensors (text: this seed, image: "
+              "this seed + 1); part of the cache key only then, and independent of seed, so a seed sweep shares one "
+              "cache",
+              IISAN_CONFIG_FIELD(model.backbone_init_seed)),
       IntegerList("model.kept_layers", {}, 0, 1024, 1025,
-                  "hidden-state indices the side network reads, each in [0, layers] (empty: 0 and every other layer)",
+                  "hidden-state indices the side network reads, each in [0, layers] (empty: 0 and every other layer); "
+                  "the cache stores only these, so they are part of its key",
                   IISAN_CONFIG_FIELD(model.kept_layers)),
+      Choice("model.iisan_towers", "intra+inter", {"intra+inter", "intra", "inter"},
+             "IISAN's SAN towers (the paper's ablation, the reference's --modality): intra+inter (an intra-modal tower "
+             "per modality and the inter-modal tower; with one modality, its intra tower only), intra (intra-modal "
+             "towers only), inter (the inter-modal tower only; needs model.modality=text+image)",
+             IISAN_CONFIG_FIELD(model.iisan_towers)),
+      Choice("model.fusion", "gated", {"gated", "add"},
+             "how each IISAN SAN block's input joins the backbone's layer state and the tower's running state (the "
+             "reference's fusion_method): gated (learnable scalar gates, IISAN.md §3.3) or add (plain sums, no gate "
+             "parameters); the towers' outputs are concatenated into com_dense either way",
+             IISAN_CONFIG_FIELD(model.fusion)),
       Integer("model.bottleneck", 64, 1, 65536, "width of the side network's adapter bottleneck",
               IISAN_CONFIG_FIELD(model.bottleneck)),
       Integer("model.embedding_dim", 64, 1, 65536, "item and user embedding width",
@@ -206,6 +224,10 @@ std::vector<KeySpec> Build() {
               IISAN_CONFIG_FIELD(eval.batch_size)),
       IntegerList("eval.ks", {5, 10, 20}, 1, 100000, 64, "cut-offs K of HR@K and NDCG@K (must contain 10)",
                   IISAN_CONFIG_FIELD(eval.ks)),
+      Boolean("eval.count_repeated_targets", false,
+              "rank a target that repeats an item of the user's history (false: every history item is excluded, so "
+              "such a target always misses, as in the reference, IISAN.md §9.9)",
+              IISAN_CONFIG_FIELD(eval.count_repeated_targets)),
   };
   for (auto& spec : keys) {
     if (spec.key == "train.device") {

@@ -90,6 +90,13 @@ Job PrepareJob(const Config& config_in) {
   job.method = train::ParseMethod(config.model.method);
   const bool live = train::UsesLiveBackbones(job.method);
   const auto modality = models::ParseModality(config.model.modality);
+  const auto towers = models::ParseSanTowers(config.model.iisan_towers);
+  if (train::UsesSideNetwork(job.method) && towers == models::SanTowers::kInter &&
+      modality != models::Modality::kTextImage) {
+    throw ConfigError("config key 'model.iisan_towers' is 'inter' but 'model.modality' is '" + config.model.modality +
+                      "': the inter-modal tower reads both modalities; set model.modality=text+image or "
+                      "model.iisan_towers=intra");
+  }
 
   auto& cache = job.cache_options;
   cache.modality = modality;
@@ -107,7 +114,7 @@ Job PrepareJob(const Config& config_in) {
   cache.chunk_items = config.cache.chunk_items;
   cache.threads = config.cache.threads;
   cache.dtype = cache::ParseDtype(config.cache.dtype, "config key 'cache.dtype'");
-  cache.seed = config.seed;
+  cache.backbone_init_seed = config.model.backbone_init_seed;
   cache.device = ParseDevice(config.train.device);
 
   data::PreprocessOptions preprocess;
@@ -136,6 +143,8 @@ Job PrepareJob(const Config& config_in) {
   side.hidden_size = text_dim ? text_dim : image_dim;
   side.bottleneck = config.model.bottleneck;
   side.embedding_dim = config.model.embedding_dim;
+  side.towers = towers;
+  side.fusion = models::ParseSanFusion(config.model.fusion);
   side.gate_temperature = config.model.gate_temperature;
   model.adapter_bottleneck = config.model.adapter_bottleneck;
   model.lora_rank = config.model.lora_rank;
@@ -168,13 +177,14 @@ Job PrepareJob(const Config& config_in) {
   train.max_steps_per_epoch = config.train.max_steps_per_epoch;
   train.cuda_graph = config.train.cuda_graph;
   train.check_sync_every = config.train.check_sync_every;
-  train.eval_batch_size = config.eval.batch_size;
-  train.ks = config.eval.ks;
-  if (std::find(train.ks.begin(), train.ks.end(), train.selection_k) == train.ks.end()) {
+  train.eval.batch_size = config.eval.batch_size;
+  train.eval.ks = config.eval.ks;
+  train.eval.count_repeated_targets = config.eval.count_repeated_targets;
+  if (std::find(train.eval.ks.begin(), train.eval.ks.end(), train.selection_k) == train.eval.ks.end()) {
     throw ConfigError("eval.ks must contain " + std::to_string(train.selection_k) + " (model selection uses HR@" +
                       std::to_string(train.selection_k) + ")");
   }
-  train.seed = cache.seed;
+  train.seed = config.seed;
   train.device = cache.device;
   if (train.batch_size < 2) throw ConfigError("train.batch_size must be at least 2 (in-batch negatives)");
 
@@ -336,8 +346,8 @@ train::Recommender BuildModel(const Job& job) {
         models::LoadBertCheckpoint(model->text_backbone, cache.text_backbone);
       } else {
         LOG(WARNING) << "text backbone " << cache.text_backbone << " has no weights (model.safetensors): random "
-                     << "weights (seed " << cache.seed << ")";
-        torch::manual_seed(cache.seed);
+                     << "weights (seed " << cache.backbone_init_seed << ")";
+        torch::manual_seed(cache.backbone_init_seed);
         models::BertModel fresh(config.text);
         CopyParameters(*fresh, *model->text_backbone);
       }
@@ -347,8 +357,8 @@ train::Recommender BuildModel(const Job& job) {
         models::LoadViTCheckpoint(model->image_backbone, cache.image_backbone);
       } else {
         LOG(WARNING) << "image backbone " << cache.image_backbone << " has no weights (model.safetensors): random "
-                     << "weights (seed " << cache.seed + 1 << ")";
-        torch::manual_seed(cache.seed + 1);
+                     << "weights (seed " << cache.backbone_init_seed + 1 << ")";
+        torch::manual_seed(cache.backbone_init_seed + 1);
         models::ViTModel fresh(config.image);
         CopyParameters(*fresh, *model->image_backbone);
       }

@@ -166,7 +166,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
   summary.epochs_run = result.epochs_run;
   summary.valid = result.best_valid;
   summary.test = result.test;
-  summary.popularity_test = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.ks);
+  summary.popularity_test = train::EvaluatePopularity(job.dataset, train::Split::kTest, job.train_options.eval);
   summary.trainable_parameters = trainer.trainable_parameters();
   summary.world_size = world.world_size;
   summary.measured_train_seconds_per_epoch = result.mean_train_seconds;

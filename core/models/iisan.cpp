@@ -51,12 +51,51 @@ std::string ModalityName(Modality modality) {
   throw std::logic_error("ModalityName: unhandled Modality value");
 }
 
+SanTowers ParseSanTowers(const std::string& name) {
+  if (name == "intra+inter") return SanTowers::kIntraInter;
+  if (name == "intra") return SanTowers::kIntra;
+  if (name == "inter") return SanTowers::kInter;
+  throw std::runtime_error("SAN towers must be one of \"intra+inter\", \"intra\", \"inter\"; got \"" + name + "\"");
+}
+
+std::string SanTowersName(SanTowers towers) {
+  switch (towers) {
+    case SanTowers::kIntraInter:
+      return "intra+inter";
+    case SanTowers::kIntra:
+      return "intra";
+    case SanTowers::kInter:
+      return "inter";
+  }
+  throw std::logic_error("SanTowersName: unhandled SanTowers value");
+}
+
+SanFusion ParseSanFusion(const std::string& name) {
+  if (name == "gated") return SanFusion::kGated;
+  if (name == "add") return SanFusion::kAdd;
+  throw std::runtime_error("SAN fusion must be one of \"gated\", \"add\"; got \"" + name + "\"");
+}
+
+std::string SanFusionName(SanFusion fusion) {
+  switch (fusion) {
+    case SanFusion::kGated:
+      return "gated";
+    case SanFusion::kAdd:
+      return "add";
+  }
+  throw std::logic_error("SanFusionName: unhandled SanFusion value");
+}
+
 void IisanConfig::Validate() const {
   RequirePositive("hidden_size", static_cast<double>(hidden_size));
   RequirePositive("bottleneck", static_cast<double>(bottleneck));
   RequirePositive("embedding_dim", static_cast<double>(embedding_dim));
   RequirePositive("num_blocks", static_cast<double>(num_blocks));
   RequirePositive("gate_temperature", gate_temperature);
+  if (towers == SanTowers::kInter && modality != Modality::kTextImage) {
+    throw std::runtime_error("IisanConfig: field 'towers' is \"inter\" but field 'modality' is \"" +
+                             ModalityName(modality) + "\"; the inter-modal tower reads both modalities (text+image)");
+  }
 }
 
 SanBlockImpl::SanBlockImpl(int64_t hidden_size, int64_t bottleneck) {
@@ -114,20 +153,28 @@ torch::Tensor IntraItemEncoderImpl::forward(const torch::Tensor& text_cls, const
 IisanItemEncoderImpl::IisanItemEncoderImpl(const IisanConfig& config)
     : config_(config),
       uses_text_(config.modality != Modality::kImage),
-      uses_image_(config.modality != Modality::kText) {
+      uses_image_(config.modality != Modality::kText),
+      text_tower_(uses_text_ && config.towers != SanTowers::kInter),
+      image_tower_(uses_image_ && config.towers != SanTowers::kInter),
+      inter_tower_(uses_text_ && uses_image_ && config.towers != SanTowers::kIntra) {
   config_.Validate();
   const int64_t hidden = config_.hidden_size;
   const int64_t dim = config_.embedding_dim;
-  auto gates = [&](const char* name) { return register_parameter(name, torch::zeros({config_.num_blocks})); };
+  // Gates start at 0 and draw no random numbers, so leaving them out (kAdd) initialises every
+  // other parameter as the gated model would.
+  auto gates = [&](const char* name) {
+    return config_.fusion == SanFusion::kGated ? register_parameter(name, torch::zeros({config_.num_blocks}))
+                                               : torch::Tensor();
+  };
   int64_t towers = 0;
-  if (uses_text_) {
+  if (text_tower_) {
     text_gates_ = gates(kTextGates);
     text_san_ = RegisterSanTower(kTextSan);
     fc_bert_ = register_module(kFcBert, torch::nn::Linear(hidden, hidden));
     bert_pre_fc_ = register_module("bert_pre_fc", torch::nn::Linear(hidden, dim));
     ++towers;
   }
-  if (uses_image_) {
+  if (image_tower_) {
     image_gates_ = gates(kImageGates);
     image_san_ = RegisterSanTower(kImageSan);
     fc_cv_ = register_module(kFcCv, torch::nn::Linear(hidden, hidden));
@@ -138,16 +185,18 @@ IisanItemEncoderImpl::IisanItemEncoderImpl(const IisanConfig& config)
     cv_pre_fc_->bias.zero_();
     ++towers;
   }
-  if (uses_text_ && uses_image_) {
+  if (inter_tower_) {
     inter_gates_ = gates(kInterGates);
     inter_san_ = RegisterSanTower(kInterSan);
     fc_mm_ = register_module("fc_mm", torch::nn::Linear(hidden, hidden));
     fc_mm_down_ = register_module("fc_mm_down", torch::nn::Linear(hidden, dim));
     ++towers;
   }
-  // With one modality there is no inter tower, so the fusion layer sees a single head and is
-  // Linear(dim -> dim). The reference's uni-modal runs use a different (GELU) item encoder
-  // (IISAN.md §3.2); keeping com_dense keeps the uni-modal ablation a strict subset of IISAN.
+  // The fusion layer reads the heads present: Linear(3 dim -> dim) for the three towers,
+  // 2 dim for the two intra towers, dim for the inter tower alone (the reference's com_dense
+  // per --modality). With one modality there is no inter tower, so it sees a single head. The
+  // reference's uni-modal runs use a different (GELU) item encoder (IISAN.md §3.2); keeping
+  // com_dense keeps the uni-modal ablation a strict subset of IISAN.
   com_dense_ = register_module("com_dense", torch::nn::Linear(dim * towers, dim));
 }
 
@@ -161,29 +210,41 @@ std::vector<SanBlock> IisanItemEncoderImpl::RegisterSanTower(const std::string& 
   return blocks;
 }
 
-// h_k = SANB_k(g_k H_k + (1 - g_k) h_{k-1}), h_{-1} = 0: each gate blends the backbone's
-// state into the tower's own running state.
+// Gated: h_k = SANB_k(g_k H_k + (1 - g_k) h_{k-1}), h_{-1} = 0: each gate blends the
+// backbone's state into the tower's own running state. Without gates (kAdd, the reference's
+// fusion_method="add"): h_k = SANB_k(H_k + h_{k-1}).
 torch::Tensor IisanItemEncoderImpl::RunIntraTower(std::vector<SanBlock>& blocks,
                                                   const torch::Tensor& gate_logits,
                                                   const torch::Tensor& states) {
-  const auto gates = torch::sigmoid(gate_logits / config_.gate_temperature);
+  const bool gated = gate_logits.defined();
+  const auto gates = gated ? torch::sigmoid(gate_logits / config_.gate_temperature) : torch::Tensor();
   auto h = torch::zeros_like(states.select(1, 0));
   for (int64_t k = 0; k < config_.num_blocks; ++k) {
-    const auto g = gates[k];
-    h = blocks[k]->forward(g * states.select(1, k) + (1 - g) * h);
+    if (gated) {
+      const auto g = gates[k];
+      h = blocks[k]->forward(g * states.select(1, k) + (1 - g) * h);
+    } else {
+      h = blocks[k]->forward(states.select(1, k) + h);
+    }
   }
   return h;
 }
 
-// h_k = SANB_k(h_{k-1} + g_k V_k + (1 - g_k) T_k), h_{-1} = 0: here the gate mixes image
+// Gated: h_k = SANB_k(h_{k-1} + g_k V_k + (1 - g_k) T_k), h_{-1} = 0: here the gate mixes image
 // against text backbone states, and the running state is added, not gated (IISAN.md §9.4).
+// Without gates (kAdd): h_k = SANB_k(h_{k-1} + V_k + T_k).
 torch::Tensor IisanItemEncoderImpl::RunInterTower(const torch::Tensor& text_states,
                                                   const torch::Tensor& image_states) {
-  const auto gates = torch::sigmoid(inter_gates_ / config_.gate_temperature);
+  const bool gated = inter_gates_.defined();
+  const auto gates = gated ? torch::sigmoid(inter_gates_ / config_.gate_temperature) : torch::Tensor();
   auto h = torch::zeros_like(text_states.select(1, 0));
   for (int64_t k = 0; k < config_.num_blocks; ++k) {
-    const auto g = gates[k];
-    h = inter_san_[k]->forward(h + g * image_states.select(1, k) + (1 - g) * text_states.select(1, k));
+    if (gated) {
+      const auto g = gates[k];
+      h = inter_san_[k]->forward(h + g * image_states.select(1, k) + (1 - g) * text_states.select(1, k));
+    } else {
+      h = inter_san_[k]->forward(h + image_states.select(1, k) + text_states.select(1, k));
+    }
   }
   return h;
 }
@@ -216,13 +277,13 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
   const auto image = uses_image_ ? image_states.to(dtype) : torch::Tensor();
   // Concatenated in the reference's order: image, text, inter (model.py line 69).
   std::vector<torch::Tensor> heads;
-  if (uses_image_) {
+  if (image_tower_) {
     heads.push_back(Dense(cv_pre_fc_, Dense(fc_cv_, RunIntraTower(image_san_, image_gates_, image))));
   }
-  if (uses_text_) {
+  if (text_tower_) {
     heads.push_back(Dense(bert_pre_fc_, Dense(fc_bert_, RunIntraTower(text_san_, text_gates_, text))));
   }
-  if (uses_text_ && uses_image_) {
+  if (inter_tower_) {
     heads.push_back(Dense(fc_mm_down_, Dense(fc_mm_, RunInterTower(text, image))));
   }
   return Dense(com_dense_, torch::cat(heads, 1));

@@ -20,13 +20,33 @@ enum class Modality { kText, kImage, kTextImage };
 Modality ParseModality(const std::string& name);
 std::string ModalityName(Modality modality);
 
+// Which SAN towers the side network has: the paper's ablation of the reference's `--modality`
+// (intra_inter, intra, inter; IISAN.md §7.2). kIntraInter and kIntra keep an intra-modal tower
+// per modality present; kIntraInter and kInter keep the inter-modal tower when both are.
+enum class SanTowers { kIntraInter, kIntra, kInter };
+
+// "intra+inter", "intra" or "inter"; anything else throws std::runtime_error naming the choices.
+SanTowers ParseSanTowers(const std::string& name);
+std::string SanTowersName(SanTowers towers);
+
+// How each SANB's input combines the backbone's state with the tower's running state: the
+// reference's `fusion_method` (IISAN.md §3.3, §7.2). kGated: scalar gates g = sigmoid(w / T);
+// kAdd: plain sums, no gate parameters (the reference's "add").
+enum class SanFusion { kGated, kAdd };
+
+// "gated" or "add"; anything else throws std::runtime_error naming the choices.
+SanFusion ParseSanFusion(const std::string& name);
+std::string SanFusionName(SanFusion fusion);
+
 struct IisanConfig {
   int64_t hidden_size = 768;    // width of the backbones' hidden states and of every SANB
   int64_t bottleneck = 64;      // SANB inner width
   int64_t embedding_dim = 64;   // item embedding width (= the user encoder's width)
   int64_t num_blocks = 7;       // K: kept hidden states per modality, one SANB each
   Modality modality = Modality::kTextImage;
-  double gate_temperature = 0.1;  // gate g = sigmoid(w / gate_temperature)
+  SanTowers towers = SanTowers::kIntraInter;  // kInter needs modality kTextImage
+  SanFusion fusion = SanFusion::kGated;
+  double gate_temperature = 0.1;  // gate g = sigmoid(w / gate_temperature) (kGated)
 
   // Throws std::runtime_error naming the first bad field.
   void Validate() const;
@@ -52,13 +72,15 @@ TORCH_MODULE(SanBlock);
 // Resets every SanBlock under `root` (e.g. Houlsby adapters after a backbone's own init).
 void ResetAdapters(torch::nn::Module& root);
 
-// Parameter names, k = 0..K-1 (towers of an absent modality are not built):
+// Parameter names, k = 0..K-1 (towers of an absent modality, or left out by `towers`, are not
+// built; neither are the gates under SanFusion::kAdd):
 //   text_gates, image_gates, inter_gates                [K] gate logits w, initialised to 0
 //   {text,image,inter}_san.<k>.{down,up}.{weight,bias}   SANBs
 //   fc_bert, bert_pre_fc    text head  H -> H -> embedding_dim (the reference's fc_bert, title.fc)
 //   fc_cv, cv_pre_fc        image head H -> H -> embedding_dim (fc_cv, the replaced ViT classifier)
 //   fc_mm, fc_mm_down       inter head H -> H -> embedding_dim
-//   com_dense               fusion of the concatenated heads -> embedding_dim
+//   com_dense               fusion of the concatenated heads (T towers) -> embedding_dim:
+//                           Linear(T * embedding_dim -> embedding_dim), T = 3, 2 or 1
 // The heads have no nonlinearity, as in the reference (IISAN.md §9.8).
 class IisanItemEncoderImpl : public torch::nn::Module {
  public:
@@ -79,8 +101,11 @@ class IisanItemEncoderImpl : public torch::nn::Module {
   void CheckStates(const torch::Tensor& states, const char* argument) const;
 
   IisanConfig config_;
-  bool uses_text_;
-  bool uses_image_;
+  bool uses_text_;   // text states are read (by the text tower or the inter tower)
+  bool uses_image_;  // image states are read
+  bool text_tower_;
+  bool image_tower_;
+  bool inter_tower_;
   torch::Tensor text_gates_;
   torch::Tensor image_gates_;
   torch::Tensor inter_gates_;

@@ -69,8 +69,10 @@ TrainCheckpoint Trainer::Checkpoint() const {
   for (auto& [name, tensor] : optimizer_->State()) out.tensors.emplace_back(name, tensor.detach().to(torch::kCPU));
   // The generators dropout draws from; the epochs' user order is a function of seed and epoch.
   for (auto& item : GeneratorStates()) out.tensors.push_back(std::move(item));
-  // Mid-epoch: the sum of the losses of the steps already run (exact, as the device holds it).
-  out.tensors.emplace_back("trainer.loss_sum", loss_sum_.detach().to(torch::kCPU).reshape({1}));
+  // Mid-epoch: the sum of the losses of the steps already run (exact, as the device holds it)
+  // and the first of them whose loss was not finite.
+  out.tensors.emplace_back("trainer.loss_sum", epoch_loss_.SumState());
+  out.tensors.emplace_back("trainer.first_nonfinite_step", epoch_loss_.FirstNonFiniteState());
   return out;
 }
 
@@ -128,7 +130,7 @@ void Trainer::Resume(const TrainCheckpoint& checkpoint) {
   if (p.next_step > 0) {
     const auto sum = lookup("trainer.loss_sum");
     if (!sum.defined() || sum.numel() != 1) throw std::runtime_error("checkpoint has no 'trainer.loss_sum' (mid-epoch)");
-    loss_sum_.copy_(sum.reshape({}).to(loss_sum_.dtype()));  // in place: captured graphs add to this tensor
+    epoch_loss_.Restore(sum, lookup("trainer.first_nonfinite_step"));
   }
   const auto cpu = lookup("rng.cpu");
   if (!cpu.defined()) throw std::runtime_error("checkpoint has no 'rng.cpu' generator state");

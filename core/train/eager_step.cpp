@@ -45,7 +45,7 @@ class EagerStep final : public StepEngine {
     loss.backward();
     mark(backward_);
     c_.optimizer->Step();
-    c_.loss_sum.add_(loss.detach());
+    c_.loss->Add(loss);
     mark(optimizer_);
     profiled_ += profile;
   }

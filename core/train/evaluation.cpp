@@ -15,7 +15,8 @@ struct SplitBatch {
   std::vector<std::vector<int32_t>> excluded;
 };
 
-SplitBatch MakeSplitBatch(const data::Dataset& dataset, Split split, int64_t begin, int64_t end, int64_t max_len) {
+SplitBatch MakeSplitBatch(const data::Dataset& dataset, Split split, int64_t begin, int64_t end, int64_t max_len,
+                          bool count_repeated_targets) {
   SplitBatch batch;
   batch.histories = torch::zeros({end - begin, max_len}, torch::kInt64);
   auto hist = batch.histories.accessor<int64_t, 2>();
@@ -24,7 +25,8 @@ SplitBatch MakeSplitBatch(const data::Dataset& dataset, Split split, int64_t beg
     const int64_t n = static_cast<int64_t>(example.input.size());
     for (int64_t k = 0; k < n; ++k) hist[u - begin][max_len - n + k] = example.input[k];
     batch.targets.push_back(example.target);
-    batch.excluded.emplace_back(example.excluded.begin(), example.excluded.end());
+    auto& excluded = batch.excluded.emplace_back(example.excluded.begin(), example.excluded.end());
+    if (count_repeated_targets) std::erase(excluded, example.target);
   }
   return batch;
 }
@@ -42,7 +44,7 @@ RankingMetrics EvaluateModel(Recommender& model, const data::Dataset& dataset, S
   RankingMetrics metrics(options.ks);
   for (int64_t begin = first; begin < last; begin += options.batch_size) {
     const int64_t end = std::min(last, begin + options.batch_size);
-    auto batch = MakeSplitBatch(dataset, split, begin, end, dataset.max_seq_len);
+    auto batch = MakeSplitBatch(dataset, split, begin, end, dataset.max_seq_len, options.count_repeated_targets);
     auto user_vectors = model->UserVectors(batch.histories.to(model->device()), table);
     auto scores = torch::matmul(user_vectors, table.t());
     AccumulateRanks(TargetRanks(scores, batch.targets, batch.excluded), metrics);
@@ -50,14 +52,14 @@ RankingMetrics EvaluateModel(Recommender& model, const data::Dataset& dataset, S
   return parallel ? parallel->ReduceMetrics(metrics, users) : metrics;
 }
 
-RankingMetrics EvaluatePopularity(const data::Dataset& dataset, Split split, const std::vector<int>& ks) {
+RankingMetrics EvaluatePopularity(const data::Dataset& dataset, Split split, const EvalOptions& options) {
   const int64_t users = dataset.num_users();
   const int64_t chunk = 512;
   auto popularity = torch::tensor(std::vector<double>(dataset.popularity.begin(), dataset.popularity.end()));
-  RankingMetrics metrics(ks);
+  RankingMetrics metrics(options.ks);
   for (int64_t begin = 0; begin < users; begin += chunk) {
     const int64_t end = std::min(users, begin + chunk);
-    auto batch = MakeSplitBatch(dataset, split, begin, end, dataset.max_seq_len);
+    auto batch = MakeSplitBatch(dataset, split, begin, end, dataset.max_seq_len, options.count_repeated_targets);
     auto scores = popularity.to(torch::kFloat32).unsqueeze(0).expand({end - begin, -1});
     AccumulateRanks(TargetRanks(scores, batch.targets, batch.excluded), metrics);
   }

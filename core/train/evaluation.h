@@ -18,6 +18,9 @@ enum class Split { kValid, kTest };
 struct EvalOptions {
   int64_t batch_size = 256;  // users per scoring matmul (and items per item-table chunk)
   std::vector<int> ks = {5, 10, 20};
+  // False (the reference): every history item is excluded from the ranking, so a target that
+  // repeats one always misses (IISAN.md §9.9). True: the target itself is never excluded.
+  bool count_repeated_targets = false;
 };
 
 // Ranks every user's split target against all items with `model` (eval mode, no autograd).
@@ -26,7 +29,7 @@ RankingMetrics EvaluateModel(Recommender& model, const data::Dataset& dataset, S
                              DataParallel* parallel = nullptr);
 
 // The popularity baseline: every user gets items ranked by train-split popularity, with the
-// same history exclusion and tie-breaking as the model.
-RankingMetrics EvaluatePopularity(const data::Dataset& dataset, Split split, const std::vector<int>& ks);
+// same history exclusion and tie-breaking as the model (options.batch_size is not used).
+RankingMetrics EvaluatePopularity(const data::Dataset& dataset, Split split, const EvalOptions& options);
 
 }  // namespace iisan::train

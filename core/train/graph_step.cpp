@@ -53,7 +53,7 @@ class GraphStep final : public StepEngine {
       }
       loss.backward();
       c_.optimizer->Step();
-      c_.loss_sum.add_(loss.detach());
+      c_.loss->Add(loss);
     };
     auto& slot = graphs_[key];
     if (!slot.graph) slot.graph = std::make_unique<CudaGraphStep>(c_.options->device);

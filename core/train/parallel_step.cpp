@@ -43,7 +43,7 @@ class ParallelStep final : public StepEngine {
     loss.backward();
     const auto comm = parallel_.AfterBackward();
     c_.optimizer->Step();
-    c_.loss_sum.add_(loss.detach());
+    c_.loss->Add(loss);
     stats_.comm_bytes += comm.bytes;
     stats_.comm_seconds += comm.seconds;
     ++steps_;

@@ -57,10 +57,12 @@ torch::Tensor TargetRanks(const torch::Tensor& scores_in, std::span<const int32_
   scores.select(1, 0).fill_(neg_inf);
 
   std::vector<int64_t> rows, cols;
+  std::vector<uint8_t> target_excluded(num_users, 0);
   for (int64_t u = 0; u < num_users; ++u) {
     for (int32_t item : excluded[u]) {
       rows.push_back(u);
       cols.push_back(item);
+      target_excluded[u] |= item == targets[u];
     }
   }
   if (!rows.empty()) {
@@ -80,13 +82,18 @@ torch::Tensor TargetRanks(const torch::Tensor& scores_in, std::span<const int32_
   auto item_index = torch::arange(scores.size(1), target_index.options()).unsqueeze(0);
   auto before = (scores > target_scores) |
                 ((scores == target_scores) & (item_index < target_index));
-  // An excluded target (-inf) ties with every other excluded item; it is a miss either way.
   auto ranks = before.sum(1) + 1;
   // A target whose score is NaN compares false with everything and would rank first: it ranks
   // last instead (behind all N items), so a diverged model scores no hits. NaN scores of other
-  // items cannot push a finite target down (they compare false too), and +inf only ties.
+  // items cannot push a finite target down (they compare false too), and +inf only ties. An
+  // excluded target ranks last too: at -inf it would rank right behind the items left, a hit
+  // whenever fewer than K of them remain.
   const auto worst = torch::full_like(ranks, scores.size(1));
-  return torch::where(torch::isnan(target_scores.squeeze(1)), worst, ranks);
+  const auto excluded_target =
+      torch::from_blob(target_excluded.data(), {num_users}, torch::TensorOptions().dtype(torch::kUInt8))
+          .to(torch::kBool)
+          .to(ranks.device());
+  return torch::where(torch::isnan(target_scores.squeeze(1)).logical_or(excluded_target), worst, ranks);
 }
 
 void AccumulateRanks(const torch::Tensor& ranks_in, RankingMetrics& metrics) {

@@ -28,10 +28,11 @@ struct RankingMetrics {
 };
 
 // Ranks of each user's target among items 1..N. `scores` is [U, N+1] (column 0 = padding,
-// never ranked); `excluded[u]` are item ids set to -inf before ranking (a target that repeats
-// an excluded item is therefore a miss, as in the reference). Ties are broken by item id, lower
-// first, so that equal scores (e.g. the popularity baseline) rank deterministically. A target
-// whose score is NaN gets the worst rank, N + 1: a non-finite model never scores a hit.
+// never ranked); `excluded[u]` are item ids set to -inf before ranking. A target that is itself
+// excluded (it repeats an item of the history) gets the worst rank, N + 1: a miss at every K, as
+// in the reference. Ties are broken by item id, lower first, so that equal scores (e.g. the
+// popularity baseline) rank deterministically. A target whose score is NaN gets the worst rank
+// too: a non-finite model never scores a hit.
 torch::Tensor TargetRanks(const torch::Tensor& scores, std::span<const int32_t> targets,
                           std::span<const std::vector<int32_t>> excluded);
 

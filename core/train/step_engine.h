@@ -4,7 +4,8 @@
 //   graph_step.cpp     one process on CUDA: the step captured as a CUDA graph and replayed
 //   parallel_step.cpp  one rank of a data-parallel job: the global batch dealt to the ranks,
 //                      item embeddings all-gathered, gradients all-reduced
-// Every engine adds each step's loss to a device scalar without synchronising with the host.
+// Every engine records each step's loss in the epoch's EpochLoss without synchronising with the
+// host.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 
 #include "core/data/dataset.h"
 #include "core/train/data_parallel.h"
+#include "core/train/epoch_loss.h"
 #include "core/train/flat_adam.h"
 #include "core/train/recommender.h"
 
@@ -28,7 +30,7 @@ struct StepContext {
   Recommender model{nullptr};
   FlatAdam* optimizer = nullptr;
   torch::Tensor log_popularity;  // [N+1] on the device
-  torch::Tensor loss_sum;        // device scalar; each step adds its (rank's share of the) loss
+  EpochLoss* loss = nullptr;     // each step records its (rank's share of the) loss
   const TrainOptions* options = nullptr;
 };
 

@@ -64,13 +64,17 @@ std::vector<int64_t> SeededPermutation(int64_t n, uint64_t seed) {
 }
 
 Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions options, DataParallel* parallel)
-    : dataset_(dataset), model_(std::move(model)), options_(std::move(options)), parallel_(parallel) {
+    : dataset_(dataset),
+      model_(std::move(model)),
+      options_(std::move(options)),
+      parallel_(parallel),
+      epoch_loss_(options_.device) {
   if (parallel_ && parallel_->world_size() <= 1) parallel_ = nullptr;
-  if (options_.batch_size < 1 || options_.eval_batch_size < 1) {
+  if (options_.batch_size < 1 || options_.eval.batch_size < 1) {
     throw std::invalid_argument("Trainer: batch sizes must be at least 1");
   }
-  progress_.result.best_valid = RankingMetrics(options_.ks);
-  progress_.result.test = RankingMetrics(options_.ks);
+  progress_.result.best_valid = RankingMetrics(options_.eval.ks);
+  progress_.result.test = RankingMetrics(options_.eval.ks);
   if (model_->device() != options_.device) {
     throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
                            options_.device.str());
@@ -82,13 +86,12 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   }
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
   optimizer_ = MakeOptimizer(model_, options_.lr);
-  loss_sum_ = torch::zeros({}, torch::TensorOptions().device(options_.device));
   StepContext context;
   context.dataset = &dataset_;
   context.model = model_;
   context.optimizer = optimizer_.get();
   context.log_popularity = log_popularity_;
-  context.loss_sum = loss_sum_;
+  context.loss = &epoch_loss_;
   context.options = &options_;
   engine_ = MakeStepEngine(context, parallel_);
 }
@@ -98,7 +101,7 @@ Trainer::~Trainer() = default;
 int64_t Trainer::trainable_parameters() const { return models::CountParameters(*model_).trainable; }
 
 RankingMetrics Trainer::Evaluate(Split split) {
-  return EvaluateModel(model_, dataset_, split, {options_.eval_batch_size, options_.ks}, parallel_);
+  return EvaluateModel(model_, dataset_, split, options_.eval, parallel_);
 }
 
 bool Trainer::CancelRequested(const std::atomic<bool>* cancel, int64_t step, int64_t first_step) {
@@ -119,7 +122,7 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
   int64_t num_batches = record.full_epoch_steps;
   if (options_.max_steps_per_epoch > 0) num_batches = std::min(num_batches, options_.max_steps_per_epoch);
   const int64_t first = p.next_step;  // > 0 when resuming in the middle of this epoch
-  if (first == 0) loss_sum_.zero_();   // otherwise Resume restored the sum of the steps before
+  epoch_loss_.Begin(first);            // after a resume, on top of the steps before
   // The first steps carry one-time costs (allocator growth, kernel selection); the steady rate
   // is timed after them, with one device synchronisation at each end of that window.
   const int64_t warmup = std::min<int64_t>(5, (num_batches - first) / 4);
@@ -165,7 +168,7 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
   record.steady_seconds_per_step = steady_steps > 0
       ? std::chrono::duration<double>(stop - steady_start).count() / static_cast<double>(steady_steps) : 0.0;
   record.gpu_utilization = utilization.Mean();
-  double loss_total = loss_sum_.item<double>();
+  double loss_total = epoch_loss_.sum().item<double>();
   if (parallel_) {
     loss_total = parallel_->Sum(loss_total);  // each rank holds its share of every step's loss
     const int64_t run = num_batches - first;
@@ -177,9 +180,14 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
   p.next_step = 0;
   p.partial_train_seconds = 0.0;
   if (!std::isfinite(record.train_loss)) {
+    // Every rank knows the summed loss is not finite, so all of them take part in this collective.
+    const int64_t step = epoch_loss_.FirstNonFiniteStep(parallel_);
+    const std::string where =
+        step >= 0 ? "first at step " + std::to_string(step + 1) + " of " + std::to_string(num_batches)
+                  : "every step's loss was finite, their sum overflowed";
     throw std::runtime_error("epoch " + std::to_string(record.epoch) + ": the training loss is not finite (" +
-                             std::to_string(record.train_loss) + "); the run diverged. Lower the learning rate "
-                             "(train.lr.*); the checkpoints of earlier epochs are kept");
+                             std::to_string(record.train_loss) + "; " + where + "); the run diverged. Lower the "
+                             "learning rate (train.lr.*); the checkpoints of earlier epochs are kept");
   }
   return true;
 }

@@ -26,6 +26,7 @@
 #include "core/data/dataset.h"
 #include "core/train/data_parallel.h"
 #include "core/train/device_stats.h"
+#include "core/train/epoch_loss.h"
 #include "core/train/evaluation.h"
 #include "core/train/flat_adam.h"
 #include "core/train/method.h"
@@ -49,9 +50,8 @@ struct TrainOptions {
   int epochs = 100;
   int patience = 10;               // stop after `patience` + 1 epochs without a new best
   int64_t max_steps_per_epoch = 0;  // 0 = the whole epoch; otherwise the epoch time is extrapolated
-  int64_t eval_batch_size = 256;
-  std::vector<int> ks = {5, 10, 20};
-  int selection_k = 10;  // model selection on validation HR@selection_k
+  EvalOptions eval;      // validation and test after each epoch
+  int selection_k = 10;  // model selection on validation HR@selection_k (must be one of eval.ks)
   LearningRates lr;
   uint64_t seed = 12345;
   torch::Device device = torch::kCPU;
@@ -114,7 +114,8 @@ class Trainer {
 
   // Trains from where the run stands (the first epoch, or where Resume left it) up to
   // options.epochs, early stopping, a kStop from on_epoch or the cancel flag. A non-finite
-  // training loss throws std::runtime_error naming the epoch.
+  // epoch loss throws std::runtime_error naming the epoch and its first step (1-based) whose loss
+  // was not finite, once the epoch's steps have run.
   TrainResult Fit(const FitCallbacks& callbacks = {});
   // Fit with an observer that sees every epoch and never stops the run.
   TrainResult Fit(const std::function<void(const EpochRecord&)>& observe);
@@ -138,7 +139,7 @@ class Trainer {
   TrainOptions options_;
   DataParallel* parallel_ = nullptr;
   torch::Tensor log_popularity_;
-  torch::Tensor loss_sum_;  // the epoch's summed step losses, on the device (engines add to it)
+  EpochLoss epoch_loss_;  // the epoch's step losses, on the device (the engines record them)
   std::unique_ptr<FlatAdam> optimizer_;
   std::unique_ptr<StepEngine> engine_;
 

@@ -103,7 +103,7 @@ TEST_F(BuilderFixture, FingerprintIsStableAndSeesEveryInput) {
   };
   EXPECT_TRUE(changed([&] { options_.kept_layers = {0, 1}; }));
   EXPECT_TRUE(changed([&] { options_.title_max_tokens = 20; }));
-  EXPECT_TRUE(changed([&] { options_.seed = 99; }));
+  EXPECT_TRUE(changed([&] { options_.backbone_init_seed = 99; }));
   EXPECT_TRUE(changed([&] { options_.dtype = torch::kBFloat16; }));
   EXPECT_TRUE(changed([&] { options_.modality = models::Modality::kText; }));
   EXPECT_TRUE(changed([&] { dataset_.titles[3] += " x"; }));
@@ -157,7 +157,7 @@ TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
   EXPECT_TRUE(file.text[0].eq(0).all().item<bool>());
 
   // Recompute item 7's text states directly from the same seeded backbone.
-  torch::manual_seed(options_.seed);
+  torch::manual_seed(options_.backbone_init_seed);
   models::BertModel bert(models::BertConfig::FromJsonFile((root_ / "text/config.json").string()));
   bert->eval();
   const auto tokenizer = data::WordPieceTokenizer::FromVocabFile(root_ / "text/vocab.txt");
@@ -171,7 +171,7 @@ TEST_F(BuilderFixture, CachedStatesAreTheBackboneClsRowsOfTheKeptLayers) {
 
   // Item 7's image states from the float preprocessing: the builder moves bytes and looks them
   // up on the device, which must give the same input.
-  torch::manual_seed(options_.seed + 1);
+  torch::manual_seed(options_.backbone_init_seed + 1);
   models::ViTModel vit(models::ViTConfig::FromJsonFile((root_ / "image/config.json").string()));
   vit->eval();
   const auto preprocess = data::ImagePreprocessConfig::FromJsonFile(root_ / "image/preprocessor_config.json");

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <optional>
@@ -68,7 +69,7 @@ train::Recommender MakeModel(const train::ItemStates& states) {
 train::TrainOptions Options(int64_t batch_size) {
   train::TrainOptions options;
   options.batch_size = batch_size;
-  options.eval_batch_size = 16;  // several evaluation batches, split unevenly between ranks
+  options.eval.batch_size = 16;  // several evaluation batches, split unevenly between ranks
   options.epochs = kEpochs;
   options.patience = 100;
   options.seed = 21;
@@ -208,6 +209,42 @@ TEST_P(TrainerParallelTest, RanksTrainAsOneProcess) {
       const double diff = (run.trainable[i].second - one.trainable[i].second).abs().max().item<double>();
       EXPECT_LE(diff, 1e-5) << who << ": " << one.trainable[i].first << " differs by up to " << diff;
     }
+  }
+}
+
+// A rank's step is non-finite when its share of the loss is; the run's first non-finite step is
+// the earliest over the ranks, and every rank must name the same one.
+TEST(EpochLossParallelTest, TheFirstNonFiniteStepIsTheEarliestOverTheRanks) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::vector<std::vector<float>>> cases = {
+      {{1, 1, 1, 1}, {1, 1, 1, nan}, {1, nan, 1, 1}},  // ranks 1 and 2 at steps 3 and 1: step 1
+      {{1, 1, inf, 1}, {1, 1, 1, 1}, {1, 1, 1, 1}},    // rank 0 alone: step 2
+      {{1, 1, 1, 1}, {1, 1, 1, 1}, {1, 1, 1, 1}},      // none: -1
+  };
+  const std::vector<int64_t> expected = {1, 2, -1};
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const int world_size = static_cast<int>(cases[c].size());
+    auto comms = MakeInProcessWorld(world_size);
+    std::vector<ProcessGroup> groups(world_size);
+    for (int r = 0; r < world_size; ++r) {
+      groups[r].world.rank = r;
+      groups[r].world.local_rank = r;
+      groups[r].world.world_size = world_size;
+      groups[r].host = std::move(comms[r]);
+    }
+    std::vector<int64_t> found(world_size, -2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world_size; ++r) {
+      threads.emplace_back([&, r] {
+        ProcessGroupParallel parallel(groups[r], torch::kCPU, {torch::zeros({1}).requires_grad_()});
+        train::EpochLoss loss(torch::kCPU);
+        loss.Begin(0);
+        for (const float value : cases[c][r]) loss.Add(torch::tensor(value));
+        found[r] = loss.FirstNonFiniteStep(&parallel);
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    for (int r = 0; r < world_size; ++r) EXPECT_EQ(found[r], expected[c]) << "case " << c << ", rank " << r;
   }
 }
 

@@ -56,6 +56,34 @@ TEST(ConfigTest, DefaultsLeaveBatchAndLearningRatesToTheMethod) {
   EXPECT_DOUBLE_EQ(config.train.collective_timeout_s, 300.0);
 }
 
+TEST(ConfigTest, BackboneInitSeedDefaultsToWhatTheSeedWas) {
+  // Random backbones are initialised as the default seed initialised them before
+  // model.backbone_init_seed existed; the two keys are set independently.
+  const auto config = LoadConfig({}, {});
+  EXPECT_EQ(config.model.backbone_init_seed, 12345u);
+  EXPECT_EQ(config.model.backbone_init_seed, config.seed);
+  const auto set = LoadConfig({}, {"model.backbone_init_seed=7", "seed=9"});
+  EXPECT_EQ(set.model.backbone_init_seed, 7u);
+  EXPECT_EQ(set.seed, 9u);
+}
+
+TEST(ConfigTest, AblationAndEvaluationKeysDefaultToTodaysBehaviour) {
+  // The paper's IISAN (three gated towers) and the reference's evaluation.
+  const auto config = LoadConfig({}, {});
+  EXPECT_EQ(config.model.iisan_towers, "intra+inter");
+  EXPECT_EQ(config.model.fusion, "gated");
+  EXPECT_FALSE(config.eval.count_repeated_targets);
+  const auto set =
+      LoadConfig({}, {"model.iisan_towers=inter", "model.fusion=add", "eval.count_repeated_targets=true"});
+  EXPECT_EQ(set.model.iisan_towers, "inter");
+  EXPECT_EQ(set.model.fusion, "add");
+  EXPECT_TRUE(set.eval.count_repeated_targets);
+  EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"model.fusion=concat"}); }), "model.fusion"));
+  EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"model.iisan_towers=intra_inter"}); }), "model.iisan_towers"));
+  EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"eval.count_repeated_targets=1"}); }),
+                    "eval.count_repeated_targets"));
+}
+
 TEST(ConfigTest, OverridesParseJsonValuesAndKeepTypes) {
   Config config = LoadConfig({}, {});
   ApplyOverride(config, "train.batch_size=32");
@@ -231,8 +259,9 @@ TEST(ConfigTest, EveryNumericKeyRefusesValuesOutsideItsRange) {
 // The ranges themselves: sizes and counts start at 1 (0 only where it means "the method's
 // reference", "none" or "never"), every bound fits its field, and no time or size can overflow.
 TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
-  const std::set<std::string> zero_allowed = {"seed", "cache.threads", "train.batch_size", "train.patience",
-                                              "train.max_steps_per_epoch", "train.checkpoint_every", "train.max_requeues",
+  const std::set<std::string> zero_allowed = {"seed", "model.backbone_init_seed", "cache.threads", "train.batch_size",
+                                              "train.patience", "train.max_steps_per_epoch", "train.checkpoint_every",
+                                              "train.max_requeues",
                                               "train.check_sync_every", "model.kept_layers", "model.dropout",
                                               "model.lora_alpha", "train.lr.recsys", "train.lr.text", "train.lr.image",
                                               "train.lr.adapter_text", "train.lr.adapter_image"};
@@ -241,7 +270,7 @@ TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
     const std::string type = entry["type"].get<std::string>();
     if (type == "integer" || type == "list of integers") {
       EXPECT_GE(entry["min"].get<int64_t>(), zero_allowed.count(key) ? 0 : 1) << key;
-      if (key != "seed") {
+      if (key != "seed" && key != "model.backbone_init_seed") {
         EXPECT_LE(entry["max"].get<uint64_t>(), uint64_t{1} << 40) << key;
       }
     }
@@ -299,7 +328,8 @@ TEST(ConfigTest, ChoiceKeysRefuseOtherStrings) {
       }
     }
   }
-  EXPECT_EQ(checked, 5 * 9);  // model.method, model.modality, cache.dtype, train.resume, train.device
+  // model.method, model.modality, model.iisan_towers, model.fusion, cache.dtype, train.resume, train.device
+  EXPECT_EQ(checked, 7 * 9);
   Config config = LoadConfig({}, {});
   for (const char* device : {"cpu", "cuda", "cuda:0", "cuda:7", "cuda:1023"}) {
     EXPECT_EQ(ErrorOf([&] { ApplyOverride(config, std::string("train.device=") + device); }), "") << device;
@@ -323,7 +353,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 49u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 53u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {

@@ -245,6 +245,42 @@ TEST(EndToEndTest, EvalTakesTheServiceTokenFromSetOrTheEnvironment) {
   ASSERT_NE(json_start, std::string::npos) << with_environment.output;
   EXPECT_NEAR(nlohmann::json::parse(with_environment.output.substr(json_start))["test"]["HR@10"].get<double>(),
               ReadJson(work / "runs/served/summary.json")["test"]["HR@10"].get<double>(), 1e-9);
+
+// A learning rate that makes the loss non-finite stops `iisan train` with an error that names the
+// epoch and its first non-finite step and says what to do; the checkpoints of the epochs before
+// are kept as they were.
+TEST(EndToEndTest, ADivergedRunNamesEpochAndStepAndKeepsTheLastGoodCheckpoint) {
+  const auto work = Fresh("diverged");
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 400 --items 150 --categories 6").exit_code, 0);
+  const auto good = RunIisan("demo --workdir " + work.string() + " --set train.epochs=1 --set name=run");
+  ASSERT_EQ(good.exit_code, 0) << good.output;
+  const auto run = work / "runs" / "run";
+  const auto best = iisan::models::SafetensorsReader(run / "checkpoints/best.safetensors");
+  std::vector<torch::Tensor> best_before;
+  for (const auto& name : best.names()) best_before.push_back(best.Tensor(name).clone());
+  const auto last_before = ReadJson(run / "checkpoints/last/trainer.json");
+  ASSERT_EQ(last_before["epochs_done"], 1);
+
+  // Every group at the schema's largest learning rate (1e30 would be refused by its range).
+  std::string lr;
+  for (const char* group : {"recsys", "text", "image", "adapter_text", "adapter_image"}) {
+    lr += std::string(" --set train.lr.") + group + "=1000";
+  }
+  const auto diverged = RunIisan("train -c " + (run / "config.json").string() +
+                                 " --set train.resume=true --set train.epochs=2" + lr);
+  EXPECT_NE(diverged.exit_code, 0) << diverged.output;
+  EXPECT_NE(diverged.output.find("epoch 2: the training loss is not finite ("), std::string::npos) << diverged.output;
+  EXPECT_NE(diverged.output.find("; first at step "), std::string::npos) << diverged.output;
+  EXPECT_NE(diverged.output.find("Lower the learning rate (train.lr.*)"), std::string::npos) << diverged.output;
+
+  // The last good checkpoint is the one of epoch 1, untouched; no line of epoch 2 was written.
+  EXPECT_EQ(ReadJson(run / "checkpoints/last/trainer.json"), last_before);
+  const auto best_after = iisan::models::SafetensorsReader(run / "checkpoints/best.safetensors");
+  ASSERT_EQ(best_after.names(), best.names());
+  for (size_t i = 0; i < best_before.size(); ++i) {
+    EXPECT_TRUE(torch::equal(best_after.Tensor(best.names()[i]), best_before[i])) << best.names()[i];
+  }
+  EXPECT_EQ(ReadMetrics(run / "metrics.jsonl").size(), 1u);
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {

@@ -1,9 +1,11 @@
-// IISAN item encoder: the paper's parameter count, initial gates, the three recurrences against
-// a hand-written reference, uni-modal variants, errors, and the optimizer groups.
+// IISAN item encoder: the paper's parameter count and those of its ablations, initial gates, the
+// three recurrences (gated and additive) against a hand-written reference, the tower ablations,
+// uni-modal variants, errors, and the optimizer groups.
 #include "core/models/iisan.h"
 
 #include <cmath>
 #include <map>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -19,14 +21,24 @@ using testing::ExpectErrorContaining;
 using testing::Parameter;
 using testing::ParameterNames;
 
-IisanConfig TinyConfig(Modality modality = Modality::kTextImage) {
+IisanConfig TinyConfig(Modality modality = Modality::kTextImage, SanTowers towers = SanTowers::kIntraInter,
+                       SanFusion fusion = SanFusion::kGated) {
   IisanConfig config;
   config.hidden_size = 6;
   config.bottleneck = 3;
   config.embedding_dim = 4;
   config.num_blocks = 3;
   config.modality = modality;
+  config.towers = towers;
+  config.fusion = fusion;
   return config;
+}
+
+const std::vector<SanTowers> kAllTowers = {SanTowers::kIntraInter, SanTowers::kIntra, SanTowers::kInter};
+const std::vector<SanFusion> kAllFusions = {SanFusion::kGated, SanFusion::kAdd};
+
+std::string VariantName(SanTowers towers, SanFusion fusion) {
+  return SanTowersName(towers) + "/" + SanFusionName(fusion);
 }
 
 TEST(IisanItemEncoderTest, TrainableParametersMatchThePaper) {
@@ -39,6 +51,46 @@ TEST(IisanItemEncoderTest, TrainableParametersMatchThePaper) {
   // 21 SANBs x 99,136 + 21 gates + 3 x (768x768+768) + 3 x (768x64+64) + (192x64+64).
   EXPECT_EQ(items.trainable, 4'013'653);
   EXPECT_EQ(items.trainable + users.trainable, 4'113'877);
+}
+
+TEST(IisanItemEncoderTest, TrainableParametersOfTheAblations) {
+  // Base size: H = 768, bottleneck 64, embedding 64, K SANBs per tower. Per tower, gates left
+  // out: K SANBs x 99,136 (768x64+64 + 64x768+768) + the 768x768 linear (590,592) + the 768 -> 64
+  // head (49,216) = 1,333,760 for K = 7. Gated: + K gate logits per tower. com_dense:
+  // Linear(64 T -> 64) for T towers = 12,352 (T = 3), 8,256 (T = 2), 4,160 (T = 1).
+  struct Expected {
+    SanTowers towers;
+    SanFusion fusion;
+    int64_t num_blocks;
+    int64_t trainable;
+  };
+  const std::vector<Expected> expected = {
+      // 3 x 1,333,760 + 21 gates + 12,352 (the paper's IISAN, IISAN.md §4).
+      {SanTowers::kIntraInter, SanFusion::kGated, 7, 4'013'653},
+      // The same without the 21 gates.
+      {SanTowers::kIntraInter, SanFusion::kAdd, 7, 4'013'632},
+      // 2 x 1,333,760 + 14 gates + 8,256.
+      {SanTowers::kIntra, SanFusion::kGated, 7, 2'675'790},
+      {SanTowers::kIntra, SanFusion::kAdd, 7, 2'675'776},
+      // 1,333,760 + 7 gates + 4,160.
+      {SanTowers::kInter, SanFusion::kGated, 7, 1'337'927},
+      {SanTowers::kInter, SanFusion::kAdd, 7, 1'337'920},
+      // LayerDrop "0..11" (IISAN.md §7.2): all 13 hidden states, K = 13. Per tower
+      // 13 x 99,136 + 639,808 = 1,928,576; 3 x 1,928,576 + 39 gates + 12,352.
+      {SanTowers::kIntraInter, SanFusion::kGated, 13, 5'798'119},
+      // K = 13, intra only: 2 x 1,928,576 + 26 gates + 8,256.
+      {SanTowers::kIntra, SanFusion::kGated, 13, 3'865'434},
+  };
+  for (const auto& e : expected) {
+    IisanConfig config;
+    config.towers = e.towers;
+    config.fusion = e.fusion;
+    config.num_blocks = e.num_blocks;
+    const IisanItemEncoder model(config);
+    const auto count = CountParameters(*model);
+    EXPECT_EQ(count.trainable, e.trainable) << VariantName(e.towers, e.fusion) << ", K = " << e.num_blocks;
+    EXPECT_EQ(count.frozen, 0);
+  }
 }
 
 TEST(IisanItemEncoderTest, CountParametersSeparatesFrozenOnes) {
@@ -84,6 +136,38 @@ TEST(IisanItemEncoderTest, ParameterNamesAndShapes) {
   EXPECT_EQ(Parameter(*model, "com_dense.weight").sizes(), torch::IntArrayRef({4, 12}));
 }
 
+TEST(IisanItemEncoderTest, AblationsBuildOnlyTheirTowersAndGates) {
+  for (const auto towers : kAllTowers) {
+    for (const auto fusion : kAllFusions) {
+      const IisanItemEncoder model(TinyConfig(Modality::kTextImage, towers, fusion));
+      const std::string variant = VariantName(towers, fusion);
+      const bool intra = towers != SanTowers::kInter, inter = towers != SanTowers::kIntra;
+      std::set<std::string> modules;
+      for (const auto& name : ParameterNames(*model)) modules.insert(name.substr(0, name.find('.')));
+      std::set<std::string> expected = {"com_dense"};
+      if (intra) expected.insert({"text_san", "fc_bert", "bert_pre_fc", "image_san", "fc_cv", "cv_pre_fc"});
+      if (inter) expected.insert({"inter_san", "fc_mm", "fc_mm_down"});
+      if (fusion == SanFusion::kGated && intra) expected.insert({"text_gates", "image_gates"});
+      if (fusion == SanFusion::kGated && inter) expected.insert("inter_gates");
+      EXPECT_EQ(modules, expected) << variant;
+      // The fusion layer reads 4 features per tower: 3, 2 or 1 towers.
+      const int64_t heads = (intra ? 2 : 0) + (inter ? 1 : 0);
+      EXPECT_EQ(Parameter(*model, "com_dense.weight").sizes(), torch::IntArrayRef({4, 4 * heads})) << variant;
+    }
+  }
+}
+
+TEST(IisanItemEncoderTest, AddFusionInitialisesAsTheGatedModelDoes) {
+  // Gates draw no random numbers: the additive model's parameters are the gated model's.
+  torch::manual_seed(7);
+  const IisanItemEncoder gated(TinyConfig());
+  torch::manual_seed(7);
+  const IisanItemEncoder added(TinyConfig(Modality::kTextImage, SanTowers::kIntraInter, SanFusion::kAdd));
+  for (const auto& item : added->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), Parameter(*gated, item.key()))) << item.key();
+  }
+}
+
 TEST(IisanItemEncoderTest, InitialState) {
   torch::manual_seed(0);
   const IisanItemEncoder model(IisanConfig{});
@@ -120,26 +204,43 @@ torch::Tensor ReferenceItemEncoder(const IisanItemEncoder& model, const torch::T
     const std::string prefix = tower + "." + std::to_string(k);
     return x + linear(torch::relu(linear(x, prefix + ".down")), prefix + ".up");
   };
+  const auto& config = model->config();
   auto gate = [&](const std::string& gates, int64_t k) {
     return 1.0 / (1.0 + std::exp(-param(gates)[k].item<double>() / 0.1));
   };
-  const int64_t blocks = model->config().num_blocks;
+  const bool gated = config.fusion == SanFusion::kGated;
+  const int64_t blocks = config.num_blocks;
+  // Gated: SANB(g H + (1 - g) h); additive (the reference's fusion_method="add"): SANB(H + h).
   auto intra = [&](const std::string& tower, const std::string& gates, const torch::Tensor& states) {
     auto h = torch::zeros_like(states.select(1, 0));
     for (int64_t k = 0; k < blocks; ++k) {
-      const double g = gate(gates, k);
-      h = sanb(tower, k, g * states.select(1, k) + (1 - g) * h);
+      if (gated) {
+        const double g = gate(gates, k);
+        h = sanb(tower, k, g * states.select(1, k) + (1 - g) * h);
+      } else {
+        h = sanb(tower, k, states.select(1, k) + h);
+      }
     }
     return h;
   };
+  const bool intra_towers = config.towers != SanTowers::kInter;
+  const bool inter_tower = config.towers != SanTowers::kIntra && text.defined() && image.defined();
   std::vector<torch::Tensor> heads;
-  if (image.defined()) heads.push_back(linear(linear(intra("image_san", "image_gates", image), "fc_cv"), "cv_pre_fc"));
-  if (text.defined()) heads.push_back(linear(linear(intra("text_san", "text_gates", text), "fc_bert"), "bert_pre_fc"));
-  if (text.defined() && image.defined()) {
+  if (intra_towers && image.defined()) {
+    heads.push_back(linear(linear(intra("image_san", "image_gates", image), "fc_cv"), "cv_pre_fc"));
+  }
+  if (intra_towers && text.defined()) {
+    heads.push_back(linear(linear(intra("text_san", "text_gates", text), "fc_bert"), "bert_pre_fc"));
+  }
+  if (inter_tower) {
     auto h = torch::zeros_like(text.select(1, 0));
     for (int64_t k = 0; k < blocks; ++k) {
-      const double g = gate("inter_gates", k);
-      h = sanb("inter_san", k, h + g * image.select(1, k) + (1 - g) * text.select(1, k));
+      if (gated) {
+        const double g = gate("inter_gates", k);
+        h = sanb("inter_san", k, h + g * image.select(1, k) + (1 - g) * text.select(1, k));
+      } else {
+        h = sanb("inter_san", k, h + image.select(1, k) + text.select(1, k));
+      }
     }
     heads.push_back(linear(linear(h, "fc_mm"), "fc_mm_down"));
   }
@@ -165,6 +266,29 @@ TEST(IisanItemEncoderTest, MatchesHandWrittenRecurrences) {
   EXPECT_TRUE(torch::allclose(out, ReferenceItemEncoder(model, text, image), 1e-5, 1e-5));
 }
 
+TEST(IisanItemEncoderTest, AblationsMatchHandWrittenRecurrences) {
+  const auto text = torch::randn({5, 3, 6});
+  const auto image = torch::randn({5, 3, 6});
+  for (const auto towers : kAllTowers) {
+    for (const auto fusion : kAllFusions) {
+      torch::manual_seed(3);
+      IisanItemEncoder model(TinyConfig(Modality::kTextImage, towers, fusion));
+      testing::RandomizeParameters(*model);  // gates included, where there are any
+      const auto out = model->forward(text, image);
+      EXPECT_EQ(out.sizes(), torch::IntArrayRef({5, 4}));
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(torch::allclose(out, ReferenceItemEncoder(model, text, image), 1e-5, 1e-5))
+          << VariantName(towers, fusion);
+    }
+  }
+  // The additive model is not the gated one with its gates at 0.5 (which would halve each term).
+  torch::manual_seed(4);
+  IisanItemEncoder gated(TinyConfig());
+  torch::manual_seed(4);
+  IisanItemEncoder added(TinyConfig(Modality::kTextImage, SanTowers::kIntraInter, SanFusion::kAdd));
+  EXPECT_FALSE(torch::allclose(gated->forward(text, image), added->forward(text, image), 1e-4, 1e-4));
+}
+
 TEST(IisanItemEncoderTest, ComputesReducedPrecisionStatesInItsOwnDtype) {
   IisanItemEncoder model(TinyConfig());
   model->eval();
@@ -176,19 +300,28 @@ TEST(IisanItemEncoderTest, ComputesReducedPrecisionStatesInItsOwnDtype) {
 }
 
 TEST(IisanItemEncoderTest, EveryParameterReceivesGradient) {
-  IisanItemEncoder model(TinyConfig());
-  model->forward(torch::randn({5, 3, 6}), torch::randn({5, 3, 6})).pow(2).sum().backward();
-  for (const auto& item : model->named_parameters()) {
-    ASSERT_TRUE(item.value().grad().defined()) << item.key();
-    EXPECT_GT(item.value().grad().abs().sum().item<double>(), 0.0) << item.key();
+  for (const auto towers : kAllTowers) {
+    for (const auto fusion : kAllFusions) {
+      IisanItemEncoder model(TinyConfig(Modality::kTextImage, towers, fusion));
+      model->forward(torch::randn({5, 3, 6}), torch::randn({5, 3, 6})).pow(2).sum().backward();
+      for (const auto& item : model->named_parameters()) {
+        ASSERT_TRUE(item.value().grad().defined()) << VariantName(towers, fusion) << " " << item.key();
+        EXPECT_GT(item.value().grad().abs().sum().item<double>(), 0.0) << VariantName(towers, fusion) << " " << item.key();
+      }
+    }
   }
 }
 
 TEST(IisanItemEncoderTest, SingleModalityVariants) {
   torch::manual_seed(2);
   const auto states = torch::randn({5, 3, 6});
-  for (const auto modality : {Modality::kText, Modality::kImage}) {
-    IisanItemEncoder model(TinyConfig(modality));
+  // With one modality, intra+inter and intra build the same model: that modality's tower.
+  const std::vector<std::pair<Modality, SanTowers>> variants = {{Modality::kText, SanTowers::kIntraInter},
+                                                                {Modality::kText, SanTowers::kIntra},
+                                                                {Modality::kImage, SanTowers::kIntraInter},
+                                                                {Modality::kImage, SanTowers::kIntra}};
+  for (const auto& [modality, towers] : variants) {
+    IisanItemEncoder model(TinyConfig(modality, towers));
     const bool text = modality == Modality::kText;
     for (const auto& name : ParameterNames(*model)) {
       EXPECT_EQ(name.find(text ? "image" : "text"), std::string::npos) << name;
@@ -202,7 +335,7 @@ TEST(IisanItemEncoderTest, SingleModalityVariants) {
     torch::NoGradGuard no_grad;
     const auto expected = text ? ReferenceItemEncoder(model, states, torch::Tensor())
                                : ReferenceItemEncoder(model, torch::Tensor(), states);
-    EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-5)) << ModalityName(modality);
+    EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-5)) << ModalityName(modality) << " " << SanTowersName(towers);
   }
 }
 
@@ -216,6 +349,14 @@ TEST(IisanItemEncoderTest, RejectsMissingOrMisshapenStates) {
   auto bad = TinyConfig();
   bad.gate_temperature = 0;
   ExpectErrorContaining([&] { IisanItemEncoder{bad}; }, {"IisanConfig", "gate_temperature"});
+  // The inter-modal tower alone needs both modalities.
+  for (const auto modality : {Modality::kText, Modality::kImage}) {
+    ExpectErrorContaining([&] { IisanItemEncoder{TinyConfig(modality, SanTowers::kInter)}; },
+                          {"IisanConfig", "'towers'", "\"inter\"", "'modality'", ModalityName(modality)});
+  }
+  // The inter tower alone still reads (and checks) both modalities' states.
+  IisanItemEncoder inter(TinyConfig(Modality::kTextImage, SanTowers::kInter));
+  ExpectErrorContaining([&] { inter->forward(good, torch::Tensor()); }, {"image_states", "undefined"});
 }
 
 TEST(ModalityTest, ParseAndName) {
@@ -224,6 +365,12 @@ TEST(ModalityTest, ParseAndName) {
   }
   EXPECT_EQ(ParseModality("text+image"), Modality::kTextImage);
   ExpectErrorContaining([] { ParseModality("multimodal"); }, {"text+image", "multimodal"});
+  for (const auto towers : kAllTowers) EXPECT_EQ(ParseSanTowers(SanTowersName(towers)), towers);
+  EXPECT_EQ(SanTowersName(SanTowers::kIntraInter), "intra+inter");
+  ExpectErrorContaining([] { ParseSanTowers("intra_inter"); }, {"intra+inter", "intra_inter"});
+  for (const auto fusion : kAllFusions) EXPECT_EQ(ParseSanFusion(SanFusionName(fusion)), fusion);
+  EXPECT_EQ(SanFusionName(SanFusion::kAdd), "add");
+  ExpectErrorContaining([] { ParseSanFusion("concat"); }, {"gated", "add", "concat"});
 }
 
 TEST(OptimizerGroupTest, ReproducesTheReferenceAssignment) {

@@ -1,8 +1,11 @@
 // Training as a library call: a cancel between steps leaves a state that resumes mid-epoch to the
 // uninterrupted run's result bit for bit; on_epoch can stop a run; a diverged run stops with an
-// error; summaries and metrics lines go to JSON and back through their types.
+// error naming the epoch and its first non-finite step; summaries and metrics lines go to JSON
+// and back through their types.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -39,11 +42,13 @@ struct Problem {
     options.seed = 5;
     options.lr = {1e-2, 1e-2, 1e-2, 1e-2, 1e-2};
   }
-  // The same weights for the same seed; dropout on, so the generator states matter.
-  Recommender Model(uint64_t init_seed = 1) const {
+  // The same weights for the same seed; dropout on, so the generator states matter. A
+  // `nan_item` > 0 gets NaN cached states: any batch with it has a NaN loss.
+  Recommender Model(uint64_t init_seed = 1, int nan_item = 0) const {
     torch::manual_seed(0);
     ItemStates states{torch::randn({31, 3, 16}), torch::Tensor()};
     states.text[0].zero_();
+    if (nan_item > 0) states.text[nan_item].fill_(std::numeric_limits<float>::quiet_NaN());
     RecommenderConfig config;
     config.method = Method::kIisan;
     config.modality = models::Modality::kText;
@@ -184,20 +189,94 @@ TEST(FitControlTest, OnEpochCanStopTheRun) {
   EXPECT_EQ(seen, 2);
 }
 
-TEST(FitControlTest, ADivergedRunStopsNamingTheEpoch) {
+// Fit's error, or "" when it returns.
+std::string FitError(Trainer& trainer, int& epochs_reported) {
+  try {
+    trainer.Fit([&](const EpochRecord&) { ++epochs_reported; });
+  } catch (const std::runtime_error& error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(FitControlTest, ADivergedRunStopsNamingTheEpochAndStep) {
   Problem setup;
   setup.options.lr = {1e30, 1e30, 1e30, 1e30, 1e30};
   auto model = setup.Model();
   Trainer trainer(setup.dataset, model, setup.options);
   int epochs_reported = 0;
-  try {
-    trainer.Fit([&](const EpochRecord&) { ++epochs_reported; });
-    FAIL() << "a learning rate of 1e30 must diverge";
-  } catch (const std::runtime_error& error) {
-    EXPECT_NE(std::string(error.what()).find("training loss is not finite"), std::string::npos) << error.what();
-    EXPECT_NE(std::string(error.what()).find("epoch "), std::string::npos) << error.what();
+  const std::string error = FitError(trainer, epochs_reported);
+  ASSERT_FALSE(error.empty()) << "a learning rate of 1e30 must diverge";
+  EXPECT_NE(error.find("epoch 1: the training loss is not finite"), std::string::npos) << error;
+  // The first step's loss comes from the initial weights: a later step is the first non-finite.
+  const auto at = error.find("; first at step ");
+  ASSERT_NE(at, std::string::npos) << error;
+  const int step = std::stoi(error.substr(at + 16));
+  EXPECT_GE(step, 2) << error;
+  EXPECT_LE(step, 6) << error;
+  EXPECT_NE(error.find(" of 6)"), std::string::npos) << error;
+  EXPECT_NE(error.find("Lower the learning rate (train.lr.*)"), std::string::npos) << error;
+  EXPECT_EQ(epochs_reported, 0) << "no epoch of the divergence is reported";
+}
+
+TEST(FitControlTest, TheErrorNamesTheFirstStepWhoseLossWasNotFinite) {
+  // Item X's cached states are NaN: the first batch with a user who trains on X has a NaN loss
+  // (and NaN weights after it), every batch before it a finite one. X is the item whose first
+  // batch in epoch 1's user order comes latest.
+  Problem setup;
+  const auto order = SeededPermutation(setup.dataset.num_users(), setup.options.seed + 1);
+  const int64_t batch = setup.options.batch_size, steps = (setup.dataset.num_users() + batch - 1) / batch;
+  std::vector<int64_t> first_step(31, -1);
+  for (int64_t position = setup.dataset.num_users() - 1; position >= 0; --position) {
+    for (const int32_t item : setup.dataset.train_sequence(order[position])) first_step[item] = position / batch;
   }
-  EXPECT_LE(epochs_reported, 1) << "no epoch after the divergence is reported";
+  const int item = static_cast<int>(std::max_element(first_step.begin(), first_step.end()) - first_step.begin());
+  ASSERT_GT(first_step[item], 0) << "every item is met by the first step; the test needs a later one";
+
+  auto model = setup.Model(1, item);
+  Trainer trainer(setup.dataset, model, setup.options);
+  int epochs_reported = 0;
+  const std::string error = FitError(trainer, epochs_reported);
+  EXPECT_NE(error.find("epoch 1: the training loss is not finite ("), std::string::npos) << error;
+  const std::string where =
+      "; first at step " + std::to_string(first_step[item] + 1) + " of " + std::to_string(steps) + ")";
+  EXPECT_NE(error.find(where), std::string::npos) << "expected \"" << where << "\" in: " << error;
+  EXPECT_EQ(epochs_reported, 0);
+}
+
+TEST(EpochLossTest, RecordsTheSumAndTheFirstNonFiniteStep) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  EpochLoss loss(torch::kCPU);
+  loss.Begin(0);
+  for (const float value : {1.0f, 2.0f}) loss.Add(torch::tensor(value));
+  EXPECT_EQ(loss.sum().item<float>(), 3.0f);
+  EXPECT_EQ(loss.FirstNonFiniteStep(), -1);
+  for (const float value : {inf, nan, 4.0f}) loss.Add(torch::tensor(value));
+  EXPECT_FALSE(std::isfinite(loss.sum().item<float>()));
+  EXPECT_EQ(loss.FirstNonFiniteStep(), 2) << "the first non-finite step is kept";
+
+  // A checkpoint mid-epoch and its continuation: steps are numbered from the epoch's start.
+  const auto sum = loss.SumState(), first = loss.FirstNonFiniteState();
+  EpochLoss resumed(torch::kCPU);
+  resumed.Restore(torch::tensor({3.0f}), torch::tensor({int64_t{-1}}));
+  resumed.Begin(2);
+  resumed.Add(torch::tensor(1.0f));
+  resumed.Add(torch::tensor(nan));
+  EXPECT_EQ(resumed.FirstNonFiniteStep(), 3);
+  resumed.Restore(sum, first);
+  resumed.Begin(5);
+  resumed.Add(torch::tensor(nan));
+  EXPECT_EQ(resumed.FirstNonFiniteStep(), 2);
+  // A checkpoint written before the record existed: none.
+  resumed.Restore(torch::tensor({1.0f}), torch::Tensor());
+  EXPECT_EQ(resumed.FirstNonFiniteStep(), -1);
+  EXPECT_EQ(resumed.sum().item<float>(), 1.0f);
+
+  // A new epoch starts afresh.
+  loss.Begin(0);
+  loss.Add(torch::tensor(5.0f));
+  EXPECT_EQ(loss.sum().item<float>(), 5.0f);
+  EXPECT_EQ(loss.FirstNonFiniteStep(), -1);
 }
 
 TEST(RunSummaryTest, RoundTripsThroughJson) {

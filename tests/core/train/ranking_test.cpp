@@ -34,6 +34,18 @@ TEST(RankingTest, ExcludedTargetIsAMiss) {
   EXPECT_GT(rank, 2);
 }
 
+TEST(RankingTest, ExcludedTargetMissesEvenWhenFewerThanKItemsRemain) {
+  // Items 1..3, history {1, 3}, target 1: at -inf the target would rank 3rd (behind item 2 and
+  // the padding column it ties with), a hit at K = 3. It ranks last, N + 1 = 4.
+  auto scores = torch::tensor({{0.0f, 5.0f, 1.0f, 1.0f}});
+  std::vector<std::vector<int32_t>> excluded = {{1, 3}};
+  const auto ranks = TargetRanks(scores, std::vector<int32_t>{1}, excluded);
+  EXPECT_EQ(ranks[0].item<int64_t>(), 4);
+  RankingMetrics metrics({3});
+  AccumulateRanks(ranks, metrics);
+  EXPECT_EQ(metrics.hr(3), 0.0);
+}
+
 TEST(RankingTest, ANonFiniteTargetScoreRanksLast) {
   // NaN compares false with everything: without care the target would rank first.
   const float nan = std::nanf("");
