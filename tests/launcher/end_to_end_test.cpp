@@ -245,6 +245,7 @@ TEST(EndToEndTest, EvalTakesTheServiceTokenFromSetOrTheEnvironment) {
   ASSERT_NE(json_start, std::string::npos) << with_environment.output;
   EXPECT_NEAR(nlohmann::json::parse(with_environment.output.substr(json_start))["test"]["HR@10"].get<double>(),
               ReadJson(work / "runs/served/summary.json")["test"]["HR@10"].get<double>(), 1e-9);
+}
 
 // A learning rate that makes the loss non-finite stops `iisan train` with an error that names the
 // epoch and its first non-finite step and says what to do; the checkpoints of the epochs before
