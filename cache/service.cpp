@@ -38,8 +38,8 @@ namespace {
 // client sees the reply rather than a reset; past this the connection is simply closed.
 constexpr size_t kMaxDrainBytes = 64ULL << 20;
 
-// Whether a request's token is the service's, in time that depends on neither the bytes given nor
-// how many of them match: the loop always runs over the service's token.
+}  // namespace
+
 bool SameToken(const std::string& given, const std::string& expected) {
   unsigned char diff = given.size() != expected.size();
   for (size_t i = 0; i < expected.size(); ++i) {
@@ -63,6 +63,8 @@ std::pair<std::string, unsigned short> SplitHostPort(const std::string& spec) {
   if (host == "localhost") host = "127.0.0.1";
   return {host, static_cast<unsigned short>(std::stoi(port_text))};
 }
+
+namespace {
 
 std::string DumpLine(const nlohmann::json& reply) {
   return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";

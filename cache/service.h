@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -84,6 +85,15 @@ struct ServiceCallOptions {
   // while a build runs, so this bounds a stuck service, not a long build.
   std::chrono::milliseconds reply_timeout = kDefaultServiceTimeout;
 };
+
+// Whether `given` is the `expected` token, in time that depends on neither the bytes given nor how
+// many of them match (the loop always runs over the expected token). Shared by every listener
+// that takes a token (the cache service, the sweep scheduler).
+bool SameToken(const std::string& given, const std::string& expected);
+
+// "HOST:PORT" (IPv6 in brackets, "localhost" as 127.0.0.1) split and checked; CacheError naming
+// the text otherwise.
+std::pair<std::string, unsigned short> SplitHostPort(const std::string& spec);
 
 // One request, one reply, over a fresh connection. `endpoint`: "unix:PATH", a path containing
 // '/', or "HOST:PORT". CacheError naming the endpoint if it cannot connect, a timeout passes or

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,21 +30,6 @@ fs::path MakeTempDir() {
   return pattern;
 }
 
-pid_t Spawn(const std::vector<std::string>& command, const Environment& env) {
-  std::vector<char*> argv;
-  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  std::vector<std::string> entries;
-  for (const auto& [name, value] : env) entries.push_back(name + "=" + value);
-  std::vector<char*> envp;
-  for (auto& entry : entries) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  pid_t pid = 0;
-  const int error = posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
-  if (error != 0) throw std::runtime_error("iisan launch: cannot start " + command[0] + ": " + std::strerror(error));
-  return pid;
-}
-
 // "exited with code 3" / "was killed by signal 9"; `code` gets the shell's convention.
 std::string DescribeStatus(int status, int& code) {
   if (WIFEXITED(status)) {
@@ -55,6 +41,28 @@ std::string DescribeStatus(int status, int& code) {
 }
 
 }  // namespace
+
+pid_t SpawnProcess(const std::vector<std::string>& command, const Environment& env, const fs::path& output) {
+  std::vector<char*> argv;
+  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> entries;
+  for (const auto& [name, value] : env) entries.push_back(name + "=" + value);
+  std::vector<char*> envp;
+  for (auto& entry : entries) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (!output.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  }
+  pid_t pid = 0;
+  const int error = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) throw std::runtime_error("cannot start " + command[0] + ": " + std::strerror(error));
+  return pid;
+}
 
 LocalLaunchResult LaunchLocal(const LocalLaunchOptions& options) {
   if (options.nproc < 1) throw std::invalid_argument("iisan launch: --nproc must be >= 1");
@@ -83,7 +91,7 @@ LocalLaunchResult LaunchLocal(const LocalLaunchOptions& options) {
       }
       env[kEnvJobSecret] = secret;
       env[kEnvLocalJob] = "1";
-      running[Spawn(options.command, env)] = rank;
+      running[SpawnProcess(options.command, env)] = rank;
     }
   } catch (const std::exception& e) {
     fail(static_cast<int>(running.size()), e.what(), 1);

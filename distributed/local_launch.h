@@ -6,8 +6,11 @@
 // outlives a failed rank by more than about twice `grace`.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,5 +29,10 @@ struct LocalLaunchResult {
 };
 
 LocalLaunchResult LaunchLocal(const LocalLaunchOptions& options);
+
+// Starts `command` (its program searched in PATH) with exactly `env`; its stdout and stderr are
+// appended to `output` when that is given. std::runtime_error "cannot start PROGRAM: reason".
+pid_t SpawnProcess(const std::vector<std::string>& command, const std::map<std::string, std::string>& env,
+                   const std::filesystem::path& output = {});
 
 }  // namespace iisan::distributed

@@ -10,6 +10,7 @@
 #include <boost/asio.hpp>
 #include <glog/logging.h>
 
+#include "cache/service.h"
 #include "core/data/json_input.h"
 
 namespace iisan::launcher::sweep {
@@ -17,19 +18,6 @@ namespace asio = boost::asio;
 using Json = nlohmann::ordered_json;
 
 namespace {
-
-std::pair<std::string, uint16_t> SplitHostPort(const std::string& address) {
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) throw std::runtime_error("\"" + address + "\" is not HOST:PORT");
-  const std::string port = address.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535) {
-    throw std::runtime_error("\"" + address + "\": the port must be a number in [0, 65535]");
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return {host, static_cast<uint16_t>(std::stoul(port))};
-}
 
 Json ErrorReply(const std::string& message) {
   Json reply;
@@ -129,7 +117,7 @@ LineServer::LineServer(LineServerOptions options, LineHandler handler) : impl_(s
   impl_->handler = std::move(handler);
   auto& impl = *impl_;
   if (!impl.options.listen.empty()) {
-    const auto [host, port] = SplitHostPort(impl.options.listen);
+    const auto [host, port] = cache::SplitHostPort(impl.options.listen);
     boost::system::error_code error;
     const auto address = asio::ip::make_address(host, error);
     if (error) throw std::runtime_error(impl.options.listen + ": the host must be an IP address");
@@ -225,7 +213,7 @@ Json CallLine(const std::string& endpoint, const Json& request, std::chrono::mil
     const asio::local::stream_protocol::endpoint target(endpoint.substr(5));
     exchange(socket, [&](auto handler) { socket.async_connect(target, handler); });
   } else {
-    const auto [host, port] = SplitHostPort(endpoint);
+    const auto [host, port] = cache::SplitHostPort(endpoint);
     boost::system::error_code error;
     const auto address = asio::ip::make_address(host, error);
     if (error) throw std::runtime_error("sweep scheduler " + endpoint + ": the host must be an IP address");

@@ -10,6 +10,7 @@
 
 #include <glog/logging.h>
 
+#include "cache/service.h"
 #include "core/data/atomic_file.h"
 #include "core/data/json_input.h"
 #include "core/train/run_summary.h"
@@ -58,16 +59,6 @@ std::string Duration(double seconds) {
   else if (s >= 60) out << s / 60 << "m" << s % 60 << "s";
   else out << s << "s";
   return out.str();
-}
-
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? a[i] : 0, y = i < b.size() ? b[i] : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
 }
 
 }  // namespace
@@ -141,7 +132,7 @@ SweepState::SweepState(SweepSpec spec, std::filesystem::path sweep_dir, std::fil
       throw ConfigError(dir_.string() + " holds a sweep with another spec (" + field +
                         " differs): resume it with the same spec, or give another --dir");
     }
-    started_ = std::stod(store_->Meta("started").value_or(std::to_string(now)));
+    started_ = store_->Started(now);
     LOG(INFO) << "resuming the sweep in " << dir_.string();
   } else {
     store_->SetMeta("spec", wanted);
@@ -539,7 +530,7 @@ SchedulerServer::SchedulerServer(SweepState& state, const SchedulerOptions& opti
     if (!request) return Error("malformed request: " + parse_error.substr(0, 200));
     if (!token.empty()) {
       const bool carried = request->is_object() && request->contains("token") && request->at("token").is_string();
-      if (!carried || !ConstantTimeEquals(request->at("token").get<std::string>(), token)) {
+      if (!carried || !cache::SameToken(request->at("token").get<std::string>(), token)) {
         LOG(WARNING) << "sweep: a request without the right token was refused";
         return Error("this scheduler needs its token (SWEEP_DIR/token)");
       }
@@ -550,11 +541,15 @@ SchedulerServer::SchedulerServer(SweepState& state, const SchedulerOptions& opti
   found["endpoint"] = impl_->server->endpoint();
   if (!token.empty()) {
     const auto token_file = state.dir() / "token";
-    {
-      std::ofstream out(token_file, std::ios::trunc);
-      out << token;
+    // Created 0600 from the start (the temporary file too): no moment when others can read it.
+    const auto old_mask = ::umask(0177);
+    try {
+      data::WriteFileAtomically(token_file, token);
+    } catch (...) {
+      ::umask(old_mask);
+      throw;
     }
-    ::chmod(token_file.c_str(), 0600);
+    ::umask(old_mask);
     found["token_file"] = token_file.string();
   }
   data::WriteFileAtomically(state.dir() / "scheduler.json", found.dump(2) + "\n");
@@ -574,10 +569,13 @@ std::pair<std::string, std::string> FindScheduler(const std::filesystem::path& s
   std::string token;
   if (json.contains("token_file")) {
     if (!json.at("token_file").is_string()) throw std::runtime_error(file.string() + ": \"token_file\" must be a string");
-    std::ifstream in(json.at("token_file").get<std::string>());
-    if (!in) throw std::runtime_error(json.at("token_file").get<std::string>() + ": cannot read the scheduler's token");
-    std::getline(in, token);
-    if (token.size() > 4096) throw std::runtime_error("the scheduler's token file is longer than 4096 bytes");
+    const auto token_file = json.at("token_file").get<std::string>();
+    std::ifstream in(token_file);
+    if (!in) throw std::runtime_error(token_file + ": cannot read the scheduler's token");
+    token.resize(4097);
+    in.read(token.data(), static_cast<std::streamsize>(token.size()));
+    token.resize(static_cast<size_t>(in.gcount()));
+    if (token.size() > 4096) throw std::runtime_error(token_file + ": longer than 4096 bytes; not a scheduler token");
   }
   return {json.at("endpoint").get<std::string>(), token};
 }

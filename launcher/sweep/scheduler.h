@@ -73,7 +73,6 @@ class SweepState {
   Json Finish(const Json& request, double now);
   TrialRow* Current(const Json& request, Json& reply);
   void Save(const TrialRow& row);
-  std::map<int, TrialProgress> ProgressMap() const;
 
   SweepSpec spec_;
   std::filesystem::path dir_;

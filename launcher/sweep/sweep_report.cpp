@@ -192,7 +192,7 @@ void SweepReport(const fs::path& dir, const fs::path& out_dir_in, std::ostream& 
     if (IsTerminal(row.status) && row.finished > 0) finished.push_back(&row);
   }
   std::sort(finished.begin(), finished.end(), [](const TrialRow* a, const TrialRow* b) { return a->finished < b->finished; });
-  const double start = std::stod(store.Meta("started").value_or("0"));
+  const double start = store.Started(0);
   std::vector<std::pair<double, double>> curve;
   std::optional<double> so_far;
   for (const auto* row : finished) {

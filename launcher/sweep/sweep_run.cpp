@@ -1,14 +1,11 @@
 #include "launcher/sweep/sweep_run.h"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -17,6 +14,7 @@
 #include <torch/cuda.h>
 
 #include "core/data/atomic_file.h"
+#include "distributed/local_launch.h"
 #include "distributed/rendezvous.h"
 #include "launcher/preemption.h"
 #include "launcher/sweep/line_rpc.h"
@@ -39,27 +37,6 @@ std::string SelfExe() {
   const auto path = fs::read_symlink("/proc/self/exe", error);
   if (error) throw std::runtime_error("sweep: cannot find the iisan binary (/proc/self/exe): " + error.message());
   return path.string();
-}
-
-// Starts `command` with `env`, stdout and stderr appended to `log`.
-pid_t Spawn(const std::vector<std::string>& command, const Env& env, const fs::path& log) {
-  std::vector<char*> argv;
-  for (const auto& arg : command) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  std::vector<std::string> entries;
-  for (const auto& [name, value] : env) entries.push_back(name + "=" + value);
-  std::vector<char*> envp;
-  for (auto& entry : entries) envp.push_back(entry.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = 0;
-  const int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (error != 0) throw std::runtime_error("sweep: cannot start " + command[0] + ": " + std::strerror(error));
-  return pid;
 }
 
 // A shell command's exit status and output (Slurm and MPS tools).
@@ -244,7 +221,7 @@ int SweepRun(const SweepRunOptions& options, std::ostream& out) {
       if (cuda) env["CUDA_VISIBLE_DEVICES"] = gpus[static_cast<size_t>(slot) % gpus.size()];
       if (mps) mps->AddTo(env);
       const std::string name = "w" + std::to_string(slot);
-      const pid_t pid = Spawn({exe, "sweep", "worker", dir.string(), "--name", name}, env,
+      const pid_t pid = distributed::SpawnProcess({exe, "sweep", "worker", dir.string(), "--name", name}, env,
                               dir / "workers" / (name + ".log"));
       running[pid] = slot;
     };

@@ -129,6 +129,19 @@ std::optional<std::string> SweepStore::Meta(const std::string& key) const {
   return statement.ColumnText(0);
 }
 
+double SweepStore::Started(double fallback) const {
+  const auto text = Meta("started");
+  if (!text) return fallback;
+  try {
+    size_t used = 0;
+    const double value = std::stod(*text, &used);
+    if (used == text->size() && std::isfinite(value)) return value;
+  } catch (const std::exception&) {
+  }
+  throw std::runtime_error(file_.string() + ": the stored start time is not a number; the sweep database is damaged "
+                           "(start the sweep in a new --dir)");
+}
+
 void SweepStore::SetMeta(const std::string& key, const std::string& value) {
   Impl::Statement statement(*impl_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)");
   statement.Text(1, key);

@@ -58,6 +58,9 @@ class SweepStore {
   SweepStore& operator=(const SweepStore&) = delete;
 
   std::optional<std::string> Meta(const std::string& key) const;
+  // When the sweep first started (meta "started", seconds since the epoch), or `fallback` when it
+  // has not; std::runtime_error naming the file when the stored value is not a finite number.
+  double Started(double fallback) const;
   void SetMeta(const std::string& key, const std::string& value);
 
   std::vector<TrialRow> Trials() const;

@@ -5,7 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <thread>
+
 #include "launcher/sweep/early_stopping.h"
+#include "launcher/sweep/line_rpc.h"
 #include "launcher/sweep/scheduler.h"
 #include "launcher/sweep/searcher.h"
 #include "launcher/sweep/sweep_spec.h"
@@ -362,6 +367,34 @@ TEST(SweepStateTest, ConcurrencyCapsRunningTrialsAndDeathsAreBounded) {
   const auto progress = state.Progress(20);
   EXPECT_EQ(progress.failed, 2);
   EXPECT_EQ(progress.running, 0);
+}
+
+TEST(SchedulerServerTest, TcpNeedsTheTokenWhichOnlyTheOwnerCanRead) {
+  const auto dir = Fresh("tcp");
+  SweepState state(ParseSweepSpec(BaseSpec(), "spec.json"), dir);
+  SchedulerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.token = "s3cret-token";
+  SchedulerServer server(state, options);
+  std::thread io([&] { server.Run(); });
+  const auto [endpoint, token] = FindScheduler(dir);
+  EXPECT_EQ(endpoint, server.endpoint());
+  EXPECT_EQ(token, "s3cret-token");
+  struct stat info {};
+  ASSERT_EQ(::stat((dir / "token").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  auto status = Request("status");
+  const auto refused = CallLine(endpoint, status, std::chrono::seconds(10));
+  EXPECT_FALSE(refused.value("ok", true)) << refused.dump();
+  status["token"] = "s3cret-tokeN";
+  EXPECT_FALSE(CallLine(endpoint, status, std::chrono::seconds(10)).value("ok", true));
+  status["token"] = token;
+  EXPECT_TRUE(CallLine(endpoint, status, std::chrono::seconds(10)).value("ok", false));
+  server.Stop();
+  io.join();
+  // Without a token, TCP is refused at once.
+  options.token.clear();
+  EXPECT_THROW(SchedulerServer(state, options), ConfigError);
 }
 
 }  // namespace
