@@ -133,18 +133,45 @@ class SlurmTest : public ::testing::Test {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     ASSERT_TRUE(fs::exists(metrics)) << Output(name, job);
+    // Not at the very start of the next epoch: a cancel before its first step resumes at the
+    // epoch boundary, which is not what these tests are about.
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
     const auto sh = RunShell("scancel --signal=USR2 " + scope + job);
     ASSERT_EQ(sh.exit_code, 0) << sh.output;
+    // Released only once the first attempt has left the node: pending, and no node still
+    // completing.
     const auto requeue_deadline = Clock::now() + std::chrono::seconds(60);
-    while (Clock::now() < requeue_deadline) {
+    bool settled = false;
+    while (Clock::now() < requeue_deadline && !settled) {
       const auto text = RunShell("scontrol show job " + job).output;
-      if (text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const auto state = RunShell("squeue -h -j " + job + " -o %T").output;
+      const auto nodes = RunShell("sinfo -h -N -o %T").output;
+      settled = text.find("Restarts=1") != std::string::npos && text.find("JobState=PENDING") != std::string::npos &&
+                state == "PENDING\n" && nodes.find("completing") == std::string::npos;
+      if (!settled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    ASSERT_TRUE(settled) << "the job did not requeue within 60 s\n" << Diagnostics(name, job);
+    // slurmd revoked the first attempt's credential when the job was killed, and takes a new
+    // credential for a reissue only when it is dated a later second than the revocation: a
+    // release in the same second is refused ("Job credential revoked") and the job FAILS.
+    // Slurm itself holds requeued jobs for much longer (BeginTime); the test waits 2 s.
+    std::this_thread::sleep_for(std::chrono::seconds(2));
     RunShell("scontrol update jobid=" + job + " StartTime=now");
   }
 
   static fs::path Run(const std::string& name) { return *work_ / "runs" / name; }
+
+  // What a failed job assertion shows: the job's output, Slurm's view of it, and the tails of
+  // the controller's and the node daemon's logs.
+  static std::string Diagnostics(const std::string& name, const std::string& job) {
+    const auto tail = [](const fs::path& path) { return RunShell("tail -n 40 '" + path.string() + "'").output; };
+    std::string text = Output(name, job) + "\n--- scontrol show job " + job + "\n" +
+                       RunShell("scontrol show job " + job).output + "\n--- sinfo\n" + RunShell("sinfo -N").output;
+    for (const auto& log : fs::directory_iterator(*work_ / "cluster" / "log")) {
+      text += "\n--- " + log.path().filename().string() + " (last 40 lines)\n" + tail(log.path());
+    }
+    return text;
+  }
 
   static inline fs::path* work_ = nullptr;
   static inline LocalSlurm* cluster_ = nullptr;
@@ -207,8 +234,10 @@ TEST_F(SlurmTest, MpirunInsideAnAllocationReproducesOneProcess) {
 }
 
 TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRun) {
-  // Dropout on: the generator states travel in the checkpoint. 38 steps an epoch.
-  const std::string common = "--set train.epochs=3 --set train.patience=100 --set train.resume=auto";
+  // Dropout on: the generator states travel in the checkpoint. Batch 4: 150 steps an epoch, so
+  // the signal, sent a moment after the first epoch's metrics, lands well inside the second.
+  const std::string common =
+      "--set train.epochs=3 --set train.patience=100 --set train.resume=auto --set train.batch_size=4";
   auto sh = RunShell("OMP_NUM_THREADS=1 " + Train("whole", common));
   ASSERT_EQ(sh.exit_code, 0) << sh.output;
 
@@ -218,7 +247,7 @@ TEST_F(SlurmTest, APreemptedJobRequeuesResumesMidEpochAndEndsAsAnUninterruptedRu
   // Signalled while the second epoch trains: the batch step is the training itself.
   PreemptAfterFirstEpoch("preempt", job, "--batch ");
   ASSERT_FALSE(HasFatalFailure());
-  ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Output("preempt", job);
+  ASSERT_EQ(WaitFor(job, 180), "COMPLETED") << Diagnostics("preempt", job);
 
   const auto log = Output("preempt", job);
   EXPECT_NE(log.find("stopped by SIGUSR2"), std::string::npos) << log;
@@ -247,7 +276,7 @@ TEST_F(SlurmTest, APreemptedTwoRankJobResumesWithEveryRanksGeneratorState) {
   // To the step's tasks (the ranks), as the templates' --signal=USR2@120 does.
   PreemptAfterFirstEpoch("dppreempt", job, "");
   ASSERT_FALSE(HasFatalFailure());
-  ASSERT_EQ(WaitFor(job, 240), "COMPLETED") << Output("dppreempt", job);
+  ASSERT_EQ(WaitFor(job, 240), "COMPLETED") << Diagnostics("dppreempt", job);
   const auto log = Output("dppreempt", job);
   EXPECT_NE(log.find("resumed in epoch 2 at step"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(Run("dppreempt") / "checkpoints/last/rng-rank1.safetensors"));
