@@ -71,6 +71,7 @@ struct Config {
     double collective_timeout_s, bucket_mb;
     struct Lr {
       double recsys, text, image, adapter_text, adapter_image;
+      double scale;  // multiplies every group once resolved: a one-knob learning-rate sweep
       bool operator==(const Lr&) const = default;
     } lr;
     bool operator==(const Train&) const = default;

@@ -219,6 +219,10 @@ std::vector<KeySpec> Build() {
              IISAN_CONFIG_FIELD(train.lr.adapter_text)),
       Number("train.lr.adapter_image", 0.0, 0.0, 1000.0, "learning rate of image adapters / LoRA (0: reference)",
              IISAN_CONFIG_FIELD(train.lr.adapter_image)),
+      Number("train.lr.scale", 1.0, 1e-6, 1e6,
+             "multiplies every learning rate above once 0s are resolved to the reference's (one knob that tunes a "
+             "method's learning rates together, keeping their ratios)",
+             IISAN_CONFIG_FIELD(train.lr.scale)),
 
       Integer("eval.batch_size", 256, 1, kMebi, "users ranked per evaluation batch",
               IISAN_CONFIG_FIELD(eval.batch_size)),

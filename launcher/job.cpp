@@ -172,6 +172,12 @@ Job PrepareJob(const Config& config_in) {
   train.lr.image = resolve(wanted.lr.image, reference.lr.image);
   train.lr.adapter_text = resolve(wanted.lr.adapter_text, reference.lr.adapter_text);
   train.lr.adapter_image = resolve(wanted.lr.adapter_image, reference.lr.adapter_image);
+  // The scale applies to what trains, not to the written config: config.json keeps the resolved
+  // per-group values and the scale, so a resumed run scales them once again, as the first did.
+  for (double* lr : {&train.lr.recsys, &train.lr.text, &train.lr.image, &train.lr.adapter_text,
+                     &train.lr.adapter_image}) {
+    *lr *= config.train.lr.scale;
+  }
   train.epochs = config.train.epochs;
   train.patience = config.train.patience;
   train.max_steps_per_epoch = config.train.max_steps_per_epoch;

@@ -68,6 +68,30 @@ TEST(JobTest, TheSeedLeavesTheCacheKeyAloneButTheBackboneInitSeedDoesNot) {
   EXPECT_FALSE(cache::CacheInputs(weighted.dataset, weighted.cache_options).contains("backbone_weights"));
 }
 
+TEST(JobTest, TheLearningRateScaleMultipliesEveryResolvedGroupAndNotTheConfig) {
+  const auto root = FreshDir("job");
+  cache::testing::WriteTinyProblem(root);
+  for (const char* method : {"iisan", "fft", "adapter"}) {
+    SCOPED_TRACE(method);
+    const auto base = PrepareJob(TinyConfig(root, {std::string("model.method=") + method, "train.lr.text=3e-5"}));
+    const auto scaled =
+        PrepareJob(TinyConfig(root, {std::string("model.method=") + method, "train.lr.text=3e-5", "train.lr.scale=2.5"}));
+    const auto& a = base.train_options.lr;
+    const auto& b = scaled.train_options.lr;
+    EXPECT_GT(a.recsys, 0.0);
+    EXPECT_DOUBLE_EQ(a.text, 3e-5);
+    EXPECT_DOUBLE_EQ(b.recsys, 2.5 * a.recsys);
+    EXPECT_DOUBLE_EQ(b.text, 2.5 * a.text);
+    EXPECT_DOUBLE_EQ(b.image, 2.5 * a.image);
+    EXPECT_DOUBLE_EQ(b.adapter_text, 2.5 * a.adapter_text);
+    EXPECT_DOUBLE_EQ(b.adapter_image, 2.5 * a.adapter_image);
+    // The written config keeps the unscaled groups and the scale, so a resume scales once.
+    EXPECT_DOUBLE_EQ(scaled.config.train.lr.recsys, a.recsys);
+    EXPECT_DOUBLE_EQ(scaled.config.train.lr.scale, 2.5);
+  }
+  EXPECT_FALSE(ErrorOf([&] { TinyConfig(root, {"train.lr.scale=0"}); }).empty());
+}
+
 TEST(JobTest, AblationsReachTheSideNetworkAndShareTheCache) {
   const auto root = FreshDir("job");
   cache::testing::WriteTinyProblem(root);
