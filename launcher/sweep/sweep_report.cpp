@@ -39,10 +39,11 @@ std::string Cell(const Json& value) {
   return value.dump();
 }
 
-// A scatter (or a line) of points; x on a log scale when asked.
-std::string Svg(const std::string& title, const std::string& x_label, const std::string& y_label,
-                const std::vector<std::pair<double, double>>& points, bool log_x, bool line,
-                const std::vector<std::string>& categories = {}) {
+}  // namespace
+
+std::string ScatterSvg(const std::string& title, const std::string& x_label, const std::string& y_label,
+                       const std::vector<std::pair<double, double>>& points, bool log_x, bool line,
+                       const std::vector<std::string>& categories) {
   const double width = 640, height = 400, left = 70, right = 20, top = 40, bottom = 60;
   double x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   if (!points.empty()) {
@@ -55,6 +56,11 @@ std::string Svg(const std::string& title, const std::string& x_label, const std:
       y0 = std::min(y0, y);
       y1 = std::max(y1, y);
     }
+  }
+  if (!categories.empty()) {
+    // Every category has its place, whether or not a trial has reported for it yet.
+    x0 = -0.5;
+    x1 = static_cast<double>(categories.size()) - 0.5;
   }
   if (x1 - x0 < 1e-12) {
     x0 -= 0.5;
@@ -107,6 +113,8 @@ std::string Svg(const std::string& title, const std::string& x_label, const std:
   svg << "</svg>\n";
   return svg.str();
 }
+
+namespace {
 
 std::string FileSafe(const std::string& key) {
   std::string out;
@@ -183,7 +191,7 @@ void SweepReport(const fs::path& dir, const fs::path& out_dir_in, std::ostream& 
     }
     const bool log_x = dim.kind == DimensionKind::kLogUniform;
     data::WriteFileAtomically(out_dir / ("metric_vs_" + FileSafe(dim.key) + ".svg"),
-                              Svg(spec.metric + " against " + dim.key, dim.key, spec.metric, points, log_x, false,
+                              ScatterSvg(spec.metric + " against " + dim.key, dim.key, spec.metric, points, log_x, false,
                                   categories));
   }
   // Best so far against time since the sweep started (trials in the order they finished).
@@ -200,7 +208,7 @@ void SweepReport(const fs::path& dir, const fs::path& out_dir_in, std::ostream& 
     if (so_far) curve.emplace_back(row->finished - start, *so_far);
   }
   data::WriteFileAtomically(out_dir / "best_so_far.svg",
-                            Svg("best " + spec.metric + " so far", "seconds since the sweep started", spec.metric, curve,
+                            ScatterSvg("best " + spec.metric + " so far", "seconds since the sweep started", spec.metric, curve,
                                 false, true));
   out << "\nwrote " << (out_dir / "trials.md").string() << ", best_config.json and " << spec.space.size() + 1
       << " SVG chart(s) in " << out_dir.string() << "\n";

@@ -1,6 +1,7 @@
 // The sweep's parts without training: the spec and its validation against the config schema,
 // the searchers, the early-stopping rules, and the scheduler's protocol on its database.
 #include <cmath>
+#include <regex>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include "launcher/sweep/line_rpc.h"
 #include "launcher/sweep/scheduler.h"
 #include "launcher/sweep/searcher.h"
+#include "launcher/sweep/sweep_report.h"
 #include "launcher/sweep/sweep_spec.h"
 
 namespace iisan::launcher::sweep {
@@ -395,6 +397,32 @@ TEST(SchedulerServerTest, TcpNeedsTheTokenWhichOnlyTheOwnerCanRead) {
   // Without a token, TCP is refused at once.
   options.token.clear();
   EXPECT_THROW(SchedulerServer(state, options), ConfigError);
+}
+
+}  // namespace
+}  // namespace iisan::launcher::sweep
+
+namespace iisan::launcher::sweep {
+namespace {
+
+// A categorical key whose last values have no trials yet (a sweep still running, a grid in
+// method order): every category's label stays on the 640-wide chart, in order.
+TEST(SweepReportTest, EveryCategoryHasAPlaceOnTheChartWithOrWithoutTrials) {
+  const std::vector<std::string> methods = {"iisan", "fft", "adapter", "lora", "bitfit"};
+  const std::string svg = ScatterSvg("valid.hr@10 against model.method", "model.method", "valid.hr@10",
+                                     {{0, 0.05}, {1, 0.09}, {2, 0.08}, {3, 0.03}}, false, false, methods);
+  std::vector<double> xs;
+  for (const auto& method : methods) {
+    std::smatch match;
+    ASSERT_TRUE(std::regex_search(svg, match, std::regex("<text x=\"([0-9.]+)\"[^>]*>" + method + "</text>")))
+        << method << "\n" << svg;
+    xs.push_back(std::stod(match[1].str()));
+  }
+  for (size_t i = 0; i < xs.size(); ++i) {
+    EXPECT_GT(xs[i], 70.0) << methods[i];
+    EXPECT_LT(xs[i], 620.0) << methods[i];
+    if (i) EXPECT_GT(xs[i], xs[i - 1]) << methods[i];
+  }
 }
 
 }  // namespace
