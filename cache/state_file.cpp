@@ -106,11 +106,22 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
   // "<final>.tmp.<pid>.<n>": the temporaries of writers killed before they could remove them
   // (kill -9, preemption) are removed by the next writer, here.
+  size_t width = 1;
+  for (const auto& item : items) width = std::max(width, item.size());
+  if (width > static_cast<size_t>(kMaxItemIdBytes)) {
+    throw CacheError(final_path_.string() + ": an item id of " + std::to_string(width) +
+                     " bytes; a cache holds ids of at most " + std::to_string(kMaxItemIdBytes));
+  }
   file_on_disk_ = std::make_unique<data::AtomicFile>(final_path_);
   temp_path_ = file_on_disk_->temp_path();
   data::RemoveTemporariesOfDeadWriters(final_path_);
-  file_ = CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                  "create the file", temp_path_);
+  // The 1.8 file format and later checksum every piece of metadata (superblock, object headers,
+  // B-trees, heaps): a damaged file fails HDF5's checks instead of leading its parser astray.
+  hid_t access = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_libver_bounds(access, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+  file_ = H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access);
+  H5Pclose(access);
+  CheckId(file_, "create the file", temp_path_);
 
   const hsize_t rows = items.size();
   for (const auto& [name, dim] : {std::pair{"text", text_dim}, std::pair{"image", image_dim}}) {
@@ -123,6 +134,7 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
     hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
     const hsize_t chunk[3] = {std::min<hsize_t>(rows, 256), dims[1], dims[2]};
     H5Pset_chunk(plist, 3, chunk);
+    H5Pset_fletcher32(plist);  // each chunk checksummed: damaged rows fail to read, never pass as states
     const float zero = 0.0f;
     H5Pset_fill_value(plist, H5T_NATIVE_FLOAT, &zero);
     hid_t dataset = CheckId(H5Dcreate2(group, "hidden", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT),
@@ -133,17 +145,24 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
     H5Gclose(group);
   }
 
+  // Item ids as fixed-length strings in checksummed chunks. (Variable-length strings live in
+  // HDF5's global heap, whose damaged records HDF5 1.10 follows out of bounds: a crash.)
+  std::string packed(items.size() * width, '\0');
+  for (size_t i = 0; i < items.size(); ++i) std::copy(items[i].begin(), items[i].end(), packed.begin() + i * width);
   hid_t str_type = H5Tcopy(H5T_C_S1);
-  H5Tset_size(str_type, H5T_VARIABLE);
+  H5Tset_size(str_type, width);
+  H5Tset_strpad(str_type, H5T_STR_NULLPAD);
   const hsize_t item_dims[1] = {rows};
   hid_t item_space = H5Screate_simple(1, item_dims, nullptr);
-  hid_t item_set = CheckId(H5Dcreate2(file_, "/items", str_type, item_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+  hid_t item_plist = H5Pcreate(H5P_DATASET_CREATE);
+  const hsize_t item_chunk[1] = {std::max<hsize_t>(1, std::min<hsize_t>(rows, 4096))};
+  H5Pset_chunk(item_plist, 1, item_chunk);
+  H5Pset_fletcher32(item_plist);
+  hid_t item_set = CheckId(H5Dcreate2(file_, "/items", str_type, item_space, H5P_DEFAULT, item_plist, H5P_DEFAULT),
                            "create dataset items", temp_path_);
-  std::vector<const char*> pointers;
-  pointers.reserve(items.size());
-  for (const auto& item : items) pointers.push_back(item.c_str());
-  Check(H5Dwrite(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), "write items", temp_path_);
+  Check(H5Dwrite(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()), "write items", temp_path_);
   H5Dclose(item_set);
+  H5Pclose(item_plist);
   H5Sclose(item_space);
   H5Tclose(str_type);
 }
@@ -224,33 +243,43 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
     hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
     hid_t item_space = H5Dget_space(item_set);
     hsize_t rows = 0;
-    // Checked before anything is read or allocated: one dimension of at most 2^31 strings.
+    // Checked before anything is read or allocated: one dimension of at most kMaxCacheRows
+    // fixed-length strings of at most kMaxItemIdBytes.
     hid_t item_type = H5Dget_type(item_set);
-    const bool strings = H5Tget_class(item_type) == H5T_STRING;
+    const bool strings = H5Tget_class(item_type) == H5T_STRING && H5Tis_variable_str(item_type) == 0;
+    const size_t width = strings ? H5Tget_size(item_type) : 0;
     H5Tclose(item_type);
-    if (H5Sget_simple_extent_ndims(item_space) != 1 || !strings) {
-      H5Sclose(item_space);
+    const int ndims = H5Sget_simple_extent_ndims(item_space);
+    if (ndims == 1) H5Sget_simple_extent_dims(item_space, &rows, nullptr);
+    H5Sclose(item_space);
+    if (ndims != 1 || !strings || width == 0 || width > static_cast<size_t>(kMaxItemIdBytes) ||
+        rows > static_cast<hsize_t>(kMaxCacheRows)) {
       H5Dclose(item_set);
-      throw CacheError(path.string() + ": /items is not a 1-D dataset of strings; this is not an iisan cache");
+      throw CacheError(path.string() + ": /items is not a 1-D dataset of at most " + std::to_string(kMaxCacheRows) +
+                       " fixed-length strings of at most " + std::to_string(kMaxItemIdBytes) +
+                       " bytes; this is not an iisan cache");
     }
-    H5Sget_simple_extent_dims(item_space, &rows, nullptr);
-    if (rows > (hsize_t{1} << 31)) {
-      H5Sclose(item_space);
+    std::string packed;
+    try {
+      packed.resize(rows * width);
+    } catch (const std::bad_alloc&) {
       H5Dclose(item_set);
-      throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " rows; this is not an iisan cache");
+      throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " ids of " + std::to_string(width) +
+                       " bytes, more than this host can hold");
     }
     hid_t str_type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str_type, H5T_VARIABLE);
-    std::vector<char*> pointers(rows, nullptr);
-    const herr_t read = H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data());
-    if (read >= 0) {
-      for (char* p : pointers) header_.items.emplace_back(p ? p : "");
-      H5Dvlen_reclaim(str_type, item_space, H5P_DEFAULT, pointers.data());
-    }
+    H5Tset_size(str_type, width);
+    H5Tset_strpad(str_type, H5T_STR_NULLPAD);
+    const herr_t read = H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data());
     H5Tclose(str_type);
-    H5Sclose(item_space);
     H5Dclose(item_set);
-    Check(read, "read items (truncated file?)", path);
+    Check(read, "read items (truncated or damaged file?)", path);
+    header_.items.reserve(rows);
+    for (hsize_t row = 0; row < rows; ++row) {
+      std::string_view id(packed.data() + row * width, width);
+      while (!id.empty() && id.back() == '\0') id.remove_suffix(1);
+      header_.items.emplace_back(id);
+    }
 
     for (const std::string name : {"text", "image"}) {
       const std::string dataset_path = "/" + name + "/hidden";
@@ -263,13 +292,20 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
       H5Sclose(space);
       H5Dclose(dataset);
       if (ndims != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
-      if (dims[1] == 0 || dims[1] > 4096 || dims[2] == 0 || dims[2] > 65536) {
+      if (dims[1] == 0 || dims[1] > static_cast<hsize_t>(kMaxKeptLayers) || dims[2] == 0 ||
+          dims[2] > static_cast<hsize_t>(kMaxStateWidth)) {
         throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[1]) + " layers of width " +
                          std::to_string(dims[2]) + "; this is not an iisan cache");
       }
       if (dims[0] != rows) {
         throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[0]) +
                          " rows but /items has " + std::to_string(rows));
+      }
+      // The tables are read with one layer count (ReadRows): the writer gives both the same.
+      if (header_.kept_layers != 0 && header_.kept_layers != static_cast<int64_t>(dims[1])) {
+        throw CacheError(path.string() + ": " + dataset_path + " has " + std::to_string(dims[1]) +
+                         " layers but /text/hidden has " + std::to_string(header_.kept_layers) +
+                         "; this is not an iisan cache");
       }
       header_.kept_layers = static_cast<int64_t>(dims[1]);
       (name == "text" ? header_.text_dim : header_.image_dim) = static_cast<int64_t>(dims[2]);
@@ -294,7 +330,14 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
     throw CacheError(path_.string() + ": rows " + std::to_string(row_begin) + ".." + std::to_string(row_begin + count) +
                      " are outside the " + std::to_string(rows) + " rows of " + modality);
   }
-  auto tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+  torch::Tensor tensor;
+  try {
+    tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+  } catch (const std::exception&) {  // std::bad_alloc, or c10::Error for an allocation refused
+    throw CacheError(path_.string() + ": " + std::to_string(count) + " rows of " + modality + " (" +
+                     std::to_string(header_.kept_layers) + " x " + std::to_string(dim) +
+                     " floats each) are more than this host can hold; read them in slabs");
+  }
   if (count == 0) return tensor;
   const std::string dataset_path = "/" + modality + "/hidden";
   hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path_);
@@ -308,7 +351,7 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
   H5Sclose(mem_space);
   H5Sclose(file_space);
   H5Dclose(dataset);
-  Check(read, "read " + dataset_path + " (truncated file?)", path_);
+  Check(read, "read " + dataset_path + " (truncated or damaged file?)", path_);
   return tensor;
 }
 

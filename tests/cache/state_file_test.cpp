@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -92,6 +93,34 @@ TEST(StateFileTest, TruncatedAndForeignFilesAreNamedErrors) {
   EXPECT_THROW(ReadStateFile(dir / "absent.h5"), CacheError);
 }
 
+// A byte of the stored states changed on disk (a bad sector, a stray write): the chunk's
+// checksum no longer matches, and reading it is an error naming the file, not wrong states.
+TEST(StateFileTest, ADamagedStateIsAnErrorNotAWrongValue) {
+  const auto path = TempDir("damaged") / "c.h5";
+  {
+    StateFileWriter writer(path, {"", "A", "B"}, 2, 4, 0);
+    writer.WriteRows("text", 1, torch::full({2, 2, 4}, 1.5f));
+    writer.Commit("f", nlohmann::json::object());
+  }
+  ASSERT_EQ(ReadStateFile(path).text[1][0][0].item<float>(), 1.5f);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const float value = 1.5f;
+  const auto at = bytes.find(std::string(reinterpret_cast<const char*>(&value), sizeof value));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] ^= 0x01;  // 1.5 becomes another finite number
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  try {
+    ReadStateFile(path);
+    FAIL() << "a damaged state was read";
+  } catch (const CacheError& error) {
+    EXPECT_NE(std::string(error.what()).find(path.string()), std::string::npos) << error.what();
+  }
+}
+
 // Files that look like caches but whose attributes and datasets have other ranks, shapes or
 // types (what `iisan cache ls` meets in a shared cache.dir): named errors, never a crash.
 TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
@@ -153,6 +182,21 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     hid_t space = H5Screate_simple(1, &rows, nullptr);
     hid_t set = H5Dcreate2(file, "/items", H5T_NATIVE_INT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dclose(set);
+    H5Sclose(space);
+  }));
+  // /items as variable-length strings (format 1): they live in HDF5's global heap, whose damaged
+  // records HDF5 follows out of bounds; refused before anything of them is read.
+  hostile.push_back(make("items_variable_length.h5", [&](hid_t file) {
+    good_attributes(file);
+    const hsize_t rows = 2;
+    hid_t space = H5Screate_simple(1, &rows, nullptr);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    hid_t set = H5Dcreate2(file, "/items", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const char* ids[2] = {"", "A"};
+    H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids);
+    H5Dclose(set);
+    H5Tclose(type);
     H5Sclose(space);
   }));
   for (const auto& path : hostile) {
