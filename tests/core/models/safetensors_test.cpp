@@ -367,7 +367,11 @@ std::string ParseAndReadAll(const fs::path& path) {
 class SafetensorsFuzzTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ScratchDir("fuzz");
+    // A folder of this test's own, in this process: ctest runs the three tests of this fixture
+    // as processes side by side, and one truncating the shared case file while another had it
+    // mapped was a SIGBUS in the other's reader (a mapped page past the file's new end).
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = ScratchDir(std::string("fuzz_") + test->name() + "_" + std::to_string(::getpid()));
     seeds_ = FuzzSeedFiles(dir_);
     uint64_t header_length = 0;
     std::memcpy(&header_length, seeds_[0].data(), 8);
@@ -392,6 +396,8 @@ class SafetensorsFuzzTest : public ::testing::Test {
     EXPECT_GE(outcome.parsed, at_least);
     EXPECT_GE(outcome.refused, at_least);
   }
+
+  void TearDown() override { fs::remove_all(dir_); }
 
   fs::path dir_, path_;
   std::vector<std::string> seeds_;
