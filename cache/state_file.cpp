@@ -10,6 +10,7 @@
 #include <csignal>
 
 #include <mutex>
+#include <utility>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -44,24 +45,53 @@ void Check(herr_t status, const std::string& what, const std::filesystem::path& 
   if (status < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
 }
 
-hid_t CheckId(hid_t id, const std::string& what, const std::filesystem::path& path) {
+// One HDF5 identifier, closed with its kind's close function when it goes out of scope, on
+// every path (an error thrown halfway included): an identifier left open keeps its object and
+// file open, with the file's metadata, until the process ends.
+class Hdf5Id {
+ public:
+  using CloseFunction = herr_t (*)(hid_t);
+  Hdf5Id(hid_t id, CloseFunction close) : id_(id), close_(close) {}
+  Hdf5Id(Hdf5Id&& other) noexcept : id_(std::exchange(other.id_, -1)), close_(other.close_) {}
+  Hdf5Id(const Hdf5Id&) = delete;
+  Hdf5Id& operator=(const Hdf5Id&) = delete;
+  Hdf5Id& operator=(Hdf5Id&&) = delete;
+  ~Hdf5Id() { Close(); }
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now; the status of the close function (0 when there was nothing to close).
+  herr_t Close() { return id_ >= 0 ? close_(std::exchange(id_, -1)) : 0; }
+  // Hands the identifier to an owner that closes it itself.
+  hid_t Release() { return std::exchange(id_, -1); }
+
+ private:
+  hid_t id_;
+  CloseFunction close_;
+};
+
+// An identifier that must be valid: a negative one (HDF5's failure) is a CacheError.
+Hdf5Id CheckId(hid_t id, Hdf5Id::CloseFunction close, const std::string& what, const std::filesystem::path& path) {
   if (id < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
-  return id;
+  return Hdf5Id(id, close);
+}
+
+// A fixed-length, null-padded string type of `size` bytes.
+Hdf5Id FixedStringType(size_t size, const std::filesystem::path& path) {
+  Hdf5Id type = CheckId(H5Tcopy(H5T_C_S1), H5Tclose, "copy a string type", path);
+  Check(H5Tset_size(type.get(), size), "size a string type", path);
+  Check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "pad a string type", path);
+  return type;
 }
 
 void WriteStringAttribute(hid_t object, const std::string& name, const std::string& value,
                           const std::filesystem::path& path) {
-  hid_t type = CheckId(H5Tcopy(H5T_C_S1), "copy a string type", path);
-  H5Tset_size(type, std::max<size_t>(1, value.size()));
-  H5Tset_strpad(type, H5T_STR_NULLPAD);
-  hid_t space = H5Screate(H5S_SCALAR);
-  hid_t attr = CheckId(H5Acreate2(object, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
-                       "create attribute " + name, path);
+  const Hdf5Id type = FixedStringType(std::max<size_t>(1, value.size()), path);
+  const Hdf5Id space = CheckId(H5Screate(H5S_SCALAR), H5Sclose, "create a scalar dataspace", path);
+  const Hdf5Id attr = CheckId(H5Acreate2(object, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                              H5Aclose, "create attribute " + name, path);
   const std::string padded = value.empty() ? std::string(1, '\0') : value;
-  Check(H5Awrite(attr, type, padded.data()), "write attribute " + name, path);
-  H5Aclose(attr);
-  H5Sclose(space);
-  H5Tclose(type);
+  Check(H5Awrite(attr.get(), type.get(), padded.data()), "write attribute " + name, path);
 }
 
 std::string ReadStringAttribute(hid_t object, const std::string& name, const std::filesystem::path& path) {
@@ -69,29 +99,21 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
     throw CacheError(path.string() + ": attribute '" + name + "' is missing; this is not an iisan cache "
                      "or it was not completed. Delete it and run `iisan cache build` again.");
   }
-  hid_t attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), "open attribute " + name, path);
-  hid_t type = H5Aget_type(attr);
+  const Hdf5Id attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), H5Aclose, "open attribute " + name, path);
+  const Hdf5Id type = CheckId(H5Aget_type(attr.get()), H5Tclose, "get the type of attribute " + name, path);
   // One fixed-length string, at most 16 MiB: anything else is not ours, and reading it into one
   // string's bytes would overrun them.
-  hid_t space = H5Aget_space(attr);
-  const hssize_t points = H5Sget_simple_extent_npoints(space);
-  H5Sclose(space);
-  const size_t size = H5Tget_size(type);
-  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0 || points != 1 || size == 0 ||
+  const Hdf5Id space = CheckId(H5Aget_space(attr.get()), H5Sclose, "get the dataspace of attribute " + name, path);
+  const hssize_t points = H5Sget_simple_extent_npoints(space.get());
+  const size_t size = H5Tget_size(type.get());
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 || points != 1 || size == 0 ||
       size > (size_t{16} << 20)) {
-    H5Tclose(type);
-    H5Aclose(attr);
     throw CacheError(path.string() + ": attribute '" + name + "' is not one fixed-length string of at most 16 MiB; "
                      "this is not an iisan cache (or a damaged one): delete it and run `iisan cache build` again");
   }
   std::string value(size, '\0');
-  hid_t memtype = H5Tcopy(H5T_C_S1);
-  H5Tset_size(memtype, value.size());
-  H5Tset_strpad(memtype, H5T_STR_NULLPAD);
-  Check(H5Aread(attr, memtype, value.data()), "read attribute " + name, path);
-  H5Tclose(memtype);
-  H5Tclose(type);
-  H5Aclose(attr);
+  const Hdf5Id memtype = FixedStringType(value.size(), path);
+  Check(H5Aread(attr.get(), memtype.get(), value.data()), "read attribute " + name, path);
   while (!value.empty() && value.back() == '\0') value.pop_back();
   return value;
 }
@@ -117,54 +139,56 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
   data::RemoveTemporariesOfDeadWriters(final_path_);
   // The 1.8 file format and later checksum every piece of metadata (superblock, object headers,
   // B-trees, heaps): a damaged file fails HDF5's checks instead of leading its parser astray.
-  hid_t access = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_libver_bounds(access, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-  file_ = H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access);
-  H5Pclose(access);
-  CheckId(file_, "create the file", temp_path_);
+  // The file stays ours (closed on an error below) until the constructor completes: a
+  // constructor that throws runs no destructor.
+  Hdf5Id file = [&] {
+    const Hdf5Id access = CheckId(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "create file access properties", temp_path_);
+    Check(H5Pset_libver_bounds(access.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "choose the 1.8 file format",
+          temp_path_);
+    return CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "create the file",
+                   temp_path_);
+  }();
 
   const hsize_t rows = items.size();
   for (const auto& [name, dim] : {std::pair{"text", text_dim}, std::pair{"image", image_dim}}) {
     if (dim <= 0) continue;
-    hid_t group = CheckId(H5Gcreate2(file_, (std::string("/") + name).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                          std::string("create group ") + name, temp_path_);
+    const Hdf5Id group =
+        CheckId(H5Gcreate2(file.get(), (std::string("/") + name).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                H5Gclose, std::string("create group ") + name, temp_path_);
     const hsize_t dims[3] = {rows, static_cast<hsize_t>(kept_layers), static_cast<hsize_t>(dim)};
-    hid_t space = H5Screate_simple(3, dims, nullptr);
+    const Hdf5Id space = CheckId(H5Screate_simple(3, dims, nullptr), H5Sclose,
+                                 std::string("create the dataspace of ") + name, temp_path_);
     // Chunks of whole rows: the trainer reads the whole table, the builder writes row ranges.
-    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    const Hdf5Id plist = CheckId(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "create dataset properties", temp_path_);
     const hsize_t chunk[3] = {std::min<hsize_t>(rows, 256), dims[1], dims[2]};
-    H5Pset_chunk(plist, 3, chunk);
-    H5Pset_fletcher32(plist);  // each chunk checksummed: damaged rows fail to read, never pass as states
+    Check(H5Pset_chunk(plist.get(), 3, chunk), std::string("chunk ") + name + "/hidden", temp_path_);
+    // Each chunk checksummed: damaged rows fail to read, never pass as states.
+    Check(H5Pset_fletcher32(plist.get()), std::string("checksum ") + name + "/hidden", temp_path_);
     const float zero = 0.0f;
-    H5Pset_fill_value(plist, H5T_NATIVE_FLOAT, &zero);
-    hid_t dataset = CheckId(H5Dcreate2(group, "hidden", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT),
-                            std::string("create dataset ") + name + "/hidden", temp_path_);
-    H5Dclose(dataset);
-    H5Pclose(plist);
-    H5Sclose(space);
-    H5Gclose(group);
+    Check(H5Pset_fill_value(plist.get(), H5T_NATIVE_FLOAT, &zero), std::string("fill ") + name + "/hidden", temp_path_);
+    // Created, then closed at once (the temporary's end): WriteRows opens it by name.
+    CheckId(H5Dcreate2(group.get(), "hidden", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT),
+            H5Dclose, std::string("create dataset ") + name + "/hidden", temp_path_);
   }
 
   // Item ids as fixed-length strings in checksummed chunks. (Variable-length strings live in
   // HDF5's global heap, whose damaged records HDF5 1.10 follows out of bounds: a crash.)
   std::string packed(items.size() * width, '\0');
   for (size_t i = 0; i < items.size(); ++i) std::copy(items[i].begin(), items[i].end(), packed.begin() + i * width);
-  hid_t str_type = H5Tcopy(H5T_C_S1);
-  H5Tset_size(str_type, width);
-  H5Tset_strpad(str_type, H5T_STR_NULLPAD);
+  const Hdf5Id str_type = FixedStringType(width, temp_path_);
   const hsize_t item_dims[1] = {rows};
-  hid_t item_space = H5Screate_simple(1, item_dims, nullptr);
-  hid_t item_plist = H5Pcreate(H5P_DATASET_CREATE);
+  const Hdf5Id item_space =
+      CheckId(H5Screate_simple(1, item_dims, nullptr), H5Sclose, "create the dataspace of items", temp_path_);
+  const Hdf5Id item_plist = CheckId(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "create dataset properties", temp_path_);
   const hsize_t item_chunk[1] = {std::max<hsize_t>(1, std::min<hsize_t>(rows, 4096))};
-  H5Pset_chunk(item_plist, 1, item_chunk);
-  H5Pset_fletcher32(item_plist);
-  hid_t item_set = CheckId(H5Dcreate2(file_, "/items", str_type, item_space, H5P_DEFAULT, item_plist, H5P_DEFAULT),
-                           "create dataset items", temp_path_);
-  Check(H5Dwrite(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()), "write items", temp_path_);
-  H5Dclose(item_set);
-  H5Pclose(item_plist);
-  H5Sclose(item_space);
-  H5Tclose(str_type);
+  Check(H5Pset_chunk(item_plist.get(), 1, item_chunk), "chunk items", temp_path_);
+  Check(H5Pset_fletcher32(item_plist.get()), "checksum items", temp_path_);
+  const Hdf5Id item_set = CheckId(
+      H5Dcreate2(file.get(), "/items", str_type.get(), item_space.get(), H5P_DEFAULT, item_plist.get(), H5P_DEFAULT),
+      H5Dclose, "create dataset items", temp_path_);
+  Check(H5Dwrite(item_set.get(), str_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()), "write items",
+        temp_path_);
+  file_ = file.Release();
 }
 
 StateFileWriter::~StateFileWriter() {
@@ -177,11 +201,16 @@ StateFileWriter::~StateFileWriter() {
 void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
   [[maybe_unused]] Hdf5Guard guard;
   auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
-  hid_t dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT),
-                          "open " + modality + "/hidden", temp_path_);
-  hid_t file_space = H5Dget_space(dataset);
+  const Hdf5Id dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT), H5Dclose,
+                                 "open " + modality + "/hidden", temp_path_);
+  const Hdf5Id file_space =
+      CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + modality + "/hidden", temp_path_);
   hsize_t dims[3];
-  H5Sget_simple_extent_dims(file_space, dims, nullptr);
+  if (H5Sget_simple_extent_ndims(file_space.get()) != 3) {
+    throw CacheError(temp_path_.string() + ": " + modality + "/hidden is not 3-D");
+  }
+  Check(H5Sget_simple_extent_dims(file_space.get(), dims, nullptr), "get the size of " + modality + "/hidden",
+        temp_path_);
   if (rows.dim() != 3 || rows.size(1) != static_cast<int64_t>(dims[1]) || rows.size(2) != static_cast<int64_t>(dims[2]) ||
       row_begin + rows.size(0) > static_cast<int64_t>(dims[0])) {
     throw CacheError(temp_path_.string() + ": rows of shape " + c10::str(rows.sizes()) + " at row " +
@@ -189,13 +218,13 @@ void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, 
   }
   const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
   const hsize_t count[3] = {static_cast<hsize_t>(rows.size(0)), dims[1], dims[2]};
-  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr);
-  hid_t mem_space = H5Screate_simple(3, count, nullptr);
-  Check(H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, rows.data_ptr<float>()),
-        "write rows of " + modality, temp_path_);
-  H5Sclose(mem_space);
-  H5Sclose(file_space);
-  H5Dclose(dataset);
+  Check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+        "select rows of " + modality, temp_path_);
+  const Hdf5Id mem_space =
+      CheckId(H5Screate_simple(3, count, nullptr), H5Sclose, "create a memory dataspace", temp_path_);
+  Check(
+      H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT, rows.data_ptr<float>()),
+      "write rows of " + modality, temp_path_);
 }
 
 void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
@@ -220,41 +249,40 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
   if (!std::filesystem::exists(path)) {
     throw CacheError(path.string() + ": no such cache file; run `iisan cache build` first");
   }
-  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (file_ < 0) {
+  // Ours until the constructor completes: closed, with everything opened below, on a refusal.
+  Hdf5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!file.valid()) {
     throw CacheError(path.string() + ": not a readable HDF5 file (truncated or corrupt?); delete it and "
                      "run `iisan cache build` again");
   }
-  try {
-    const std::string version = ReadStringAttribute(file_, "format_version", path);
+  {
+    const std::string version = ReadStringAttribute(file.get(), "format_version", path);
     header_.format_version = std::atoi(version.c_str());
     if (header_.format_version != kStateFileFormatVersion) {
       throw CacheError(path.string() + ": cache format version " + version + ", this build reads version " +
                        std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
     }
-    header_.fingerprint = ReadStringAttribute(file_, "fingerprint", path);
+    header_.fingerprint = ReadStringAttribute(file.get(), "fingerprint", path);
     try {
-      header_.inputs = data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file_, "inputs", path),
-                                                            path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
+      header_.inputs =
+          data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file.get(), "inputs", path),
+                                               path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
     } catch (const data::InputError&) {
       throw CacheError(path.string() + ": attribute 'inputs' is not JSON (or nests too deep); rebuild the cache");
     }
 
-    hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
-    hid_t item_space = H5Dget_space(item_set);
+    const Hdf5Id item_set = CheckId(H5Dopen2(file.get(), "/items", H5P_DEFAULT), H5Dclose, "open items", path);
     hsize_t rows = 0;
     // Checked before anything is read or allocated: one dimension of at most kMaxCacheRows
     // fixed-length strings of at most kMaxItemIdBytes.
-    hid_t item_type = H5Dget_type(item_set);
-    const bool strings = H5Tget_class(item_type) == H5T_STRING && H5Tis_variable_str(item_type) == 0;
-    const size_t width = strings ? H5Tget_size(item_type) : 0;
-    H5Tclose(item_type);
-    const int ndims = H5Sget_simple_extent_ndims(item_space);
-    if (ndims == 1) H5Sget_simple_extent_dims(item_space, &rows, nullptr);
-    H5Sclose(item_space);
+    const Hdf5Id item_type = CheckId(H5Dget_type(item_set.get()), H5Tclose, "get the type of items", path);
+    const bool strings = H5Tget_class(item_type.get()) == H5T_STRING && H5Tis_variable_str(item_type.get()) == 0;
+    const size_t width = strings ? H5Tget_size(item_type.get()) : 0;
+    const Hdf5Id item_space = CheckId(H5Dget_space(item_set.get()), H5Sclose, "get the dataspace of items", path);
+    const int ndims = H5Sget_simple_extent_ndims(item_space.get());
+    if (ndims == 1 && H5Sget_simple_extent_dims(item_space.get(), &rows, nullptr) < 0) rows = 0;
     if (ndims != 1 || !strings || width == 0 || width > static_cast<size_t>(kMaxItemIdBytes) ||
         rows > static_cast<hsize_t>(kMaxCacheRows)) {
-      H5Dclose(item_set);
       throw CacheError(path.string() + ": /items is not a 1-D dataset of at most " + std::to_string(kMaxCacheRows) +
                        " fixed-length strings of at most " + std::to_string(kMaxItemIdBytes) +
                        " bytes; this is not an iisan cache");
@@ -263,17 +291,12 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
     try {
       packed.resize(rows * width);
     } catch (const std::bad_alloc&) {
-      H5Dclose(item_set);
       throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " ids of " + std::to_string(width) +
                        " bytes, more than this host can hold");
     }
-    hid_t str_type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str_type, width);
-    H5Tset_strpad(str_type, H5T_STR_NULLPAD);
-    const herr_t read = H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data());
-    H5Tclose(str_type);
-    H5Dclose(item_set);
-    Check(read, "read items (truncated or damaged file?)", path);
+    const Hdf5Id str_type = FixedStringType(width, path);
+    Check(H5Dread(item_set.get(), str_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()),
+          "read items (truncated or damaged file?)", path);
     header_.items.reserve(rows);
     for (hsize_t row = 0; row < rows; ++row) {
       std::string_view id(packed.data() + row * width, width);
@@ -283,14 +306,17 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
 
     for (const std::string name : {"text", "image"}) {
       const std::string dataset_path = "/" + name + "/hidden";
-      if (H5Lexists(file_, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
-      hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
-      hid_t space = H5Dget_space(dataset);
+      if (H5Lexists(file.get(), ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
       hsize_t dims[3] = {0, 0, 0};
-      const int ndims = H5Sget_simple_extent_ndims(space);
-      if (ndims == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
-      H5Sclose(space);
-      H5Dclose(dataset);
+      int ndims = 0;
+      {
+        const Hdf5Id dataset =
+            CheckId(H5Dopen2(file.get(), dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path);
+        const Hdf5Id space =
+            CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + dataset_path, path);
+        ndims = H5Sget_simple_extent_ndims(space.get());
+        if (ndims == 3 && H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) ndims = -1;
+      }
       if (ndims != 3) throw CacheError(path.string() + ": " + dataset_path + " is not 3-D");
       if (dims[1] == 0 || dims[1] > static_cast<hsize_t>(kMaxKeptLayers) || dims[2] == 0 ||
           dims[2] > static_cast<hsize_t>(kMaxStateWidth)) {
@@ -310,10 +336,8 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
       header_.kept_layers = static_cast<int64_t>(dims[1]);
       (name == "text" ? header_.text_dim : header_.image_dim) = static_cast<int64_t>(dims[2]);
     }
-  } catch (...) {
-    H5Fclose(file_);
-    throw;
   }
+  file_ = file.Release();
 }
 
 StateFileReader::~StateFileReader() {
@@ -340,18 +364,19 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
   }
   if (count == 0) return tensor;
   const std::string dataset_path = "/" + modality + "/hidden";
-  hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path_);
-  hid_t file_space = H5Dget_space(dataset);
+  const Hdf5Id dataset =
+      CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path_);
+  const Hdf5Id file_space =
+      CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + dataset_path, path_);
   const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
   const hsize_t extent[3] = {static_cast<hsize_t>(count), static_cast<hsize_t>(header_.kept_layers),
                              static_cast<hsize_t>(dim)};
-  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, extent, nullptr);
-  hid_t mem_space = H5Screate_simple(3, extent, nullptr);
-  const herr_t read = H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, tensor.data_ptr<float>());
-  H5Sclose(mem_space);
-  H5Sclose(file_space);
-  H5Dclose(dataset);
-  Check(read, "read " + dataset_path + " (truncated or damaged file?)", path_);
+  Check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, extent, nullptr),
+        "select rows of " + dataset_path, path_);
+  const Hdf5Id mem_space = CheckId(H5Screate_simple(3, extent, nullptr), H5Sclose, "create a memory dataspace", path_);
+  Check(H5Dread(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
+                tensor.data_ptr<float>()),
+        "read " + dataset_path + " (truncated or damaged file?)", path_);
   return tensor;
 }
 

@@ -63,11 +63,23 @@ TEST(StateFileTest, AnUncommittedWriterLeavesNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
+// Open HDF5 objects of every file, of the given kinds.
+ssize_t OpenHdf5Objects(unsigned kinds = H5F_OBJ_ALL) {
+  return H5Fget_obj_count(static_cast<hid_t>(H5F_OBJ_ALL), kinds);
+}
+
 TEST(StateFileTest, RowsThatDoNotFitAreRejected) {
   const auto dir = TempDir("misfit");
-  StateFileWriter writer(dir / "c.h5", {"", "A"}, 1, 3, 0);
-  EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({2, 1, 3})), CacheError);
-  EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({1, 2, 3})), CacheError);
+  {
+    StateFileWriter writer(dir / "c.h5", {"", "A"}, 1, 3, 0);
+    EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({2, 1, 3})), CacheError);
+    EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({1, 2, 3})), CacheError);
+    // A refusal closes the dataset it opened: only the writer's file is open.
+    EXPECT_EQ(OpenHdf5Objects(), 1);
+    EXPECT_EQ(OpenHdf5Objects(H5F_OBJ_FILE), 1);
+  }
+  // Gone with the writer; a dataset left open would have kept the file open too.
+  EXPECT_EQ(OpenHdf5Objects(), 0);
 }
 
 TEST(StateFileTest, TruncatedAndForeignFilesAreNamedErrors) {
