@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -73,6 +75,52 @@ class CacheKillTest : public ::testing::Test {
     return child;
   }
 
+  // Whether the build `child` of `key` into cache_dir is assembling its HDF5 file: its
+  // temporary, "<key>.h5.tmp.<pid>.<n>", exists (those of killed builds may be there too).
+  static bool Assembling(const fs::path& cache_dir, const std::string& key, pid_t child) {
+    const std::string prefix = key + ".h5.tmp." + std::to_string(child) + ".";
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(cache_dir, error)) {
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  }
+
+  // The pace of a build on this machine, in this build of iisan: how long one chunk takes, and
+  // how long the end takes (assembling the HDF5 file from the chunks, committing, exiting).
+  struct Pace {
+    std::chrono::microseconds chunk{1};
+    std::chrono::microseconds end{1};
+  };
+
+  // Runs an uninterrupted build of `chunks` chunks into cache_dir and times it by watching its
+  // partial folder (polled every 100 µs; each time at least 1 µs).
+  Pace MeasurePace(const fs::path& cache_dir, const std::string& key, int64_t chunks) const {
+    const auto log = root_ / "paced.log";
+    const pid_t child = StartBuild(cache_dir, log);
+    EXPECT_GT(child, 0);
+    const auto partial = PartialBuildDir(cache_dir / (key + ".h5"));
+    std::optional<Clock::time_point> first_chunk, all_chunks, assembling;
+    int status = 0;
+    while (::waitpid(child, &status, WNOHANG) != child) {
+      const int64_t done = InspectPartialBuild(partial).chunks_done;
+      const auto now = Clock::now();
+      if (!first_chunk && done > 0) first_chunk = now;
+      if (!all_chunks && done == chunks) all_chunks = now;
+      if (!assembling && Assembling(cache_dir, key, child)) assembling = now;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    const auto ended = Clock::now();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadText(log);
+    const auto micros = [](Clock::duration d) {
+      return std::max(std::chrono::microseconds(1), std::chrono::duration_cast<std::chrono::microseconds>(d));
+    };
+    Pace pace;
+    if (first_chunk && all_chunks) pace.chunk = micros((*all_chunks - *first_chunk) / (chunks - 1));
+    if (assembling || all_chunks) pace.end = micros(ended - (assembling ? *assembling : *all_chunks));
+    return pace;
+  }
+
   // The rows a chunk file must hold, from the uninterrupted build.
   std::pair<torch::Tensor, torch::Tensor> ExpectedRows(const ChunkLayout& layout, int64_t chunk) const {
     return {reference_.text.narrow(0, layout.begin(chunk), layout.count(chunk)),
@@ -129,10 +177,17 @@ TEST_F(CacheKillTest, KillNineAtRandomMomentsThenAResumedBuildEqualsAnUninterrup
   const auto partial = PartialBuildDir(cache_);
   const int64_t chunks = (48 + 7) / 8;  // WriteTinyProblem's items, TinyConfigArgs' chunk size
 
+  // Later rounds kill within one chunk's time of the chunks they wait for, or within the time
+  // the end takes once all chunks exist, as measured on another uninterrupted build. (A fixed
+  // delay of up to 30 ms let the unsanitized build finish before most kills.)
+  const Pace pace = MeasurePace(root_ / "paced", key, chunks);
+  ASSERT_FALSE(HasFailure());
+
   std::mt19937 random(20261202);
   const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(duration).count();
   std::uniform_int_distribution<int64_t> anytime(0, micros);
-  std::uniform_int_distribution<int64_t> shortly(0, 30000);
+  std::uniform_int_distribution<int64_t> within_a_chunk(0, pace.chunk.count());
+  std::uniform_int_distribution<int64_t> within_the_end(0, pace.end.count());
   int64_t good = 0;
   int kills = 0;
   for (int round = 1; round <= 12 && !fs::exists(cache_); ++round) {
@@ -144,18 +199,23 @@ TEST_F(CacheKillTest, KillNineAtRandomMomentsThenAResumedBuildEqualsAnUninterrup
     bool reaped = false;
     const auto ended = [&] { return reaped || (reaped = ::waitpid(child, &status, WNOHANG) == child); };
     // The first round: any moment of a build's span (starting up, loading the backbones, ...).
-    // Later rounds: once one or two chunks more than survived exist (all of them: while the
-    // HDF5 file is assembled), a few milliseconds later.
+    // Later rounds: once one or two chunks more than survived exist, up to a chunk's time later;
+    // once all exist and the HDF5 file is being assembled, at any moment of the end (assembling,
+    // committing, exiting).
     if (round == 1) {
       std::this_thread::sleep_for(std::chrono::microseconds(anytime(random)));
     } else {
       const int64_t wanted = std::min(chunks, good + 1 + static_cast<int64_t>(random() % 2));
       const auto deadline = Clock::now() + std::chrono::seconds(120);
-      while (InspectPartialBuild(partial).chunks_done < wanted && !fs::exists(cache_) && !ended() &&
-             Clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      const auto reached = [&] {
+        return InspectPartialBuild(partial).chunks_done >= wanted &&
+               (wanted < chunks || Assembling(root_ / "cache", key, child));
+      };
+      while (!reached() && !fs::exists(cache_) && !ended() && Clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(shortly(random)));
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(wanted < chunks ? within_a_chunk(random) : within_the_end(random)));
     }
     if (!ended()) {
       ::kill(child, SIGKILL);
