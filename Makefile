@@ -5,7 +5,7 @@ JOBS ?= 2
 CMAKE_FLAGS ?=
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: all deps configure build test demo clean
+.PHONY: all deps configure build test demo sanitize clean
 
 all: build
 
@@ -27,6 +27,22 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900
+
+# The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer (IISAN_SANITIZE)
+# in their own folder, and run. Not part of `make test`: on 2 cores the build and the run take
+# hours. LibTorch, HDF5 and Open MPI are not instrumented; README "Sanitizers" says what the
+# options and the exclusions below are for.
+SANITIZE_DIR ?= build-sanitize
+SANITIZE_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_init_order=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	OMPI_MCA_memory=^patcher
+SANITIZE_EXCLUDE ?= -LE slurm
+
+sanitize: deps
+	cmake -S . -B $(SANITIZE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIISAN_SANITIZE=ON $(CMAKE_FLAGS)
+	$(SANITIZE_ENV) cmake --build $(SANITIZE_DIR) -j $(JOBS) --target iisan_tests
+	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) ctest --output-on-failure -j $(JOBS) --timeout 3600 $(SANITIZE_EXCLUDE)
 
 # Only the `iisan` binary: the tests and benchmarks are not built for the demo.
 demo: configure

@@ -99,21 +99,18 @@ PartialBuildInfo InspectPartialBuild(const std::filesystem::path& partial_dir) {
   PartialBuildInfo info;
   const auto manifest = PartialBuild::ReadManifest(partial_dir);
   if (!manifest) return info;
+  const auto layout = ParseChunkLayout((*manifest)["layout"]);
+  const auto& fingerprint = (*manifest)["fingerprint"];
+  if (!layout || !fingerprint.is_string()) return info;
   try {
-    ChunkLayout layout;
-    const auto& json = (*manifest)["layout"];
-    layout.items = json.at("items").get<int64_t>();
-    layout.chunk_items = json.at("chunk_items").get<int64_t>();
-    layout.kept_layers = json.at("kept_layers").get<int64_t>();
-    layout.text_dim = json.at("text_dim").get<int64_t>();
-    layout.image_dim = json.at("image_dim").get<int64_t>();
-    if (layout.chunk_items < 1) return info;
-    const auto build = PartialBuild::Attach(partial_dir, (*manifest)["fingerprint"].get<std::string>(), layout);
-    info.fingerprint = (*manifest)["fingerprint"].get<std::string>();
-    info.items = layout.items;
-    info.chunks_total = layout.num_chunks();
+    // Attach reads the manifest again: one with fields beyond the layout's, or one that a build
+    // rewrote meanwhile, is reported as unreadable.
+    const auto build = PartialBuild::Attach(partial_dir, fingerprint.get<std::string>(), *layout);
+    info.fingerprint = fingerprint.get<std::string>();
+    info.items = layout->items;
+    info.chunks_total = layout->num_chunks();
     info.chunks_done = build.CountChunks();
-  } catch (const std::exception&) {
+  } catch (const CacheError&) {
     return PartialBuildInfo{};
   }
   return info;

@@ -10,7 +10,10 @@
 
 #include <glog/logging.h>
 
+#include "cache/cache_dir.h"
 #include "cache/state_file.h"
+#include "core/data/atomic_file.h"
+#include "core/data/text_file.h"
 
 namespace iisan::cache {
 namespace {
@@ -73,19 +76,35 @@ bool IsValidCache(const std::filesystem::path& path, const std::string& fingerpr
   return true;
 }
 
+void RemoveLeftoversOfCommittedBuild(const std::filesystem::path& cache_path) {
+  const auto partial = PartialBuildDir(cache_path);
+  if (!std::filesystem::exists(partial)) return;
+  LOG(WARNING) << "removing " << partial << ", left by a build killed after it had committed " << cache_path;
+  data::RemoveTree(partial);
+  data::RemoveTemporariesOfDeadWriters(StatsPathFor(cache_path));
+}
+
 EnsureResult EnsureStateCacheFile(const EnsureRequest& request, const BuildControl& control) {
   EnsureResult result;
   result.path = request.path;
   const auto& items = request.dataset->item_ids;
   std::string problem;
-  if (IsValidCache(request.path, request.fingerprint, items, &problem)) return result;
+  const auto partial = PartialBuildDir(request.path);
+  // A valid cache beside a partial build folder: the build was killed after its commit and
+  // before its cleanup, which is finished below, under the lock.
+  if (IsValidCache(request.path, request.fingerprint, items, &problem) && !std::filesystem::exists(partial)) {
+    return result;
+  }
   if (!problem.empty() && !request.content_addressed) {
     throw CacheError(problem + "; this cache.path is not managed by the cache: delete the file to rebuild it, "
                      "or leave cache.path empty to use cache.dir/<key>.h5");
   }
   FileLock lock(LockPathFor(request.path));
   // Someone else may have built it while we waited for the lock.
-  if (IsValidCache(request.path, request.fingerprint, items, &problem)) return result;
+  if (IsValidCache(request.path, request.fingerprint, items, &problem)) {
+    RemoveLeftoversOfCommittedBuild(request.path);
+    return result;
+  }
   if (!problem.empty()) {
     LOG(WARNING) << problem << "; rebuilding it";
     std::filesystem::remove(request.path);

@@ -36,6 +36,10 @@ std::filesystem::path LockPathFor(const std::filesystem::path& cache_path);
 bool IsValidCache(const std::filesystem::path& path, const std::string& fingerprint,
                   const std::vector<std::string>& items, std::string* problem = nullptr);
 
+// With the cache's lock held and the cache valid: removes what a build killed between its commit
+// and its cleanup left (the partial build folder, a half-written stats file).
+void RemoveLeftoversOfCommittedBuild(const std::filesystem::path& cache_path);
+
 struct EnsureResult {
   std::filesystem::path path;
   bool built = false;  // this call ran the builder

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <iomanip>
@@ -32,6 +33,20 @@ nlohmann::json LayoutJson(const ChunkLayout& layout) {
           {"text_dim", layout.text_dim}, {"image_dim", layout.image_dim}};
 }
 
+// The chunk a file name of ChunkPath's form names, if it is one.
+std::optional<int64_t> ChunkIndex(const std::string& name) {
+  constexpr std::string_view kPrefix = "chunk-", kSuffix = ".bin";
+  if (name.size() <= kPrefix.size() + kSuffix.size() || !name.starts_with(kPrefix) || !name.ends_with(kSuffix)) {
+    return std::nullopt;
+  }
+  int64_t chunk = -1;
+  const char* begin = name.data() + kPrefix.size();
+  const char* end = name.data() + name.size() - kSuffix.size();
+  const auto [stop, error] = std::from_chars(begin, end, chunk);
+  if (error != std::errc() || stop != end || chunk < 0) return std::nullopt;
+  return chunk;
+}
+
 // Durable before it is visible: a chunk file that exists survives a machine crash too.
 void WriteFileAtomically(const std::filesystem::path& path, const std::string& bytes) {
   try {
@@ -42,6 +57,25 @@ void WriteFileAtomically(const std::filesystem::path& path, const std::string& b
 }
 
 }  // namespace
+
+std::optional<ChunkLayout> ParseChunkLayout(const nlohmann::json& json) {
+  if (!json.is_object()) return std::nullopt;
+  auto field = [&](const char* name, int64_t min, int64_t max) -> std::optional<int64_t> {
+    const auto it = json.find(name);
+    if (it == json.end() || !it->is_number_integer()) return std::nullopt;
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(max)) return std::nullopt;
+    const auto value = it->get<int64_t>();
+    if (value < min || value > max) return std::nullopt;
+    return value;
+  };
+  const auto items = field("items", 0, kMaxCacheRows - 1);
+  const auto chunk_items = field("chunk_items", 1, kMaxCacheRows);
+  const auto kept_layers = field("kept_layers", 1, kMaxKeptLayers);
+  const auto text_dim = field("text_dim", 0, kMaxStateWidth);
+  const auto image_dim = field("image_dim", 0, kMaxStateWidth);
+  if (!items || !chunk_items || !kept_layers || !text_dim || !image_dim) return std::nullopt;
+  return ChunkLayout{*items, *chunk_items, *kept_layers, *text_dim, *image_dim};
+}
 
 std::optional<nlohmann::json> PartialBuild::ReadManifest(const std::filesystem::path& dir) {
   if (!std::filesystem::exists(dir / "manifest.json")) return std::nullopt;
@@ -106,7 +140,13 @@ bool PartialBuild::HasChunk(int64_t chunk) const {
 
 int64_t PartialBuild::CountChunks() const {
   int64_t done = 0;
-  for (int64_t chunk = 0; chunk < layout_.num_chunks(); ++chunk) done += HasChunk(chunk);
+  std::error_code error;
+  for (std::filesystem::directory_iterator it(dir_, error), end; !error && it != end; it.increment(error)) {
+    const auto name = it->path().filename().string();
+    const auto chunk = ChunkIndex(name);
+    // "chunk-0000001.bin" is not chunk 1's name: only ChunkPath's spelling counts.
+    if (chunk && *chunk < layout_.num_chunks() && ChunkPath(*chunk).filename() == name && HasChunk(*chunk)) ++done;
+  }
   return done;
 }
 

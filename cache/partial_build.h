@@ -27,6 +27,11 @@ struct ChunkLayout {
   bool operator==(const ChunkLayout&) const = default;
 };
 
+// The layout a manifest records, or nullopt when a field is missing, not an integer, or past
+// what a cache may hold (state_file.h): a manifest is read back from disk, and a corrupt one
+// must not make `iisan cache ls` count 2^62 chunks.
+std::optional<ChunkLayout> ParseChunkLayout(const nlohmann::json& json);
+
 class PartialBuild {
  public:
   // Opens `dir` for the build of `fingerprint`: an existing folder of the same key and layout
@@ -43,6 +48,7 @@ class PartialBuild {
 
   // Whether chunk's file exists with the expected size (its checksum is checked by ReadChunk).
   bool HasChunk(int64_t chunk) const;
+  // The chunks that HasChunk, found by listing the folder.
   int64_t CountChunks() const;
   // Rows of the chunk: text and image [count, K, D] float32 (undefined where the dim is 0).
   void WriteChunk(int64_t chunk, const torch::Tensor& text, const torch::Tensor& image) const;

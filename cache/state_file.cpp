@@ -13,6 +13,7 @@
 #include <optional>
 
 #include <mutex>
+#include <utility>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -47,24 +48,53 @@ void Check(herr_t status, const std::string& what, const std::filesystem::path& 
   if (status < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
 }
 
-hid_t CheckId(hid_t id, const std::string& what, const std::filesystem::path& path) {
+// One HDF5 identifier, closed with its kind's close function when it goes out of scope, on
+// every path (an error thrown halfway included): an identifier left open keeps its object and
+// file open, with the file's metadata, until the process ends.
+class Hdf5Id {
+ public:
+  using CloseFunction = herr_t (*)(hid_t);
+  Hdf5Id(hid_t id, CloseFunction close) : id_(id), close_(close) {}
+  Hdf5Id(Hdf5Id&& other) noexcept : id_(std::exchange(other.id_, -1)), close_(other.close_) {}
+  Hdf5Id(const Hdf5Id&) = delete;
+  Hdf5Id& operator=(const Hdf5Id&) = delete;
+  Hdf5Id& operator=(Hdf5Id&&) = delete;
+  ~Hdf5Id() { Close(); }
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now; the status of the close function (0 when there was nothing to close).
+  herr_t Close() { return id_ >= 0 ? close_(std::exchange(id_, -1)) : 0; }
+  // Hands the identifier to an owner that closes it itself.
+  hid_t Release() { return std::exchange(id_, -1); }
+
+ private:
+  hid_t id_;
+  CloseFunction close_;
+};
+
+// An identifier that must be valid: a negative one (HDF5's failure) is a CacheError.
+Hdf5Id CheckId(hid_t id, Hdf5Id::CloseFunction close, const std::string& what, const std::filesystem::path& path) {
   if (id < 0) throw CacheError(path.string() + ": HDF5 failed to " + what);
-  return id;
+  return Hdf5Id(id, close);
+}
+
+// A fixed-length, null-padded string type of `size` bytes.
+Hdf5Id FixedStringType(size_t size, const std::filesystem::path& path) {
+  Hdf5Id type = CheckId(H5Tcopy(H5T_C_S1), H5Tclose, "copy a string type", path);
+  Check(H5Tset_size(type.get(), size), "size a string type", path);
+  Check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "pad a string type", path);
+  return type;
 }
 
 void WriteStringAttribute(hid_t object, const std::string& name, const std::string& value,
                           const std::filesystem::path& path) {
-  hid_t type = CheckId(H5Tcopy(H5T_C_S1), "copy a string type", path);
-  H5Tset_size(type, std::max<size_t>(1, value.size()));
-  H5Tset_strpad(type, H5T_STR_NULLPAD);
-  hid_t space = H5Screate(H5S_SCALAR);
-  hid_t attr = CheckId(H5Acreate2(object, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT),
-                       "create attribute " + name, path);
+  const Hdf5Id type = FixedStringType(std::max<size_t>(1, value.size()), path);
+  const Hdf5Id space = CheckId(H5Screate(H5S_SCALAR), H5Sclose, "create a scalar dataspace", path);
+  const Hdf5Id attr = CheckId(H5Acreate2(object, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                              H5Aclose, "create attribute " + name, path);
   const std::string padded = value.empty() ? std::string(1, '\0') : value;
-  Check(H5Awrite(attr, type, padded.data()), "write attribute " + name, path);
-  H5Aclose(attr);
-  H5Sclose(space);
-  H5Tclose(type);
+  Check(H5Awrite(attr.get(), type.get(), padded.data()), "write attribute " + name, path);
 }
 
 std::string ReadStringAttribute(hid_t object, const std::string& name, const std::filesystem::path& path) {
@@ -72,31 +102,148 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
     throw CacheError(path.string() + ": attribute '" + name + "' is missing; this is not an iisan cache "
                      "or it was not completed. Delete it and run `iisan cache build` again.");
   }
-  hid_t attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), "open attribute " + name, path);
-  hid_t type = H5Aget_type(attr);
+  const Hdf5Id attr = CheckId(H5Aopen(object, name.c_str(), H5P_DEFAULT), H5Aclose, "open attribute " + name, path);
+  const Hdf5Id type = CheckId(H5Aget_type(attr.get()), H5Tclose, "get the type of attribute " + name, path);
   // One fixed-length string, at most 16 MiB: anything else is not ours, and reading it into one
   // string's bytes would overrun them.
-  hid_t space = H5Aget_space(attr);
-  const hssize_t points = H5Sget_simple_extent_npoints(space);
-  H5Sclose(space);
-  const size_t size = H5Tget_size(type);
-  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0 || points != 1 || size == 0 ||
+  const Hdf5Id space = CheckId(H5Aget_space(attr.get()), H5Sclose, "get the dataspace of attribute " + name, path);
+  const hssize_t points = H5Sget_simple_extent_npoints(space.get());
+  const size_t size = H5Tget_size(type.get());
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) != 0 || points != 1 || size == 0 ||
       size > (size_t{16} << 20)) {
-    H5Tclose(type);
-    H5Aclose(attr);
     throw CacheError(path.string() + ": attribute '" + name + "' is not one fixed-length string of at most 16 MiB; "
                      "this is not an iisan cache (or a damaged one): delete it and run `iisan cache build` again");
   }
   std::string value(size, '\0');
-  hid_t memtype = H5Tcopy(H5T_C_S1);
-  H5Tset_size(memtype, value.size());
-  H5Tset_strpad(memtype, H5T_STR_NULLPAD);
-  Check(H5Aread(attr, memtype, value.data()), "read attribute " + name, path);
-  H5Tclose(memtype);
-  H5Tclose(type);
-  H5Aclose(attr);
+  const Hdf5Id memtype = FixedStringType(value.size(), path);
+  Check(H5Aread(attr.get(), memtype.get(), value.data()), "read attribute " + name, path);
   while (!value.empty() && value.back() == '\0') value.pop_back();
   return value;
+}
+
+}  // namespace
+
+StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
+                                 int64_t kept_layers, int64_t text_dim, int64_t image_dim)
+    : final_path_(std::move(final_path)) {
+  [[maybe_unused]] Hdf5Guard guard;
+  SilenceHdf5();
+  if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
+  // "<final>.tmp.<pid>.<n>": the temporaries of writers killed before they could remove them
+  // (kill -9, preemption) are removed by the next writer, here.
+  size_t width = 1;
+  for (const auto& item : items) width = std::max(width, item.size());
+  if (width > static_cast<size_t>(kMaxItemIdBytes)) {
+    throw CacheError(final_path_.string() + ": an item id of " + std::to_string(width) +
+                     " bytes; a cache holds ids of at most " + std::to_string(kMaxItemIdBytes));
+  }
+  file_on_disk_ = std::make_unique<data::AtomicFile>(final_path_);
+  temp_path_ = file_on_disk_->temp_path();
+  data::RemoveTemporariesOfDeadWriters(final_path_);
+  // The 1.8 file format and later checksum every piece of metadata (superblock, object headers,
+  // B-trees, heaps): a damaged file fails HDF5's checks instead of leading its parser astray.
+  // The file stays ours (closed on an error below) until the constructor completes: a
+  // constructor that throws runs no destructor.
+  Hdf5Id file = [&] {
+    const Hdf5Id access = CheckId(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "create file access properties", temp_path_);
+    Check(H5Pset_libver_bounds(access.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST), "choose the 1.8 file format",
+          temp_path_);
+    return CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access.get()), H5Fclose, "create the file",
+                   temp_path_);
+  }();
+
+  const hsize_t rows = items.size();
+  for (const auto& [name, dim] : {std::pair{"text", text_dim}, std::pair{"image", image_dim}}) {
+    if (dim <= 0) continue;
+    const Hdf5Id group =
+        CheckId(H5Gcreate2(file.get(), (std::string("/") + name).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                H5Gclose, std::string("create group ") + name, temp_path_);
+    const hsize_t dims[3] = {rows, static_cast<hsize_t>(kept_layers), static_cast<hsize_t>(dim)};
+    const Hdf5Id space = CheckId(H5Screate_simple(3, dims, nullptr), H5Sclose,
+                                 std::string("create the dataspace of ") + name, temp_path_);
+    // Chunks of whole rows: the trainer reads the whole table, the builder writes row ranges.
+    const Hdf5Id plist = CheckId(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "create dataset properties", temp_path_);
+    const hsize_t chunk[3] = {std::min<hsize_t>(rows, 256), dims[1], dims[2]};
+    Check(H5Pset_chunk(plist.get(), 3, chunk), std::string("chunk ") + name + "/hidden", temp_path_);
+    // Each chunk checksummed: damaged rows fail to read, never pass as states.
+    Check(H5Pset_fletcher32(plist.get()), std::string("checksum ") + name + "/hidden", temp_path_);
+    const float zero = 0.0f;
+    Check(H5Pset_fill_value(plist.get(), H5T_NATIVE_FLOAT, &zero), std::string("fill ") + name + "/hidden", temp_path_);
+    // Created, then closed at once (the temporary's end): WriteRows opens it by name.
+    CheckId(H5Dcreate2(group.get(), "hidden", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT),
+            H5Dclose, std::string("create dataset ") + name + "/hidden", temp_path_);
+  }
+
+  // Item ids as fixed-length strings in checksummed chunks. (Variable-length strings live in
+  // HDF5's global heap, whose damaged records HDF5 1.10 follows out of bounds: a crash.)
+  std::string packed(items.size() * width, '\0');
+  for (size_t i = 0; i < items.size(); ++i) std::copy(items[i].begin(), items[i].end(), packed.begin() + i * width);
+  const Hdf5Id str_type = FixedStringType(width, temp_path_);
+  const hsize_t item_dims[1] = {rows};
+  const Hdf5Id item_space =
+      CheckId(H5Screate_simple(1, item_dims, nullptr), H5Sclose, "create the dataspace of items", temp_path_);
+  const Hdf5Id item_plist = CheckId(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "create dataset properties", temp_path_);
+  const hsize_t item_chunk[1] = {std::max<hsize_t>(1, std::min<hsize_t>(rows, 4096))};
+  Check(H5Pset_chunk(item_plist.get(), 1, item_chunk), "chunk items", temp_path_);
+  Check(H5Pset_fletcher32(item_plist.get()), "checksum items", temp_path_);
+  const Hdf5Id item_set = CheckId(
+      H5Dcreate2(file.get(), "/items", str_type.get(), item_space.get(), H5P_DEFAULT, item_plist.get(), H5P_DEFAULT),
+      H5Dclose, "create dataset items", temp_path_);
+  Check(H5Dwrite(item_set.get(), str_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()), "write items",
+        temp_path_);
+  file_ = file.Release();
+}
+
+StateFileWriter::~StateFileWriter() {
+  [[maybe_unused]] Hdf5Guard guard;
+  if (committed_) return;
+  if (file_ >= 0) H5Fclose(file_);
+  file_on_disk_.reset();  // removes the temporary
+}
+
+void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
+  [[maybe_unused]] Hdf5Guard guard;
+  auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
+  const Hdf5Id dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT), H5Dclose,
+                                 "open " + modality + "/hidden", temp_path_);
+  const Hdf5Id file_space =
+      CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + modality + "/hidden", temp_path_);
+  hsize_t dims[3];
+  if (H5Sget_simple_extent_ndims(file_space.get()) != 3) {
+    throw CacheError(temp_path_.string() + ": " + modality + "/hidden is not 3-D");
+  }
+  Check(H5Sget_simple_extent_dims(file_space.get(), dims, nullptr), "get the size of " + modality + "/hidden",
+        temp_path_);
+  if (rows.dim() != 3 || rows.size(1) != static_cast<int64_t>(dims[1]) || rows.size(2) != static_cast<int64_t>(dims[2]) ||
+      row_begin + rows.size(0) > static_cast<int64_t>(dims[0])) {
+    throw CacheError(temp_path_.string() + ": rows of shape " + c10::str(rows.sizes()) + " at row " +
+                     std::to_string(row_begin) + " do not fit " + modality + "/hidden");
+  }
+  const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
+  const hsize_t count[3] = {static_cast<hsize_t>(rows.size(0)), dims[1], dims[2]};
+  Check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
+        "select rows of " + modality, temp_path_);
+  const Hdf5Id mem_space =
+      CheckId(H5Screate_simple(3, count, nullptr), H5Sclose, "create a memory dataspace", temp_path_);
+  Check(
+      H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT, rows.data_ptr<float>()),
+      "write rows of " + modality, temp_path_);
+}
+
+void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
+  [[maybe_unused]] Hdf5Guard guard;
+  WriteStringAttribute(file_, "format_version", std::to_string(kStateFileFormatVersion), temp_path_);
+  WriteStringAttribute(file_, "fingerprint", fingerprint, temp_path_);
+  WriteStringAttribute(file_, "inputs", inputs.dump(), temp_path_);
+  Check(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flush", temp_path_);
+  Check(H5Fclose(file_), "close", temp_path_);
+  file_ = -1;
+  try {
+    file_on_disk_->Commit();  // fsync, rename over final_path_, fsync the folder
+  } catch (const data::FileWriteError& error) {
+    throw CacheError(error.what());
+  }
+  committed_ = true;
 }
 
 struct HiddenShape {
@@ -116,26 +263,32 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
     return CacheError(path.string() + ": dataset " + dataset_path + " " + what + "; this is not an iisan cache (or a "
                       "damaged one): delete it and run `iisan cache build` again");
   };
-  hid_t dataset = CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path);
-  hid_t type = H5Dget_type(dataset);
-  const bool float32 = H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == 4;
-  H5Tclose(type);
-  hid_t space = H5Dget_space(dataset);
+  bool float32 = false;
   hsize_t dims[3] = {0, 0, 0};
-  const int ndims = H5Sget_simple_extent_ndims(space);
-  if (ndims == 3) H5Sget_simple_extent_dims(space, dims, nullptr);
-  H5Sclose(space);
-  const hsize_t stored = H5Dget_storage_size(dataset);
-  H5Dclose(dataset);
+  int ndims = 0;
+  hsize_t stored = 0;
+  {
+    const Hdf5Id dataset =
+        CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path);
+    const Hdf5Id type = CheckId(H5Dget_type(dataset.get()), H5Tclose, "get the type of " + dataset_path, path);
+    float32 = H5Tget_class(type.get()) == H5T_FLOAT && H5Tget_size(type.get()) == 4;
+    const Hdf5Id space = CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + dataset_path, path);
+    ndims = H5Sget_simple_extent_ndims(space.get());
+    if (ndims == 3 && H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) ndims = -1;
+    stored = H5Dget_storage_size(dataset.get());
+  }
   if (!float32) throw refuse("does not hold 32-bit floats");
   if (ndims != 3) throw refuse("is not 3-D (" + std::to_string(ndims) + " dimensions)");
-  if (dims[1] == 0 || dims[1] > 4096 || dims[2] == 0 || dims[2] > 65536) {
+  if (dims[1] == 0 || dims[1] > static_cast<hsize_t>(kMaxKeptLayers) || dims[2] == 0 ||
+      dims[2] > static_cast<hsize_t>(kMaxStateWidth)) {
     throw refuse("has " + std::to_string(dims[1]) + " layers of width " + std::to_string(dims[2]));
   }
   if (dims[0] != rows) {
     throw refuse("has " + std::to_string(dims[0]) + " rows but /items has " + std::to_string(rows));
   }
-  // At most 2^31 rows (checked with /items) x 2^12 x 2^16 x 4 bytes: no overflow.
+  // At most kMaxCacheRows (checked with /items) x kMaxKeptLayers x kMaxStateWidth x 4 bytes = 2^61:
+  // no overflow.
+  static_assert(kMaxCacheRows <= (int64_t{1} << 31) && kMaxKeptLayers <= 4096 && kMaxStateWidth <= 65536);
   const hsize_t needed = dims[0] * dims[1] * dims[2] * 4;
   if (stored < needed) {
     throw refuse("stores " + std::to_string(stored) + " bytes but its shape needs " + std::to_string(needed) +
@@ -164,120 +317,22 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
   return {static_cast<int64_t>(dims[1]), static_cast<int64_t>(dims[2])};
 }
 
-}  // namespace
-
-StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
-                                 int64_t kept_layers, int64_t text_dim, int64_t image_dim)
-    : final_path_(std::move(final_path)) {
-  [[maybe_unused]] Hdf5Guard guard;
-  SilenceHdf5();
-  if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
-  // "<final>.tmp.<pid>.<n>": the temporaries of writers killed before they could remove them
-  // (kill -9, preemption) are removed by the next writer, here.
-  file_on_disk_ = std::make_unique<data::AtomicFile>(final_path_);
-  temp_path_ = file_on_disk_->temp_path();
-  data::RemoveTemporariesOfDeadWriters(final_path_);
-  file_ = CheckId(H5Fcreate(temp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                  "create the file", temp_path_);
-
-  const hsize_t rows = items.size();
-  for (const auto& [name, dim] : {std::pair{"text", text_dim}, std::pair{"image", image_dim}}) {
-    if (dim <= 0) continue;
-    hid_t group = CheckId(H5Gcreate2(file_, (std::string("/") + name).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                          std::string("create group ") + name, temp_path_);
-    const hsize_t dims[3] = {rows, static_cast<hsize_t>(kept_layers), static_cast<hsize_t>(dim)};
-    hid_t space = H5Screate_simple(3, dims, nullptr);
-    // Chunks of whole rows: the trainer reads the whole table, the builder writes row ranges.
-    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
-    const hsize_t chunk[3] = {std::min<hsize_t>(rows, 256), dims[1], dims[2]};
-    H5Pset_chunk(plist, 3, chunk);
-    const float zero = 0.0f;
-    H5Pset_fill_value(plist, H5T_NATIVE_FLOAT, &zero);
-    hid_t dataset = CheckId(H5Dcreate2(group, "hidden", H5T_IEEE_F32LE, space, H5P_DEFAULT, plist, H5P_DEFAULT),
-                            std::string("create dataset ") + name + "/hidden", temp_path_);
-    H5Dclose(dataset);
-    H5Pclose(plist);
-    H5Sclose(space);
-    H5Gclose(group);
-  }
-
-  hid_t str_type = H5Tcopy(H5T_C_S1);
-  H5Tset_size(str_type, H5T_VARIABLE);
-  const hsize_t item_dims[1] = {rows};
-  hid_t item_space = H5Screate_simple(1, item_dims, nullptr);
-  hid_t item_set = CheckId(H5Dcreate2(file_, "/items", str_type, item_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                           "create dataset items", temp_path_);
-  std::vector<const char*> pointers;
-  pointers.reserve(items.size());
-  for (const auto& item : items) pointers.push_back(item.c_str());
-  Check(H5Dwrite(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()), "write items", temp_path_);
-  H5Dclose(item_set);
-  H5Sclose(item_space);
-  H5Tclose(str_type);
-}
-
-StateFileWriter::~StateFileWriter() {
-  [[maybe_unused]] Hdf5Guard guard;
-  if (committed_) return;
-  if (file_ >= 0) H5Fclose(file_);
-  file_on_disk_.reset();  // removes the temporary
-}
-
-void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
-  [[maybe_unused]] Hdf5Guard guard;
-  auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
-  hid_t dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT),
-                          "open " + modality + "/hidden", temp_path_);
-  hid_t file_space = H5Dget_space(dataset);
-  hsize_t dims[3];
-  H5Sget_simple_extent_dims(file_space, dims, nullptr);
-  if (rows.dim() != 3 || rows.size(1) != static_cast<int64_t>(dims[1]) || rows.size(2) != static_cast<int64_t>(dims[2]) ||
-      row_begin + rows.size(0) > static_cast<int64_t>(dims[0])) {
-    throw CacheError(temp_path_.string() + ": rows of shape " + c10::str(rows.sizes()) + " at row " +
-                     std::to_string(row_begin) + " do not fit " + modality + "/hidden");
-  }
-  const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
-  const hsize_t count[3] = {static_cast<hsize_t>(rows.size(0)), dims[1], dims[2]};
-  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr);
-  hid_t mem_space = H5Screate_simple(3, count, nullptr);
-  Check(H5Dwrite(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, rows.data_ptr<float>()),
-        "write rows of " + modality, temp_path_);
-  H5Sclose(mem_space);
-  H5Sclose(file_space);
-  H5Dclose(dataset);
-}
-
-void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
-  [[maybe_unused]] Hdf5Guard guard;
-  WriteStringAttribute(file_, "format_version", std::to_string(kStateFileFormatVersion), temp_path_);
-  WriteStringAttribute(file_, "fingerprint", fingerprint, temp_path_);
-  WriteStringAttribute(file_, "inputs", inputs.dump(), temp_path_);
-  Check(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flush", temp_path_);
-  Check(H5Fclose(file_), "close", temp_path_);
-  file_ = -1;
-  try {
-    file_on_disk_->Commit();  // fsync, rename over final_path_, fsync the folder
-  } catch (const data::FileWriteError& error) {
-    throw CacheError(error.what());
-  }
-  committed_ = true;
-}
-
 StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path) {
   [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
   if (!std::filesystem::exists(path)) {
     throw CacheError(path.string() + ": no such cache file; run `iisan cache build` first");
   }
-  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (file_ < 0) {
+  // Ours until the constructor completes: closed, with everything opened below, on a refusal.
+  Hdf5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (!file.valid()) {
     throw CacheError(path.string() + ": not a readable HDF5 file (truncated or corrupt?); delete it and "
                      "run `iisan cache build` again");
   }
-  try {
+  {
     // Both attributes are quoted in messages: a version is a few digits, a key a few letters and
     // digits, or the file is not ours.
-    const std::string version = ReadStringAttribute(file_, "format_version", path);
+    const std::string version = ReadStringAttribute(file.get(), "format_version", path);
     if (version.empty() || version.size() > 9 || version.find_first_not_of("0123456789") != std::string::npos) {
       throw CacheError(path.string() + ": attribute 'format_version' is not a version number; this is not an iisan "
                        "cache (or a damaged one): delete it and run `iisan cache build` again");
@@ -287,7 +342,7 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
       throw CacheError(path.string() + ": cache format version " + version + ", this build reads version " +
                        std::to_string(kStateFileFormatVersion) + "; rebuild the cache");
     }
-    header_.fingerprint = ReadStringAttribute(file_, "fingerprint", path);
+    header_.fingerprint = ReadStringAttribute(file.get(), "fingerprint", path);
     if (header_.fingerprint.size() > 64 ||
         !std::all_of(header_.fingerprint.begin(), header_.fingerprint.end(),
                      [](char c) { return std::isalnum(static_cast<unsigned char>(c)); })) {
@@ -295,46 +350,50 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
                        "(or a damaged one): delete it and run `iisan cache build` again");
     }
     try {
-      header_.inputs = data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file_, "inputs", path),
-                                                            path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
+      header_.inputs =
+          data::ParseJsonInput<nlohmann::json>(ReadStringAttribute(file.get(), "inputs", path),
+                                               path.string() + " attribute 'inputs'", {size_t{16} << 20, 32});
     } catch (const data::InputError&) {
       throw CacheError(path.string() + ": attribute 'inputs' is not JSON (or nests too deep); rebuild the cache");
     }
 
-    hid_t item_set = CheckId(H5Dopen2(file_, "/items", H5P_DEFAULT), "open items", path);
-    hid_t item_space = H5Dget_space(item_set);
+    const Hdf5Id item_set = CheckId(H5Dopen2(file.get(), "/items", H5P_DEFAULT), H5Dclose, "open items", path);
     hsize_t rows = 0;
-    // Checked before anything is read or allocated: one dimension of at most 2^31 strings.
-    hid_t item_type = H5Dget_type(item_set);
-    const bool strings = H5Tget_class(item_type) == H5T_STRING;
-    H5Tclose(item_type);
-    if (H5Sget_simple_extent_ndims(item_space) != 1 || !strings) {
-      H5Sclose(item_space);
-      H5Dclose(item_set);
-      throw CacheError(path.string() + ": /items is not a 1-D dataset of strings; this is not an iisan cache");
+    // Checked before anything is read or allocated: one dimension of at most kMaxCacheRows
+    // fixed-length strings of at most kMaxItemIdBytes.
+    const Hdf5Id item_type = CheckId(H5Dget_type(item_set.get()), H5Tclose, "get the type of items", path);
+    const bool strings = H5Tget_class(item_type.get()) == H5T_STRING && H5Tis_variable_str(item_type.get()) == 0;
+    const size_t width = strings ? H5Tget_size(item_type.get()) : 0;
+    const Hdf5Id item_space = CheckId(H5Dget_space(item_set.get()), H5Sclose, "get the dataspace of items", path);
+    const int ndims = H5Sget_simple_extent_ndims(item_space.get());
+    if (ndims == 1 && H5Sget_simple_extent_dims(item_space.get(), &rows, nullptr) < 0) rows = 0;
+    if (ndims != 1 || !strings || width == 0 || width > static_cast<size_t>(kMaxItemIdBytes) ||
+        rows > static_cast<hsize_t>(kMaxCacheRows)) {
+      throw CacheError(path.string() + ": /items is not a 1-D dataset of at most " + std::to_string(kMaxCacheRows) +
+                       " fixed-length strings of at most " + std::to_string(kMaxItemIdBytes) +
+                       " bytes; this is not an iisan cache");
     }
-    H5Sget_simple_extent_dims(item_space, &rows, nullptr);
-    if (rows > (hsize_t{1} << 31)) {
-      H5Sclose(item_space);
-      H5Dclose(item_set);
-      throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " rows; this is not an iisan cache");
+    std::string packed;
+    try {
+      packed.resize(rows * width);
+    } catch (const std::bad_alloc&) {
+      throw CacheError(path.string() + ": /items claims " + std::to_string(rows) + " ids of " + std::to_string(width) +
+                       " bytes, more than this host can hold");
     }
-    hid_t str_type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str_type, H5T_VARIABLE);
-    std::vector<char*> pointers(rows, nullptr);
-    const herr_t read = H5Dread(item_set, str_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data());
-    if (read >= 0) {
-      for (char* p : pointers) header_.items.emplace_back(p ? p : "");
-      H5Dvlen_reclaim(str_type, item_space, H5P_DEFAULT, pointers.data());
+    const Hdf5Id str_type = FixedStringType(width, path);
+    Check(H5Dread(item_set.get(), str_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data()),
+          "read items (truncated or damaged file?)", path);
+    header_.items.reserve(rows);
+    for (hsize_t row = 0; row < rows; ++row) {
+      std::string_view id(packed.data() + row * width, width);
+      while (!id.empty() && id.back() == '\0') id.remove_suffix(1);
+      header_.items.emplace_back(id);
     }
-    H5Tclose(str_type);
-    H5Sclose(item_space);
-    H5Dclose(item_set);
-    Check(read, "read items (truncated file?)", path);
 
     for (const std::string name : {"text", "image"}) {
-      if (H5Lexists(file_, ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
-      const auto shape = CheckHiddenStates(file_, name, rows, header_.inputs, path);
+      if (H5Lexists(file.get(), ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
+      const auto shape = CheckHiddenStates(file.get(), name, rows, header_.inputs, path);
+      // The tables are read with one layer count (ReadRows): the writer gives both the same.
       if (header_.kept_layers != 0 && header_.kept_layers != shape.layers) {
         throw CacheError(path.string() + ": /text/hidden has " + std::to_string(header_.kept_layers) +
                          " layers but /image/hidden " + std::to_string(shape.layers) + "; this is not an iisan cache");
@@ -342,10 +401,8 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
       header_.kept_layers = shape.layers;
       (name == "text" ? header_.text_dim : header_.image_dim) = shape.width;
     }
-  } catch (...) {
-    H5Fclose(file_);
-    throw;
   }
+  file_ = file.Release();
 }
 
 StateFileReader::~StateFileReader() {
@@ -362,21 +419,29 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
     throw CacheError(path_.string() + ": rows " + std::to_string(row_begin) + ".." + std::to_string(row_begin + count) +
                      " are outside the " + std::to_string(rows) + " rows of " + modality);
   }
-  auto tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+  torch::Tensor tensor;
+  try {
+    tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+  } catch (const std::exception&) {  // std::bad_alloc, or c10::Error for an allocation refused
+    throw CacheError(path_.string() + ": " + std::to_string(count) + " rows of " + modality + " (" +
+                     std::to_string(header_.kept_layers) + " x " + std::to_string(dim) +
+                     " floats each) are more than this host can hold; read them in slabs");
+  }
   if (count == 0) return tensor;
   const std::string dataset_path = "/" + modality + "/hidden";
-  hid_t dataset = CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), "open " + dataset_path, path_);
-  hid_t file_space = H5Dget_space(dataset);
+  const Hdf5Id dataset =
+      CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path_);
+  const Hdf5Id file_space =
+      CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + dataset_path, path_);
   const hsize_t start[3] = {static_cast<hsize_t>(row_begin), 0, 0};
   const hsize_t extent[3] = {static_cast<hsize_t>(count), static_cast<hsize_t>(header_.kept_layers),
                              static_cast<hsize_t>(dim)};
-  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, extent, nullptr);
-  hid_t mem_space = H5Screate_simple(3, extent, nullptr);
-  const herr_t read = H5Dread(dataset, H5T_NATIVE_FLOAT, mem_space, file_space, H5P_DEFAULT, tensor.data_ptr<float>());
-  H5Sclose(mem_space);
-  H5Sclose(file_space);
-  H5Dclose(dataset);
-  Check(read, "read " + dataset_path + " (truncated file?)", path_);
+  Check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, extent, nullptr),
+        "select rows of " + dataset_path, path_);
+  const Hdf5Id mem_space = CheckId(H5Screate_simple(3, extent, nullptr), H5Sclose, "create a memory dataspace", path_);
+  Check(H5Dread(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
+                tensor.data_ptr<float>()),
+        "read " + dataset_path + " (truncated or damaged file?)", path_);
   return tensor;
 }
 

@@ -1,11 +1,12 @@
 // The HDF5 file of cached frozen-backbone states (DESIGN.md, formats):
 //   /text/hidden, /image/hidden  float32 [N_items+1, K, D] (row 0 = padding, all zeros)
-//   /items                       item ids in row order (row 0 = "")
+//   /items                       item ids in row order (row 0 = ""), fixed-length strings
 //   attributes on /: format_version, fingerprint, inputs (JSON of everything that made it)
 // Written under a temporary name and renamed only when complete, so a reader never sees a
 // partial cache.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,7 +19,15 @@
 
 namespace iisan::cache {
 
-inline constexpr int kStateFileFormatVersion = 1;
+// 2: the HDF5 1.8 format (checksummed metadata), item ids as fixed-length strings, Fletcher-32
+// checksums on every chunk. 1 (variable-length item ids, no checksums) is no longer read.
+inline constexpr int kStateFileFormatVersion = 2;
+// What a cache can hold, checked before anything of a file is read or allocated (and by the
+// readers of a partial build's manifest): larger files are corrupt or not iisan caches.
+inline constexpr int64_t kMaxCacheRows = int64_t{1} << 31;
+inline constexpr int64_t kMaxKeptLayers = 4096;
+inline constexpr int64_t kMaxStateWidth = 65536;
+inline constexpr int64_t kMaxItemIdBytes = 1024;
 
 class CacheError : public std::runtime_error {
  public:

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -123,10 +124,24 @@ void Validate(const WorldInfo& world) {
   if (!world.rendezvous.empty()) ParseRendezvous(world.rendezvous);
 }
 
+// More hosts than any cluster has, and longer names than DNS allows: a list that expands past
+// them ("n[0-2147483647]", a megabyte of name) is corrupt, and expanding it would exhaust the
+// memory (or, at INT_MAX, never end).
+constexpr size_t kMaxSlurmHosts = size_t{1} << 16;
+constexpr size_t kMaxHostName = 255;
+
 // Expands every bracket group of one host-list entry (which may hold several).
 void ExpandEntry(const std::string& entry, std::vector<std::string>& out) {
   const auto open = entry.find('[');
   if (open == std::string::npos) {
+    if (entry.size() > kMaxHostName) {
+      throw RendezvousError("Slurm host list names a host of " + std::to_string(entry.size()) + " characters ('" +
+                            entry.substr(0, 60) + "...'); is SLURM_NODELIST corrupt?");
+    }
+    if (out.size() >= kMaxSlurmHosts) {
+      throw RendezvousError("Slurm host list expands to more than " + std::to_string(kMaxSlurmHosts) +
+                            " hosts (at entry '" + entry + "'); is SLURM_NODELIST corrupt?");
+    }
     out.push_back(entry);
     return;
   }
@@ -141,7 +156,11 @@ void ExpandEntry(const std::string& entry, std::vector<std::string>& out) {
     const int lo = ParseInt(first, "Slurm host range '" + range + "'");
     const int hi = dash == std::string::npos ? lo : ParseInt(range.substr(dash + 1), "Slurm host range '" + range + "'");
     if (hi < lo) throw RendezvousError("Slurm host range '" + range + "' is descending");
-    for (int v = lo; v <= hi; ++v) {
+    if (static_cast<int64_t>(hi) - lo >= static_cast<int64_t>(kMaxSlurmHosts)) {
+      throw RendezvousError("Slurm host range '" + range + "' holds more than " + std::to_string(kMaxSlurmHosts) +
+                            " hosts; is SLURM_NODELIST corrupt?");
+    }
+    for (int64_t v = lo; v <= hi; ++v) {
       std::string number = std::to_string(v);
       // "node[01-10]": the width of the first bound is kept, as Slurm does.
       if (number.size() < first.size()) number.insert(0, first.size() - number.size(), '0');
@@ -326,19 +345,33 @@ RendezvousAddress ParseRendezvous(std::string_view spec) {
 
 std::vector<std::string> ExpandSlurmHostList(std::string_view list) {
   std::vector<std::string> hosts;
+  // ExpandEntry recurses once per bracket group; real names have one or two ("rack[1-2]-n[01-04]").
+  constexpr size_t kMaxGroups = 8;
+  auto expand = [&](const std::string& entry) {
+    if (entry.empty()) return;
+    if (entry.size() > 4 * kMaxHostName) {
+      throw RendezvousError("Slurm host list entry of " + std::to_string(entry.size()) + " characters ('" +
+                            entry.substr(0, 60) + "...'); is SLURM_NODELIST corrupt?");
+    }
+    if (std::count(entry.begin(), entry.end(), '[') > static_cast<std::ptrdiff_t>(kMaxGroups)) {
+      throw RendezvousError("Slurm host list entry '" + entry + "' has more than " +
+                            std::to_string(kMaxGroups) + " bracket groups; is SLURM_NODELIST corrupt?");
+    }
+    ExpandEntry(entry, hosts);
+  };
   std::string entry;
   int depth = 0;
   for (char c : list) {
     if (c == '[') ++depth;
     if (c == ']') --depth;
     if (c == ',' && depth == 0) {
-      if (!entry.empty()) ExpandEntry(entry, hosts);
+      expand(entry);
       entry.clear();
     } else {
       entry += c;
     }
   }
-  if (!entry.empty()) ExpandEntry(entry, hosts);
+  expand(entry);
   if (hosts.empty()) throw RendezvousError("Slurm host list '" + std::string(list) + "' names no host");
   return hosts;
 }

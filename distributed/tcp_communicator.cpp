@@ -274,9 +274,14 @@ class TcpCommunicator : public Communicator {
     hub_.SendAll(&hello, sizeof(hello), deadline);
     Hello welcome{};
     hub_.RecvAll(&welcome, sizeof(welcome), deadline);
-    if (welcome.magic != kMagic || welcome.world_size != world_size_ || !SameSecret(welcome.secret, hello.secret)) {
-      throw SocketError(SocketError::Kind::kSystem, "rank 0 at " + host + ":" + std::to_string(port) +
-                                                        " answered for a world of " + std::to_string(welcome.world_size));
+    if (welcome.magic != kMagic || welcome.rank != 0 || welcome.world_size != world_size_ ||
+        !SameSecret(welcome.secret, hello.secret)) {
+      throw SocketError(SocketError::Kind::kSystem,
+                        "rank 0 at " + host + ":" + std::to_string(port) + " answered " +
+                            (welcome.magic != kMagic || !SameSecret(welcome.secret, hello.secret)
+                                 ? std::string("without this job's magic and secret (another program or job?)")
+                                 : "as rank " + std::to_string(welcome.rank) + " of a world of " +
+                                       std::to_string(welcome.world_size)));
     }
   }
 

@@ -67,6 +67,7 @@ std::filesystem::path EnsureCacheFileOnRanks(const Job& job, distributed::Proces
   if (rank == 0) {
     lock = std::make_unique<cache::FileLock>(cache::LockPathFor(job.cache_path));
     const bool valid = cache::IsValidCache(job.cache_path, job.fingerprint, job.dataset.item_ids, &problem);
+    if (valid) cache::RemoveLeftoversOfCommittedBuild(job.cache_path);
     decision[0] = valid ? 0 : (!problem.empty() && !job.cache_content_addressed ? 2 : 1);
   }
   group.host->Broadcast(decision, 0);

@@ -12,6 +12,7 @@
 
 #include "launcher/config_schema.h"
 #include "core/data/json_input.h"
+#include "core/data/text_file.h"
 
 namespace iisan::launcher {
 namespace {
@@ -69,7 +70,9 @@ std::string Leaf(const std::string& dotted) {
 
 // The valid key or section nearest to `wanted`, comparing both the full dotted path and the
 // last component, so that `lr` under the wrong parent still finds `train.lr`.
-std::string NearestKey(const std::string& wanted) {
+std::string NearestKey(const std::string& full) {
+  // Keys are short: comparing a megabyte-long one in full would take seconds per candidate.
+  const std::string wanted = full.substr(0, 128);
   std::vector<std::string> candidates(Sections().begin(), Sections().end());
   for (const auto& spec : schema::Keys()) candidates.push_back(spec.key);
   std::string best;
@@ -244,6 +247,11 @@ void ApplyOverride(Config& config, const std::string& assignment) {
   const auto equals = assignment.find('=');
   if (equals == std::string::npos || equals == 0) {
     throw ConfigError("--set '" + assignment + "': expected key.path=value");
+  }
+  // Every config is written out as JSON (the run directory's config.json), which holds UTF-8 only.
+  if (const size_t bad = data::FindInvalidUtf8(assignment); bad != std::string::npos) {
+    throw ConfigError("--set: byte " + std::to_string(bad) + " of the override is not valid UTF-8; config keys and "
+                      "values must be UTF-8 text");
   }
   const std::string dotted = assignment.substr(0, equals);
   const std::string text = assignment.substr(equals + 1);

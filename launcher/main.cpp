@@ -155,6 +155,9 @@ int main(int argc, char** argv) {
   report_efficiency->add_option("run_dirs", report_runs, "run directories, each with a summary.json")->required();
   report_efficiency->add_option("--out,-o", report_out, "folder for efficiency.md and efficiency.svg")
       ->capture_default_str();
+  auto* report_metrics = report->add_subcommand(
+      "metrics", "each run's epochs from its metrics.jsonl (finished, running or killed runs)");
+  report_metrics->add_option("run_dirs", report_runs, "run directories, each with a metrics.jsonl")->required();
 
   auto* sweep = app.add_subcommand("sweep", "hyperparameter sweeps: search, early stopping, trials packed onto GPUs")
                     ->require_subcommand(1);
@@ -222,6 +225,8 @@ int main(int argc, char** argv) {
       return iisan::launcher::Launch(launch_nproc, launch_args, std::cerr);
     } else if (report_efficiency->parsed()) {
       iisan::launcher::ReportEfficiency(report_runs, report_out, std::cout);
+    } else if (report_metrics->parsed()) {
+      iisan::launcher::ReportMetrics(report_runs, std::cout);
     } else if (config_show->parsed()) {
       const auto resolved = iisan::launcher::LoadConfig(show_args.file, show_args.overrides);
       std::cout << iisan::launcher::ConfigToJson(resolved).dump(2) << "\n";

@@ -456,7 +456,36 @@ std::string Svg(const std::vector<RunSummary>& runs, const std::vector<double>& 
 // A reader sees the old file or the new one (temp, fsync, rename, fsync folder).
 void WriteTextAtomically(const Path& path, const std::string& text) { data::WriteFileAtomically(path, text); }
 
+// A metric of one epoch's record in percent, or a dash where K = 10 was not evaluated.
+std::string MetricAt10(const std::optional<train::RankingMetrics>& metrics, bool ndcg) {
+  if (!metrics || std::find(metrics->ks.begin(), metrics->ks.end(), 10) == metrics->ks.end()) return kDash;
+  return Fixed(100.0 * (ndcg ? metrics->ndcg(10) : metrics->hr(10)), 2);
+}
+
 }  // namespace
+
+void ReportMetrics(const std::vector<Path>& run_dirs, std::ostream& out) {
+  if (run_dirs.empty()) throw std::runtime_error("report metrics: no runs given; pass one or more run directories");
+  const std::vector<std::string> header = {"epoch",          "train loss",      "valid HR@10 (%)", "valid NDCG@10 (%)",
+                                           "test HR@10 (%)", "test NDCG@10 (%)", "train s",         "eval s"};
+  const std::vector<bool> right_aligned = {false, true, true, true, true, true, true, true};
+  for (const auto& dir : run_dirs) {
+    const Path path = dir / "metrics.jsonl";
+    const auto metrics = train::ReadMetricsFile(path);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& record : metrics.records) {
+      rows.push_back({std::to_string(record.epoch) + (record.best ? " (best)" : ""), Fixed(record.train_loss, 4),
+                      MetricAt10(record.valid, false), MetricAt10(record.valid, true), MetricAt10(record.test, false),
+                      MetricAt10(record.test, true), Fixed(record.train_seconds, 2), Fixed(record.eval_seconds, 2)});
+    }
+    out << "## " << dir.string() << "\n\n" << MarkdownTable(header, right_aligned, rows);
+    if (metrics.torn_last_line > 0) {
+      out << "\nNote: " << path.string() << ":" << metrics.torn_last_line
+          << ": incomplete last line (the run was stopped while appending it); skipped.\n";
+    }
+    out << "\n";
+  }
+}
 
 void ReportEfficiency(const std::vector<Path>& run_dirs, const Path& out_dir, std::ostream& out) {
   if (run_dirs.empty()) {

@@ -5,6 +5,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include <glog/logging.h>
+
 #include "core/data/atomic_file.h"
 #include "core/data/json_input.h"
 
@@ -54,13 +56,15 @@ void RunDirectory::TruncateMetrics(int epochs) {
   const auto path = path_ / "metrics.jsonl";
   std::ifstream in(path);
   std::string kept, line;
-  while (std::getline(in, line)) {
+  for (int64_t number = 1; std::getline(in, line); ++number) {
     if (line.empty()) continue;
     nlohmann::json json;
     try {
-      json = data::ParseJsonInput<nlohmann::json>(line, (path_ / "metrics.jsonl").string());
-    } catch (const data::InputError&) {
-      continue;  // a torn or foreign line: dropped, as resuming rewrites the file
+      json = data::ParseJsonInput<nlohmann::json>(line, path.string() + ":" + std::to_string(number));
+    } catch (const data::InputError& error) {
+      // A torn line (a kill mid-append) or a foreign one: dropped, as resuming rewrites the file.
+      LOG(WARNING) << "dropping a line that is not JSON: " << error.what();
+      continue;
     }
     if (!json.is_object() || !json.contains("epoch") || !json["epoch"].is_number_integer()) continue;
     if (json["epoch"].get<int>() <= epochs) kept += line + "\n";
@@ -69,10 +73,8 @@ void RunDirectory::TruncateMetrics(int epochs) {
 }
 
 void RunDirectory::AppendMetrics(const nlohmann::ordered_json& line) {
-  std::ofstream out(path_ / "metrics.jsonl", std::ios::app);
-  out << line.dump() << "\n";
-  out.flush();
-  if (!out) throw std::runtime_error((path_ / "metrics.jsonl").string() + ": write failed (disk full?)");
+  // Synced as it is written: the line of a finished epoch survives a crash of the machine too.
+  data::AppendDurably(path_ / "metrics.jsonl", line.dump() + "\n");
 }
 
 void RunDirectory::WriteSummary(const nlohmann::ordered_json& summary) {

@@ -34,6 +34,7 @@ class RunDirectory {
   void TruncateMetrics(int epochs);
   std::filesystem::path log_dir() const { return path_ / "log"; }
   std::filesystem::path checkpoint_dir() const { return path_ / "checkpoints"; }
+  // Appends one line to metrics.jsonl and syncs it (data::AppendDurably); FileWriteError.
   void AppendMetrics(const nlohmann::ordered_json& line);
   void WriteSummary(const nlohmann::ordered_json& summary);
 

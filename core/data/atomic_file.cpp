@@ -39,6 +39,19 @@ int Fsync(int fd) {
   return result;
 }
 
+// Writes all of `size` bytes; 0, or the errno of the write that failed (EIO for a write of 0).
+int WriteAll(int fd, const void* data, size_t size) {
+  const char* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, bytes, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    bytes += n;
+    size -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 }  // namespace
 
 FileWriteError::FileWriteError(const std::filesystem::path& path, const std::string& what, int error_number)
@@ -92,17 +105,9 @@ int AtomicFile::Open() {
 
 void AtomicFile::Write(const void* data, size_t size) {
   if (fd_ < 0) Open();
-  const char* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd_, bytes, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = n < 0 ? errno : EIO;
-      Abandon();
-      throw FileWriteError(temp_, "write failed", error);
-    }
-    bytes += n;
-    size -= static_cast<size_t>(n);
+  if (const int error = WriteAll(fd_, data, size); error != 0) {
+    Abandon();
+    throw FileWriteError(temp_, "write failed", error);
   }
 }
 
@@ -143,6 +148,20 @@ void WriteFileAtomically(const std::filesystem::path& path, std::string_view byt
   file.Open();
   file.Write(bytes.data(), bytes.size());
   file.Commit();
+}
+
+void AppendDurably(const std::filesystem::path& path, std::string_view bytes) {
+  std::error_code ignored;
+  const bool existed = std::filesystem::exists(path, ignored);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw FileWriteError(path, "cannot open to append", errno);
+  int error = WriteAll(fd, bytes.data(), bytes.size());
+  const char* what = "append failed";
+  if (error == 0 && Fsync(fd) != 0) error = errno, what = "fsync failed";
+  if (::close(fd) != 0 && error == 0 && errno != EINTR) error = errno, what = "close failed";
+  if (error != 0) throw FileWriteError(path, what, error);
+  // A file this call created is durable only once its folder's entry is.
+  if (!existed) SyncDirectory(FolderOf(path));
 }
 
 int RemoveTemporariesOfDeadWriters(const std::filesystem::path& target) {

@@ -37,6 +37,12 @@ class FileWriteError : public std::runtime_error {
 // must exist. Throws FileWriteError.
 void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes);
 
+// Appends `bytes` to `path` (created when missing), then fsyncs it, and its folder when this
+// call created it: a line appended to a log that later runs read (metrics.jsonl) survives a
+// crash once this returns. A kill or a full disk mid-write can still leave a torn last line,
+// which readers must expect. Throws FileWriteError.
+void AppendDurably(const std::filesystem::path& path, std::string_view bytes);
+
 // For writers that produce the file themselves (the HDF5 library, a streaming writer): hands out
 // a temporary path beside the target; Commit() makes it durable and renames it over the target.
 // An AtomicFile destroyed without Commit() (an exception, an early return) removes its temporary.

@@ -113,6 +113,28 @@ void RequirePositive(const std::string& source, const char* field, T value) {
   }
 }
 
+// Upper bounds on the sizes that fix the weights' shapes: far above any BERT- or ViT-family
+// backbone (bert-large: hidden 1024, 24 layers; ViT-H/14: 1280, 32 layers, 256 patches), and
+// small enough that every product the models form from them (embedding tables, attention
+// scores over the longest sequence, the patch grid) fits in int64. A config past them is
+// corrupt, and building its model would fail far from the file that caused it.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxHidden = int64_t{1} << 16;
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxIntermediate = int64_t{1} << 20;
+constexpr int64_t kMaxPositions = int64_t{1} << 20;
+constexpr int64_t kMaxTypeVocab = int64_t{1} << 16;
+constexpr int64_t kMaxImageSide = int64_t{1} << 16;
+constexpr int64_t kMaxPatches = int64_t{1} << 20;
+constexpr int64_t kMaxChannels = 64;
+
+void RequireAtMost(const std::string& source, const char* field, int64_t value, int64_t limit) {
+  if (value > limit) {
+    throw std::runtime_error(source + ": field '" + field + "' is " + std::to_string(value) + ", more than " +
+                             std::to_string(limit) + "; no backbone is that large (a corrupt config.json?)");
+  }
+}
+
 void RequireProbability(const std::string& source, const char* field, double value) {
   if (!(value >= 0 && value < 1)) {
     throw std::runtime_error(source + ": field '" + field + "' must be in [0, 1), got " + FormatNumber(value));
@@ -181,6 +203,12 @@ void BertConfig::Validate(const std::string& source) const {
   RequireProbability(source, "attention_probs_dropout_prob", attention_probs_dropout_prob);
   RequireDivisible(source, "hidden_size", hidden_size, "num_attention_heads", num_attention_heads);
   RequirePositive(source, "initializer_range", initializer_range);
+  RequireAtMost(source, "vocab_size", vocab_size, kMaxVocab);
+  RequireAtMost(source, "hidden_size", hidden_size, kMaxHidden);
+  RequireAtMost(source, "num_hidden_layers", num_hidden_layers, kMaxLayers);
+  RequireAtMost(source, "intermediate_size", intermediate_size, kMaxIntermediate);
+  RequireAtMost(source, "max_position_embeddings", max_position_embeddings, kMaxPositions);
+  RequireAtMost(source, "type_vocab_size", type_vocab_size, kMaxTypeVocab);
   if (pad_token_id < 0 || pad_token_id >= vocab_size) {
     throw std::runtime_error(source + ": field 'pad_token_id' (" + std::to_string(pad_token_id) +
                              ") must be a token id below 'vocab_size' (" + std::to_string(vocab_size) + ")");
@@ -224,6 +252,16 @@ void ViTConfig::Validate(const std::string& source) const {
   RequireDivisible(source, "hidden_size", hidden_size, "num_attention_heads", num_attention_heads);
   RequireDivisible(source, "image_size", image_size, "patch_size", patch_size);
   RequirePositive(source, "initializer_range", initializer_range);
+  RequireAtMost(source, "hidden_size", hidden_size, kMaxHidden);
+  RequireAtMost(source, "num_hidden_layers", num_hidden_layers, kMaxLayers);
+  RequireAtMost(source, "intermediate_size", intermediate_size, kMaxIntermediate);
+  RequireAtMost(source, "image_size", image_size, kMaxImageSide);
+  RequireAtMost(source, "num_channels", num_channels, kMaxChannels);
+  if (num_patches() > kMaxPatches) {
+    throw std::runtime_error(source + ": 'image_size' / 'patch_size' (" + std::to_string(image_size) + " / " +
+                             std::to_string(patch_size) + ") gives " + std::to_string(num_patches()) +
+                             " patches, more than " + std::to_string(kMaxPatches) + " (a corrupt config.json?)");
+  }
 }
 
 }  // namespace iisan::models

@@ -36,7 +36,9 @@ struct MappedFile;
 
 // A validated, memory-mapped safetensors file. The mapping is private copy-on-write: tensors
 // returned by Tensor() view it without copying, stay valid after the reader is destroyed (each
-// holds the mapping alive), and may be written to without touching the file.
+// holds the mapping alive), and may be written to without touching the file. The file must not
+// be truncated in place while mapped (as with any mapped file, reading a page past its new end
+// is a SIGBUS); WriteSafetensors never does, it renames a new file over the old one.
 class SafetensorsReader {
  public:
   // Maps and validates the whole header; throws SafetensorsError on anything malformed.

@@ -3,6 +3,8 @@
 #include "core/train/checkpoint.h"
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 
 #include <glog/logging.h>
 #include <torch/torch.h>
@@ -186,6 +188,15 @@ namespace {
 
 std::string RankFile(int rank) { return "rng-rank" + std::to_string(rank) + ".safetensors"; }
 
+// kEnvCheckpointKillAtStep.
+void StepDone(int step) {
+  const char* kill_at = std::getenv(kEnvCheckpointKillAtStep);
+  if (kill_at == nullptr || std::atoi(kill_at) != step) return;
+  LOG(WARNING) << kEnvCheckpointKillAtStep << "=" << step << ": killing this process mid-checkpoint";
+  google::FlushLogFiles(google::GLOG_INFO);
+  std::raise(SIGKILL);
+}
+
 }  // namespace
 
 void SaveResumable(const std::filesystem::path& checkpoints, Recommender& model, const Trainer& trainer,
@@ -195,6 +206,7 @@ void SaveResumable(const std::filesystem::path& checkpoints, Recommender& model,
   if (rank == 0) {
     data::RemoveTree(temp);
     std::filesystem::create_directories(temp);
+    StepDone(1);
   }
   if (parallel) {
     // Rank 0 has made last.tmp; the others add their generator states; then rank 0 goes on.
@@ -204,14 +216,24 @@ void SaveResumable(const std::filesystem::path& checkpoints, Recommender& model,
     if (rank > 0) return;
   }
   models::WriteSafetensors(temp / "model.safetensors", TrainableTensors(model));
+  StepDone(2);
   const auto state = trainer.Checkpoint();
   models::WriteSafetensors(temp / "trainer.safetensors", state.tensors);
+  StepDone(3);
   data::WriteFileAtomically(temp / "trainer.json", state.state.dump(2) + "\n");
   data::SyncDirectory(temp);
-  data::RemoveTree(old);
-  if (std::filesystem::exists(last)) std::filesystem::rename(last, old);
+  StepDone(4);
+  // The swap. A kill between the two renames leaves last.old as the only checkpoint (which
+  // FindResumable accepts), so last.old is removed only while a whole `last` exists beside it.
+  if (std::filesystem::exists(last)) {
+    data::RemoveTree(old);
+    StepDone(5);
+    std::filesystem::rename(last, old);
+    StepDone(6);
+  }
   std::filesystem::rename(temp, last);
   data::SyncDirectory(checkpoints);
+  StepDone(7);
   data::RemoveTree(old);
 }
 

@@ -17,6 +17,12 @@
 
 namespace iisan::train {
 
+// Test-only fault injection, as the cache builder's: when set to k, a process kills itself
+// (SIGKILL) right after step k of each SaveResumable: 1 last.tmp made, 2 model.safetensors,
+// 3 trainer.safetensors, 4 trainer.json written, 5 a stale last.old removed, 6 last renamed to
+// last.old, 7 last.tmp renamed to last (steps 5 and 6 happen only while a last exists).
+inline constexpr const char* kEnvCheckpointKillAtStep = "IISAN_CHECKPOINT_TEST_KILL_AT_STEP";
+
 // The trainable parameters, on the host, by name.
 models::NamedTensors TrainableTensors(Recommender& model);
 // Writes them as safetensors, atomically.

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <string_view>
 
 #include "core/data/json_input.h"
 
@@ -276,6 +277,32 @@ RunSummary RunSummary::FromJson(const Json& json, const std::string& source) {
   }
   fields.Optional("checkpoint", FieldType::kString, run.checkpoint);
   return run;
+}
+
+MetricsFile ReadMetricsFile(const std::filesystem::path& path) {
+  // One short line per epoch: 64 MiB is millions of epochs.
+  const std::string text = data::ReadBoundedFile(path, size_t{64} << 20);
+  MetricsFile out;
+  int64_t line = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t newline = text.find('\n', begin);
+    const bool complete = newline != std::string::npos;
+    std::string_view content(text.data() + begin, (complete ? newline : text.size()) - begin);
+    begin = complete ? newline + 1 : text.size();
+    ++line;
+    if (content.ends_with('\r')) content.remove_suffix(1);
+    if (content.find_first_not_of(" \t") == std::string_view::npos) continue;
+    const std::string source = path.string() + ":" + std::to_string(line);
+    try {
+      out.records.push_back(EpochRecord::FromJson(data::ParseJsonInput<Json>(content, source, {size_t{1} << 20, 16}),
+                                                  source));
+    } catch (const std::runtime_error&) {
+      // Lines are appended whole and synced (AppendDurably): only the last can be cut short.
+      if (complete) throw;
+      out.torn_last_line = line;
+    }
+  }
+  return out;
 }
 
 RunSummary RunSummary::Read(const std::string& run_dir) {

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,6 +35,19 @@ struct EpochRecord {
   // One metrics.jsonl line; std::runtime_error naming `source` and the field otherwise.
   static EpochRecord FromJson(const nlohmann::ordered_json& json, const std::string& source);
 };
+
+// A run's metrics.jsonl read back.
+struct MetricsFile {
+  std::vector<EpochRecord> records;  // in file order
+  // The number of an incomplete last line (no newline, not JSON): what a kill or a full disk
+  // leaves while a line is being appended. It is skipped; 0 when there is none.
+  int64_t torn_last_line = 0;
+};
+
+// Reads one EpochRecord a line (blank lines are skipped). An incomplete last line is skipped and
+// reported in `torn_last_line`; any other line that is not an epoch record is an
+// std::runtime_error naming the file, the line and the field.
+MetricsFile ReadMetricsFile(const std::filesystem::path& path);
 
 // How a training call ended.
 enum class RunStatus {

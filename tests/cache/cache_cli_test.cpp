@@ -16,6 +16,7 @@
 
 #include "cache/builder.h"
 #include "cache/digest.h"
+#include "cache/partial_build.h"
 #include "cache/service.h"
 #include "cache/state_file.h"
 #include "cache_test_data.h"
@@ -99,6 +100,22 @@ TEST_F(CacheCliFixture, AKilledBuildResumesFromItsFinishedChunks) {
 
   const auto again = RunIisan("cache build" + Args(root_ / "cache"));
   EXPECT_NE(again.output.find("cache up to date"), std::string::npos) << again.output;
+}
+
+// A build killed after it committed the cache but before it removed its partial folder: the next
+// build finds the cache up to date and finishes the cleanup.
+TEST_F(CacheCliFixture, APartialFolderLeftBesideACommittedCacheIsRemoved) {
+  const auto key = Key();
+  const auto cache = root_ / "cache" / (key + ".h5");
+  ASSERT_EQ(RunIisan("cache build" + Args(root_ / "cache")).exit_code, 0);
+  const auto partial = PartialBuildDir(cache);
+  PartialBuild::Prepare(partial, key, nlohmann::json::object(), ChunkLayout{48, 8, 2, 16, 16})
+      .WriteChunk(0, torch::zeros({8, 2, 16}), torch::zeros({8, 2, 16}));
+  const auto again = RunIisan("cache build" + Args(root_ / "cache"));
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("cache up to date"), std::string::npos) << again.output;
+  EXPECT_FALSE(fs::exists(partial)) << again.output;
+  EXPECT_NO_THROW(ReadStateFile(cache));
 }
 
 TEST_F(CacheCliFixture, ConcurrentBuildsOfOneKeyBuildOnce) {

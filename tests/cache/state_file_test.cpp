@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -62,11 +63,23 @@ TEST(StateFileTest, AnUncommittedWriterLeavesNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(dir));
 }
 
+// Open HDF5 objects of every file, of the given kinds.
+ssize_t OpenHdf5Objects(unsigned kinds = H5F_OBJ_ALL) {
+  return H5Fget_obj_count(static_cast<hid_t>(H5F_OBJ_ALL), kinds);
+}
+
 TEST(StateFileTest, RowsThatDoNotFitAreRejected) {
   const auto dir = TempDir("misfit");
-  StateFileWriter writer(dir / "c.h5", {"", "A"}, 1, 3, 0);
-  EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({2, 1, 3})), CacheError);
-  EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({1, 2, 3})), CacheError);
+  {
+    StateFileWriter writer(dir / "c.h5", {"", "A"}, 1, 3, 0);
+    EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({2, 1, 3})), CacheError);
+    EXPECT_THROW(writer.WriteRows("text", 1, torch::ones({1, 2, 3})), CacheError);
+    // A refusal closes the dataset it opened: only the writer's file is open.
+    EXPECT_EQ(OpenHdf5Objects(), 1);
+    EXPECT_EQ(OpenHdf5Objects(H5F_OBJ_FILE), 1);
+  }
+  // Gone with the writer; a dataset left open would have kept the file open too.
+  EXPECT_EQ(OpenHdf5Objects(), 0);
 }
 
 TEST(StateFileTest, TruncatedAndForeignFilesAreNamedErrors) {
@@ -90,6 +103,34 @@ TEST(StateFileTest, TruncatedAndForeignFilesAreNamedErrors) {
   std::ofstream(foreign) << "not hdf5 at all";
   EXPECT_THROW(ReadStateFile(foreign), CacheError);
   EXPECT_THROW(ReadStateFile(dir / "absent.h5"), CacheError);
+}
+
+// A byte of the stored states changed on disk (a bad sector, a stray write): the chunk's
+// checksum no longer matches, and reading it is an error naming the file, not wrong states.
+TEST(StateFileTest, ADamagedStateIsAnErrorNotAWrongValue) {
+  const auto path = TempDir("damaged") / "c.h5";
+  {
+    StateFileWriter writer(path, {"", "A", "B"}, 2, 4, 0);
+    writer.WriteRows("text", 1, torch::full({2, 2, 4}, 1.5f));
+    writer.Commit("f", nlohmann::json::object());
+  }
+  ASSERT_EQ(ReadStateFile(path).text[1][0][0].item<float>(), 1.5f);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const float value = 1.5f;
+  const auto at = bytes.find(std::string(reinterpret_cast<const char*>(&value), sizeof value));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] ^= 0x01;  // 1.5 becomes another finite number
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  try {
+    ReadStateFile(path);
+    FAIL() << "a damaged state was read";
+  } catch (const CacheError& error) {
+    EXPECT_NE(std::string(error.what()).find(path.string()), std::string::npos) << error.what();
+  }
 }
 
 // Files that look like caches but whose attributes and datasets have other ranks, shapes or
@@ -123,19 +164,19 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     string_attribute(file, "fingerprint", "0123456789abcdef", 1);
     string_attribute(file, "inputs", "{}", 1);
   };
-  // /items of `rows` strings, as the writer makes it.
+  // /items of `rows` fixed-length strings (16 bytes), as the writer makes it.
   auto items = [](hid_t file, hsize_t rows) {
+    constexpr size_t kWidth = 16;
     hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_size(type, kWidth);
     hid_t space = H5Screate_simple(1, &rows, nullptr);
     hid_t set = H5Dcreate2(file, "/items", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    std::vector<std::string> names(rows);
-    std::vector<const char*> pointers;
-    for (hsize_t i = 0; i < rows; ++i) {
-      names[i] = i == 0 ? "" : "item" + std::to_string(i);
-      pointers.push_back(names[i].c_str());
+    std::string packed(rows * kWidth, '\0');
+    for (hsize_t i = 1; i < rows; ++i) {
+      const std::string name = "item" + std::to_string(i);
+      packed.replace(i * kWidth, name.size(), name);
     }
-    H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data());
+    H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, packed.data());
     H5Dclose(set);
     H5Sclose(space);
     H5Tclose(type);
@@ -250,6 +291,21 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     good_attributes(file);
     items(file, 2);
     hidden(file, "text", {2, 16, 1024}, H5T_IEEE_F32LE, /*written=*/false);
+  }));
+  // /items as variable-length strings (format 1): they live in HDF5's global heap, whose damaged
+  // records HDF5 follows out of bounds; refused before anything of them is read.
+  hostile.push_back(make("items_variable_length.h5", [&](hid_t file) {
+    good_attributes(file);
+    const hsize_t rows = 2;
+    hid_t space = H5Screate_simple(1, &rows, nullptr);
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    hid_t set = H5Dcreate2(file, "/items", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const char* ids[2] = {"", "A"};
+    H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids);
+    H5Dclose(set);
+    H5Tclose(type);
+    H5Sclose(space);
   }));
   for (const auto& path : hostile) {
     try {

@@ -175,5 +175,21 @@ TEST(RendezvousTest, ExpandsSlurmHostLists) {
   EXPECT_THROW(ExpandSlurmHostList("node[1-2"), RendezvousError);
 }
 
+// Found by RendezvousFuzzTest: a range to INT_MAX never ended (its counter overflowed), a huge
+// range or a huge name exhausted the memory. Now each is a RendezvousError, at once.
+TEST(RendezvousTest, HostListsThatWouldNotFitInMemoryAreRefused) {
+  EXPECT_EQ(ExpandSlurmHostList("n[1-65536]").size(), 65536u);
+  for (const std::string& list : std::vector<std::string>{"n[0-2147483647]", "n[1-65537]", "a[1-300]b[1-300]", "n[2147483647-2147483647]x[0-70000]",
+                                 std::string(300, 'h'), std::string(100000, 'h') + "[1-2]", "n[1][1][1][1][1][1][1][1][1]"}) {
+    try {
+      ExpandSlurmHostList(list);
+      ADD_FAILURE() << list.substr(0, 80) << " was expanded";
+    } catch (const RendezvousError& error) {
+      EXPECT_NE(std::string(error.what()).find("SLURM_NODELIST corrupt"), std::string::npos) << error.what();
+    }
+  }
+  EXPECT_EQ(ExpandSlurmHostList("n[2147483647]"), std::vector<std::string>{"n2147483647"});
+}
+
 }  // namespace
 }  // namespace iisan::distributed

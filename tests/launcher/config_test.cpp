@@ -135,6 +135,19 @@ TEST(ConfigTest, UnknownKeyNamesTheNearestValidKey) {
   EXPECT_NE(message.find("unknown config key 'train.epochs'"), std::string::npos) << message;
 }
 
+// Found by ConfigFuzzTest: an override that is not UTF-8 became a string value, and naming it in
+// an error (or writing config.json) threw nlohmann's type_error instead of a ConfigError.
+TEST(ConfigTest, OverridesThatAreNotUtf8AreRefused) {
+  for (const std::string assignment : {"seed=1\xff", "name=caf\xe9", "eval.ks=[5\xcf,10]", "tr\x80in.epochs=3"}) {
+    Config config = LoadConfig("", {});
+    const std::string message = ErrorOf([&] { ApplyOverride(config, assignment); });
+    EXPECT_NE(message.find("not valid UTF-8"), std::string::npos) << message;
+  }
+  Config config = LoadConfig("", {});
+  ApplyOverride(config, "name=caf\xc3\xa9");
+  EXPECT_EQ(config.name, "caf\xc3\xa9");
+}
+
 TEST(ConfigTest, FileErrorsNameTheFile) {
   const auto dir = std::filesystem::path(::testing::TempDir()) / "config_test";
   std::filesystem::create_directories(dir);

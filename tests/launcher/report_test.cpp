@@ -1,5 +1,6 @@
 // `iisan report efficiency` on hand-written run directories: the worked TPME example of
-// IISAN.md §7.1 end to end, and inputs that must fail before anything is written.
+// IISAN.md §7.1 end to end, and inputs that must fail before anything is written; `iisan report
+// metrics` on metrics.jsonl files, torn by a kill, damaged, or fuzzed.
 #include "launcher/report.h"
 
 #include <fstream>
@@ -7,6 +8,10 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "core/train/run_summary.h"
+#include "launcher/run_dir.h"
+#include "tests/fuzz_mutator.h"
 
 namespace iisan::launcher {
 namespace {
@@ -84,7 +89,7 @@ std::vector<std::vector<std::string>> TableRows(const std::string& markdown) {
   std::vector<std::vector<std::string>> rows;
   std::istringstream lines(markdown);
   for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("| ", 0) != 0 || line.rfind("| method ", 0) == 0) continue;
+    if (line.rfind("| ", 0) != 0 || line.rfind("| method ", 0) == 0 || line.rfind("| epoch ", 0) == 0) continue;
     std::vector<std::string> cells;
     std::istringstream parts(line.substr(1));
     for (std::string cell; std::getline(parts, cell, '|');) {
@@ -232,6 +237,133 @@ TEST(ReportTest, SameRunTwiceIsAnError) {
   EXPECT_TRUE(Contains(ErrorOf({dir, other, dir}, root / "report"), "given twice"));
   EXPECT_TRUE(Contains(ErrorOf({dir, other, dir / ""}, root / "report"), "given twice"));
   EXPECT_TRUE(Contains(ErrorOf({dir, other / ".." / "fft"}, root / "report"), "given twice"));
+}
+
+// ---- report metrics: metrics.jsonl, torn last lines ----
+
+std::string EpochLine(int epoch, double loss, bool best) {
+  train::EpochRecord record;
+  record.epoch = epoch;
+  record.train_loss = loss;
+  record.train_seconds = 1.5 * epoch;
+  record.eval_seconds = 0.25;
+  record.valid = train::RankingMetrics({5, 10});
+  record.valid.hit_sum = {2, 4};
+  record.valid.ndcg_sum = {1.0, 1.5};
+  record.valid.users = 16;
+  if (best) record.test = record.valid;
+  record.best = best;
+  return record.ToJson().dump() + "\n";
+}
+
+std::string MetricsReport(const fs::path& run) {
+  std::ostringstream out;
+  ReportMetrics({run}, out);
+  return out.str();
+}
+
+TEST(ReportMetricsTest, EpochsOfARunAsATable) {
+  const auto run = Fresh() / "run";
+  fs::create_directories(run);
+  std::ofstream(run / "metrics.jsonl") << EpochLine(1, 3.5, true) << "\n" << EpochLine(2, 3.25, false);
+  const std::string report = MetricsReport(run);
+  const auto rows = TableRows(report);
+  ASSERT_EQ(rows.size(), 2u) << report;
+  using Row = std::vector<std::string>;
+  EXPECT_EQ(rows[0], (Row{"1 (best)", "3.5000", "25.00", "9.38", "25.00", "9.38", "1.50", "0.25"}));
+  EXPECT_EQ(rows[1], (Row{"2", "3.2500", "25.00", "9.38", "–", "–", "3.00", "0.25"}));
+  EXPECT_FALSE(Contains(report, "incomplete")) << report;
+}
+
+// A kill while a line is appended leaves it cut short: the report shows the epochs before it
+// and names the file and line it skipped.
+TEST(ReportMetricsTest, ATornLastLineIsSkippedAndNamed) {
+  const auto run = Fresh() / "run";
+  fs::create_directories(run);
+  const std::string third = EpochLine(3, 3.0, false);
+  for (const size_t cut : {size_t{1}, third.size() / 2, third.size() - 2}) {
+    std::ofstream(run / "metrics.jsonl", std::ios::trunc)
+        << EpochLine(1, 3.5, true) << EpochLine(2, 3.25, false) << third.substr(0, cut);
+    const std::string report = MetricsReport(run);
+    EXPECT_EQ(TableRows(report).size(), 2u) << report;
+    EXPECT_TRUE(Contains(report, "Note: " + (run / "metrics.jsonl").string() + ":3: incomplete last line")) << report;
+    const auto metrics = train::ReadMetricsFile(run / "metrics.jsonl");
+    EXPECT_EQ(metrics.records.size(), 2u);
+    EXPECT_EQ(metrics.torn_last_line, 3);
+  }
+  // Cut just before its newline, the line is whole: nothing is skipped.
+  std::ofstream(run / "metrics.jsonl", std::ios::trunc) << EpochLine(1, 3.5, true) << third.substr(0, third.size() - 1);
+  EXPECT_EQ(train::ReadMetricsFile(run / "metrics.jsonl").records.size(), 2u);
+  EXPECT_EQ(train::ReadMetricsFile(run / "metrics.jsonl").torn_last_line, 0);
+}
+
+// Lines are appended whole and synced: a damaged line before the last is corruption, not a kill.
+TEST(ReportMetricsTest, ADamagedLineBeforeTheLastIsAnErrorNamingFileAndLine) {
+  const auto run = Fresh() / "run";
+  fs::create_directories(run);
+  std::ofstream(run / "metrics.jsonl") << EpochLine(1, 3.5, true) << "{\"epoch\": 2, \"train_lo\n"
+                                       << EpochLine(3, 3.0, false);
+  std::ostringstream out;
+  try {
+    ReportMetrics({run}, out);
+    FAIL() << "a damaged middle line was accepted";
+  } catch (const std::runtime_error& error) {
+    EXPECT_TRUE(Contains(error.what(), (run / "metrics.jsonl").string() + ":2")) << error.what();
+  }
+  std::ofstream(run / "metrics.jsonl", std::ios::trunc) << EpochLine(1, 3.5, true) << "{\"epoch\": 0}\n";
+  try {
+    MetricsReport(run);
+    FAIL() << "a record of epoch 0 was accepted";
+  } catch (const std::runtime_error& error) {
+    EXPECT_TRUE(Contains(error.what(), "metrics.jsonl:2: field \"epoch\"")) << error.what();
+  }
+  EXPECT_THROW(MetricsReport(Fresh() / "missing"), std::runtime_error);
+}
+
+// The run directory's writer and reader together: lines appended (and synced) read back in order;
+// a resumed run's TruncateMetrics drops a torn last line.
+TEST(ReportMetricsTest, AppendedLinesReadBackAndResumingDropsATornOne) {
+  const auto root = Fresh();
+  auto run = RunDirectory::Create(root, "run", {{"name", "run"}});
+  for (int epoch = 1; epoch <= 3; ++epoch) {
+    run.AppendMetrics(nlohmann::ordered_json::parse(EpochLine(epoch, 4.0 - epoch, epoch == 1)));
+  }
+  const auto path = run.path() / "metrics.jsonl";
+  EXPECT_EQ(train::ReadMetricsFile(path).records.size(), 3u);
+  std::ofstream(path, std::ios::app) << EpochLine(4, 0.5, false).substr(0, 20);
+  EXPECT_EQ(train::ReadMetricsFile(path).torn_last_line, 4);
+  run.TruncateMetrics(2);
+  const auto kept = train::ReadMetricsFile(path);
+  ASSERT_EQ(kept.records.size(), 2u);
+  EXPECT_EQ(kept.records.back().epoch, 2);
+  EXPECT_EQ(kept.torn_last_line, 0);
+  run.AppendMetrics(nlohmann::ordered_json::parse(EpochLine(3, 1.0, false)));
+  EXPECT_EQ(train::ReadMetricsFile(path).records.size(), 3u);
+}
+
+// Damaged metrics files (tests/fuzz_mutator.h): read, or an std::runtime_error naming the file.
+TEST(ReportMetricsTest, DamagedMetricsFilesReadOrNameTheFile) {
+  const auto run = Fresh() / "run";
+  fs::create_directories(run);
+  const auto path = run / "metrics.jsonl";
+  iisan::testing::FuzzMutator mutator(
+      701, {EpochLine(1, 3.5, true) + EpochLine(2, 3.25, false) + EpochLine(3, 3.0, false), EpochLine(1, 2.0, false)},
+      {"\n", "{", "}", "\"epoch\"", "\"valid\"", "\"HR@10\"", ":", ","});
+  const auto outcome = iisan::testing::RunFuzz<std::runtime_error>(
+      mutator, 1500,
+      [&](const std::string& text) {
+        std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+        const auto metrics = train::ReadMetricsFile(path);
+        iisan::testing::FuzzRequire(metrics.torn_last_line == 0 || !text.ends_with('\n'),
+                                    "only a line without its newline is taken for a torn one");
+        std::ostringstream out;
+        ReportMetrics({run}, out);
+      },
+      [&](const std::runtime_error& error) {
+        return Contains(error.what(), path.string()) ? "" : "the error does not name the file: " + std::string(error.what());
+      });
+  EXPECT_GT(outcome.parsed, 0);
+  EXPECT_GT(outcome.refused, 0);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The atomic writer: whole replacement, no temporary left behind, failures that name the path
 // and the system's reason with the target untouched, concurrent writers, and kill -9 at random
-// moments leaving one complete version.
+// moments leaving one complete version; the durable append of logs.
 #include "core/data/atomic_file.h"
 
 #include <gtest/gtest.h>
@@ -252,6 +252,24 @@ TEST(AtomicFileTest, ConcurrentWritersLeaveOneWholeVersion) {
   EXPECT_GE(version, 0) << problem;
   EXPECT_EQ(version % 100, kWrites - 1) << "the last file in place is some thread's last write";
   EXPECT_EQ(Temporaries(dir.path()), std::vector<std::string>{});
+}
+
+TEST(AtomicFileTest, AppendDurablyCreatesThenAppendsAndNamesThePathOnFailure) {
+  TempDir dir;
+  const auto path = dir.path() / "metrics.jsonl";
+  AppendDurably(path, "{\"epoch\": 1}\n");
+  AppendDurably(path, "{\"epoch\": 2}\n");
+  AppendDurably(path, "");
+  EXPECT_EQ(Read(path), "{\"epoch\": 1}\n{\"epoch\": 2}\n");
+  EXPECT_EQ(Temporaries(dir.path()), std::vector<std::string>{});
+  try {
+    AppendDurably(dir.path(), "x\n");
+    FAIL() << "appended to a folder";
+  } catch (const FileWriteError& error) {
+    EXPECT_NE(std::string(error.what()).find(dir.path().string()), std::string::npos) << error.what();
+    EXPECT_EQ(error.error_number(), EISDIR);
+  }
+  EXPECT_THROW(AppendDurably(dir.path() / "missing" / "metrics.jsonl", "x\n"), FileWriteError);
 }
 
 TEST(AtomicFileTest, SyncDirectoryFailsForAMissingFolder) {

@@ -144,6 +144,31 @@ TEST(ViTConfigTest, DefaultsAndErrors) {
   ExpectErrorContaining([&] { ViTConfig::FromJson(json, "vit.json"); }, {"'qkv_bias' must be a boolean, got number"});
 }
 
+// Found by BackboneConfigFuzzTest: sizes of 2^40 were accepted, and the shapes computed from them
+// (ViTConfig::num_patches, embedding tables) overflowed int64. Sizes now have upper bounds.
+TEST(BackboneConfigTest, SizesPastAnyBackboneAreRefusedByName) {
+  for (const auto& [field, value] : std::vector<std::pair<std::string, int64_t>>{
+           {"vocab_size", int64_t{1} << 40}, {"hidden_size", 131072}, {"num_hidden_layers", 5000},
+           {"intermediate_size", int64_t{1} << 21}, {"max_position_embeddings", int64_t{1} << 21}}) {
+    auto json = MinimalBertJson();
+    json[field] = value;
+    if (field == "hidden_size") json["num_attention_heads"] = 1;
+    ExpectErrorContaining([&] { BertConfig::FromJson(json, "c.json"); },
+                          {"c.json", "'" + field + "' is " + std::to_string(value) + ", more than"});
+  }
+  auto json = MinimalViTJson();
+  json["image_size"] = int64_t{1} << 40;  // a multiple of 8: only the bound refuses it
+  ExpectErrorContaining([&] { ViTConfig::FromJson(json, "vit.json"); }, {"vit.json", "'image_size'", "more than"});
+  json = MinimalViTJson();
+  json["image_size"] = 65536;
+  json["patch_size"] = 1;
+  ExpectErrorContaining([&] { ViTConfig::FromJson(json, "vit.json"); }, {"vit.json", "4294967296 patches"});
+  json = MinimalViTJson();
+  json["image_size"] = 1024;
+  json["patch_size"] = 1;
+  EXPECT_EQ(ViTConfig::FromJson(json, "vit.json").num_patches(), 1 << 20);
+}
+
 TEST(BackboneConfigFileTest, UnreadableOrInvalidFilesNameThePath) {
   const auto dir = std::filesystem::path(::testing::TempDir()) / "iisan_backbone_config_test";
   std::filesystem::create_directories(dir);

@@ -1,6 +1,6 @@
 // Safetensors: round trips of every dtype, the byte layout of the reference implementation,
 // the lifetime of mapped tensors, one named error per malformation, an atomic writer that
-// survives being killed, and a seeded fuzz run of mutated files through the parser.
+// survives being killed, and seeded fuzz runs of mutated files through the parser.
 #include "core/models/safetensors.h"
 
 #include <signal.h>
@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include "tests/core/models/model_test_util.h"
+#include "tests/fuzz_mutator.h"
 
 namespace iisan::models {
 namespace {
@@ -324,11 +325,13 @@ TEST(SafetensorsTest, DigestIsFnv1aOfTheBytes) {
   EXPECT_NE(SafetensorsDigest(dir / "w.safetensors"), before);
 }
 
-// --- Fuzzing: mutated files either parse to the same result twice or give a SafetensorsError.
+// --- Fuzzing (tests/fuzz_mutator.h): mutated files either parse to the same result twice or
+// give a SafetensorsError that names the file.
 
-// A valid file with several dtypes and metadata: the seed the mutations start from. Its data
-// section outweighs the header, so that random byte flips often leave a parsable file.
-std::string FuzzSeedFile(const fs::path& dir) {
+// Valid files with several dtypes, metadata, a 0-d and an empty tensor: the seeds the mutations
+// start from. The first's data section outweighs the header, so that random byte flips often
+// leave a parsable file.
+std::vector<std::string> FuzzSeedFiles(const fs::path& dir) {
   const auto path = dir / "seed.safetensors";
   WriteSafetensors(path,
                    {{"emb", torch::randn({64, 16})},
@@ -338,53 +341,37 @@ std::string FuzzSeedFile(const fs::path& dir) {
                     {"scalar", torch::tensor(1.0)},
                     {"none", torch::empty({0})}},
                    {{"format", "pt"}});
-  return ReadBytes(path);
+  const std::string first = ReadBytes(path);
+  WriteSafetensors(path, {{"a.weight", torch::ones({2, 3}, torch::kBFloat16)}, {"b", torch::zeros({0, 4})}});
+  return {first, ReadBytes(path)};
 }
 
 std::string WithHeader(const std::string& header, const std::string& data) { return FileBytes(header, data); }
 
 // Replaces a random value inside the JSON header with a hostile one, keeping the header valid
 // JSON, so that the checks after parsing are what gets exercised.
-std::string MutateHeaderValue(const nlohmann::json& header, const std::string& data, std::mt19937_64& random) {
+std::string MutateHeaderValue(const nlohmann::json& header, const std::string& data, iisan::testing::FuzzMutator& random) {
   static const std::vector<nlohmann::json> kHostile = {
       nullptr, true, -1, 0, 1, 7, 255, 4096, -9223372036854775807LL - 1, 18446744073709551615ULL, 1e300, 0.5,
       "", "F32", "BF16", "U64", "F8_E4M3", "BOOL", "x", nlohmann::json::array(), nlohmann::json::object(),
-      {0, 0}, {0, 8}, {8, 0}, {3, 1000000}, {0}, {1, 2, 3}, {"a"}, {-1, 4}, {{"k", "v"}}, {{"k", 1}}};
+      {0, 0}, {0, 8}, {8, 0}, {3, 1000000}, {0}, {1, 2, 3}, {"a"}, {-1, 4}, {{"k", "v"}}, {{"k", 1}},
+      {0, 2147483648LL, 2147483648LL, 2147483648LL}, {4294967296LL, 4294967296LL, 0}, {9223372036854775807LL, 2}};
   nlohmann::json mutated = header;
   auto flat = mutated.flatten();
   if (flat.empty()) return WithHeader(mutated.dump(), data);
   auto item = flat.begin();
-  std::advance(item, random() % flat.size());
+  std::advance(item, random.Below(flat.size()));
   const std::string pointer = item.key();
   // Replace either the leaf or the object/array holding it.
   nlohmann::json::json_pointer target(pointer);
-  if (random() % 3 == 0 && !target.empty()) target = target.parent_pointer();
-  mutated[target] = kHostile[random() % kHostile.size()];
+  if (random.Below(3) == 0 && !target.empty()) target = target.parent_pointer();
+  mutated[target] = kHostile[random.Below(kHostile.size())];
   return WithHeader(mutated.dump(), data);
-}
-
-std::string MutateBytes(std::string bytes, std::mt19937_64& random) {
-  const int flips = 1 + static_cast<int>(random() % 4);
-  for (int i = 0; i < flips && !bytes.empty(); ++i) {
-    static const std::string kJsonish = "{}[]\":,0123456789-.eE \\ntrufalsF";
-    const size_t at = random() % bytes.size();
-    bytes[at] = random() % 2 ? static_cast<char>(random()) : kJsonish[random() % kJsonish.size()];
-  }
-  return bytes;
-}
-
-std::string MutateLength(std::string bytes, std::mt19937_64& random) {
-  uint64_t length = 0;
-  std::memcpy(&length, bytes.data(), 8);
-  const uint64_t candidates[] = {0, 1, 7, length - 1, length + 1, length + 8, bytes.size() - 8, bytes.size(),
-                                 random(), random() % 1000, 100'000'001, std::numeric_limits<uint64_t>::max()};
-  length = candidates[random() % std::size(candidates)];
-  std::memcpy(bytes.data(), &length, 8);
-  return bytes;
 }
 
 // Parses a file and reads every tensor; returns a description that a second parse must repeat.
 std::string ParseAndReadAll(const fs::path& path) {
+  using iisan::testing::FuzzRequire;
   const SafetensorsReader reader(path);
   std::ostringstream seen;
   for (const auto& name : reader.names()) {
@@ -392,7 +379,9 @@ std::string ParseAndReadAll(const fs::path& path) {
     seen << name << ' ' << info.dtype << ' ' << info.begin << ' ' << info.end << ';';
     try {
       const auto tensor = reader.Tensor(name);
-      EXPECT_EQ(tensor.sizes().vec(), info.shape) << name;
+      FuzzRequire(tensor.sizes().vec() == info.shape, "tensor '" + name + "' has the shape of its entry");
+      FuzzRequire(static_cast<uint64_t>(tensor.numel()) * tensor.element_size() == info.end - info.begin,
+                  "tensor '" + name + "' covers its byte range");
       // Touch every byte, so that a range past the mapping would fault here.
       seen << tensor.to(torch::kFloat64).sum().item<double>() << ';';
     } catch (const SafetensorsError&) {
@@ -403,44 +392,64 @@ std::string ParseAndReadAll(const fs::path& path) {
   return seen.str();
 }
 
-TEST(SafetensorsTest, FuzzedFilesParseConsistentlyOrGiveSafetensorsError) {
-  const auto dir = ScratchDir("fuzz");
-  const std::string seed_file = FuzzSeedFile(dir);
-  uint64_t header_length = 0;
-  std::memcpy(&header_length, seed_file.data(), 8);
-  const auto header = nlohmann::json::parse(seed_file.substr(8, header_length));
-  const std::string data = seed_file.substr(8 + header_length);
-
-  std::mt19937_64 random(20261130);
-  int parsed = 0, rejected = 0;
-  const auto path = dir / "case.safetensors";
-  for (int round = 0; round < 3000; ++round) {
-    std::string bytes;
-    switch (round % 5) {
-      case 0: bytes = MutateHeaderValue(header, data, random); break;
-      case 1: bytes = MutateBytes(seed_file, random); break;
-      case 2: bytes = seed_file.substr(0, random() % (seed_file.size() + 1)); break;
-      case 3: bytes = MutateLength(seed_file, random); break;
-      default: {
-        // Mutated header text with a correct length field, so the JSON parser sees it whole.
-        const std::string text = MutateBytes(header.dump(), random);
-        bytes = WithHeader(text.substr(0, random() % (text.size() + 1)), data);
-      }
-    }
-    WriteBytes(path, bytes);
-    try {
-      const std::string first = ParseAndReadAll(path);
-      EXPECT_EQ(first, ParseAndReadAll(path)) << "round " << round;
-      ++parsed;
-    } catch (const SafetensorsError&) {
-      ++rejected;
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "round " << round << ": not a SafetensorsError: " << e.what();
-    }
+class SafetensorsFuzzTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // A folder of this test's own, in this process: ctest runs the three tests of this fixture
+    // as processes side by side, and one truncating the shared case file while another had it
+    // mapped was a SIGBUS in the other's reader (a mapped page past the file's new end).
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = ScratchDir(std::string("fuzz_") + test->name() + "_" + std::to_string(::getpid()));
+    seeds_ = FuzzSeedFiles(dir_);
+    uint64_t header_length = 0;
+    std::memcpy(&header_length, seeds_[0].data(), 8);
+    header_ = nlohmann::json::parse(seeds_[0].substr(8, header_length));
+    data_ = seeds_[0].substr(8 + header_length);
+    path_ = dir_ / "case.safetensors";
   }
-  // Both outcomes must be common, or the mutations are not exploring the parser.
-  EXPECT_GT(parsed, 300);
-  EXPECT_GT(rejected, 300);
+  // Writes each file `next` makes, parses it twice; counts both outcomes, which must both occur
+  // (`at_least` times each), or the mutations are not exploring the parser.
+  void Fuzz(const std::function<std::string()>& next, int64_t at_least) {
+    const auto outcome = iisan::testing::RunFuzz<SafetensorsError>(
+        next, 1000,
+        [&](const std::string& bytes) {
+          WriteBytes(path_, bytes);
+          const std::string first = ParseAndReadAll(path_);
+          iisan::testing::FuzzRequire(first == ParseAndReadAll(path_), "a second parse sees the same file");
+        },
+        [&](const SafetensorsError& error) {
+          const std::string message = error.what();
+          return message.rfind(path_.string() + ": ", 0) == 0 ? "" : "the error does not name the file: " + message;
+        });
+    EXPECT_GE(outcome.parsed, at_least);
+    EXPECT_GE(outcome.refused, at_least);
+  }
+
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path dir_, path_;
+  std::vector<std::string> seeds_;
+  nlohmann::json header_;
+  std::string data_;
+};
+
+TEST_F(SafetensorsFuzzTest, MutatedFilesParseConsistentlyOrNameTheFile) {
+  iisan::testing::FuzzMutator mutator(20261130, seeds_);
+  Fuzz([&] { return mutator.Next(); }, 100);
+}
+
+// Mutated header text with a correct length field, so that the JSON parser sees it whole.
+TEST_F(SafetensorsFuzzTest, MutatedHeaderTextParsesConsistentlyOrNamesTheFile) {
+  iisan::testing::FuzzMutator mutator(20261131, {header_.dump(), header_.dump(2)},
+                                      {"\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"__metadata__\"", "\"F32\"",
+                                       "\"U16\"", "[", "]", "{", "}", ",", ":", "null"});
+  Fuzz([&] { return WithHeader(mutator.Next(), data_); }, 5);
+}
+
+// A hostile value anywhere in a header that stays valid JSON: the checks after parsing.
+TEST_F(SafetensorsFuzzTest, HostileHeaderValuesAreRefusedNamingTheFile) {
+  iisan::testing::FuzzMutator mutator(20261132, {""});
+  Fuzz([&] { return MutateHeaderValue(header_, data_, mutator); }, 10);
 }
 
 }  // namespace
