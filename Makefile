@@ -30,8 +30,8 @@ test: build
 
 # The test suites built with AddressSanitizer and UndefinedBehaviorSanitizer (IISAN_SANITIZE)
 # in their own folder, and run. Not part of `make test`: on 2 cores the build and the run take
-# hours. LibTorch, HDF5 and Open MPI are not instrumented; README "Sanitizers" says what the
-# options and the exclusions below are for.
+# about 70 minutes. LibTorch, HDF5 and Open MPI are not instrumented; README "Sanitizers" says
+# what the options and the exclusions below are for.
 SANITIZE_DIR ?= build-sanitize
 SANITIZE_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_init_order=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0 \
