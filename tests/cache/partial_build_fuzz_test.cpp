@@ -15,6 +15,7 @@
 
 #include "cache/builder.h"
 #include "cache/state_file.h"
+#include "tests/core/data/test_files.h"
 #include "tests/fuzz_mutator.h"
 
 namespace iisan::cache {
@@ -24,13 +25,9 @@ namespace fs = std::filesystem;
 using iisan::testing::FuzzMutator;
 using iisan::testing::FuzzRequire;
 using iisan::testing::RunFuzz;
+using data::testing::ReadBytes;
 
 constexpr char kKey[] = "0123456789abcdef";
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void WriteBytes(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;

@@ -14,6 +14,7 @@
 #include <hdf5.h>
 #include <torch/torch.h>
 
+#include "tests/core/data/test_files.h"
 #include "tests/fuzz_mutator.h"
 
 namespace iisan::cache {
@@ -23,11 +24,7 @@ namespace fs = std::filesystem;
 using iisan::testing::FuzzMutator;
 using iisan::testing::FuzzRequire;
 using iisan::testing::RunFuzz;
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using data::testing::ReadBytes;
 
 // A committed cache of `items` with the given tables, as bytes.
 std::string ValidCache(const fs::path& dir, const std::vector<std::string>& items, int64_t kept, int64_t text_dim,
