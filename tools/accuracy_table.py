@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The accuracy comparison's table and plot (issue 19) from experiments/accuracy_text_h200.sh's output.
 
-Reads DIR/trials/trial-*/{summary,config}.json (the sweep's trials), DIR/timing/*/summary.json and
+Reads DIR/trials/trial-*/{summary,config,metrics} (the sweep's trials; or DIR/trials.jsonl and
+DIR/trial-curves.jsonl, the compact form committed under experiments/results), DIR/timing/*/summary.json and
 DIR/timing/efficiency.md (each method alone on the GPU) and DIR/pretrain.json. For each method,
 the learning-rate scale with the highest validation HR@10 averaged over the seeds is chosen
 (selection on validation only); that scale's seeds give the test HR@10 and NDCG@10 as mean,
-sample standard deviation and range. Writes DIR/accuracy.md and DIR/accuracy.svg, and prints
+sample standard deviation and range. Trials that ran to the epoch cap and trials stopped by
+train.patience both count; the table says how many hit the cap and how fast validation HR@10 was
+still rising over their last 5 epochs. Writes DIR/accuracy.md and DIR/accuracy.svg, and prints
 the table. Standard library only.
 
 Usage: python3 tools/accuracy_table.py DIR
@@ -37,6 +40,59 @@ def spread(values):
     return mean, sd, min(values), max(values)
 
 
+def late_gain(values, window=5):
+    """Validation HR@10 gained per epoch over the last `window` epochs of a run (None if unknown):
+    how far from converged a run was when it stopped."""
+    if len(values) <= window:
+        return None
+    return (values[-1] - values[-1 - window]) / window
+
+
+def curve_of(path):
+    """The finite validation HR@10 of every epoch in a metrics.jsonl (a torn last line skipped)."""
+    values = []
+    if not os.path.exists(path):
+        return values
+    for line in open(path, encoding="utf-8"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        valid = record.get("valid")
+        hr = valid.get("HR@10") if isinstance(valid, dict) else None
+        if isinstance(hr, (int, float)) and math.isfinite(hr):
+            values.append(hr)
+    return values
+
+
+def read_trials(root, skipped):
+    """(name, summary, method, seed, lr scale, validation HR@10 per epoch) of every trial: from
+    the script's DIR/trials/trial-*/ folders, or from the committed DIR/trials.jsonl and
+    DIR/trial-curves.jsonl that experiments/results/accuracy-text-h200 keeps instead."""
+    folders = sorted(glob.glob(os.path.join(root, "trials", "trial-*")))
+    if folders:
+        for folder in folders:
+            name = os.path.basename(folder)
+            if not os.path.exists(os.path.join(folder, "summary.json")):
+                skipped.append(name + " (no summary: unfinished)")
+                continue
+            summary, config = load(os.path.join(folder, "summary.json")), load(os.path.join(folder, "config.json"))
+            yield (name, summary, config["model"]["method"], config["seed"], config["train"]["lr"]["scale"],
+                   curve_of(os.path.join(folder, "metrics.jsonl")))
+        return
+    curves = {}
+    curves_path = os.path.join(root, "trial-curves.jsonl")
+    if os.path.exists(curves_path):
+        for line in open(curves_path, encoding="utf-8"):
+            r = json.loads(line)
+            if isinstance(r.get("valid_hr10"), (int, float)) and math.isfinite(r["valid_hr10"]):
+                curves.setdefault(r["trial"], []).append((r["epoch"], r["valid_hr10"]))
+    for line in open(os.path.join(root, "trials.jsonl"), encoding="utf-8"):
+        r = json.loads(line)
+        yield (r["trial"], r["summary"], r["method"], r["seed"], r["lr_scale"],
+               [v for _, v in sorted(curves.get(r["trial"], []))])
+
+
 def tpme_by_run(path):
     """{run name: TPME} from an `iisan report efficiency` table."""
     found = {}
@@ -58,22 +114,19 @@ def main():
     root = sys.argv[1]
     trials = {}
     skipped = []
-    for folder in sorted(glob.glob(os.path.join(root, "trials", "trial-*"))):
-        if not os.path.exists(os.path.join(folder, "summary.json")):
-            skipped.append(os.path.basename(folder) + " (no summary: unfinished)")
-            continue
-        summary, config = load(os.path.join(folder, "summary.json")), load(os.path.join(folder, "config.json"))
+    for name, summary, method, seed, scale, curve in read_trials(root, skipped):
         numbers = [summary["valid"]["HR@10"], summary["test"]["HR@10"], summary["test"]["NDCG@10"]]
-        if summary.get("status") != "completed" or not finite(numbers):
-            skipped.append(f"{os.path.basename(folder)} ({summary.get('status')})")
+        # "completed": ran the sweep's epoch cap; "early_stopped": stopped by train.patience.
+        # Both are finished trainings; anything else (failed, pruned, unfinished) is left out.
+        if summary.get("status") not in ("completed", "early_stopped") or not finite(numbers):
+            skipped.append(f"{name} ({summary.get('status')})")
             continue
-        method = config["model"]["method"]
-        scale = config["train"]["lr"]["scale"]
         trials.setdefault(method, {}).setdefault(scale, []).append({
-            "seed": config["seed"], "valid": summary["valid"]["HR@10"], "test_hr": summary["test"]["HR@10"],
+            "seed": seed, "valid": summary["valid"]["HR@10"], "test_hr": summary["test"]["HR@10"],
             "test_ndcg": summary["test"]["NDCG@10"], "best_epoch": summary["best_epoch"],
             "epochs": summary["epochs_run"], "popularity": summary.get("popularity_test", {}).get("HR@10"),
-            "params": summary["trainable_parameters"]})
+            "params": summary["trainable_parameters"], "capped": summary.get("status") == "completed",
+            "late_gain": late_gain(curve)})
     tpme = tpme_by_run(os.path.join(root, "timing", "efficiency.md"))
 
     rows = []
@@ -95,6 +148,9 @@ def main():
             "valid": spread([t["valid"] for t in runs]),
             "best_epoch": statistics.fmean(t["best_epoch"] for t in runs),
             "epochs": statistics.fmean(t["epochs"] for t in runs),
+            "capped": sum(t["capped"] for t in runs),
+            "late_gain": (statistics.fmean(t["late_gain"] for t in runs)
+                          if all(t["late_gain"] is not None for t in runs) else None),
             "params": runs[0]["params"], "popularity": runs[0]["popularity"],
             "train_s": timing.get("train_seconds_per_epoch"), "peak_gib": timing.get("peak_memory_gib"),
             "memory_kind": timing.get("peak_memory_kind"), "tpme": tpme.get(method)})
@@ -103,9 +159,9 @@ def main():
         return "–" if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f}"
 
     header = ("| method | lr scale (valid HR@10 % by scale) | test HR@10 % mean ± sd [min, max] | "
-              "test NDCG@10 % mean ± sd [min, max] | valid HR@10 % | best epoch (of run) | train s/epoch | "
-              "peak GPU GiB | trainable params | TPME |")
-    lines = [header, "|" + "---|" * 10]
+              "test NDCG@10 % mean ± sd [min, max] | valid HR@10 % | best epoch (of run) | runs at the epoch cap | "
+              "valid HR@10 gain per epoch, last 5 (points) | train s/epoch | peak GPU GiB | trainable params | TPME |")
+    lines = [header, "|" + "---|" * 12]
     for r in rows:
         scales = ", ".join(f"{s:g}: {pct(v)}" + ("" if r["scale_counts"][s] == len(r["seeds"]) else
                                                   f" ({r['scale_counts'][s]} seeds)")
@@ -115,7 +171,8 @@ def main():
             f"| {LABELS.get(r['method'], r['method'])} | **{r['scale']:g}** ({scales}) | "
             f"{pct(hr[0])} ± {pct(hr[1])} [{pct(hr[2])}, {pct(hr[3])}] | "
             f"{pct(ndcg[0])} ± {pct(ndcg[1])} [{pct(ndcg[2])}, {pct(ndcg[3])}] | {pct(r['valid'][0])} | "
-            f"{r['best_epoch']:.1f} ({r['epochs']:.1f}) | "
+            f"{r['best_epoch']:.1f} ({r['epochs']:.1f}) | {r['capped']} of {len(r['seeds'])} | "
+            f"{'–' if r['late_gain'] is None else format(100 * r['late_gain'], '+.3f')} | "
             f"{'–' if r['train_s'] is None else format(r['train_s'], '.2f')} | "
             f"{'–' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} | {r['params']:,} | "
             f"{'–' if r['tpme'] is None else format(r['tpme'], '.3f')} |")
@@ -124,7 +181,7 @@ def main():
     if rows and rows[0]["popularity"] is not None:
         notes.append(f"Popularity baseline, test HR@10: {pct(rows[0]['popularity'])} %.")
     if skipped:
-        notes.append("Left out (not completed or non-finite): " + ", ".join(skipped) + ".")
+        notes.append("Left out (failed, pruned, unfinished or non-finite): " + ", ".join(skipped) + ".")
     seeds = sorted({tuple(r["seeds"]) for r in rows})
     notes.append(f"Seeds per method at the chosen scale: {', '.join(str(list(s)) for s in seeds)}.")
     if os.path.exists(os.path.join(root, "pretrain.json")):
