@@ -18,9 +18,11 @@
 #   IISAN=build-h200/iisan SHARED=.carry/shared WORK=/tmp/acc OUT=$OUT experiments/accuracy_text_h200.sh
 # Everything it writes to $OUT is packed into $OUT/accuracy-text.tgz at the end (the device tool
 # returns a limited number of files; one archive always comes back whole).
-# Cost, measured on the H200 (2026-12-02): the pretraining 48 s (beside the 100 s build); the
-# sweep about 170 trials/h with 15 trials packed, so 45 trials take about 16 min; the timing
-# runs 1 min. Give it SWEEP_SECONDS=1080 and a session with 25 min of device time left.
+# Cost, measured on the H200 (2026-12-02, session 8): the pretraining 65 s (beside the 100 s
+# build); the sweep 779 s for the 45 trials with 15 packed (208 trials/h); the timing runs about
+# 1 min. Give it SWEEP_SECONDS=1080 (a cap: it ends when the trials do). The device tool's calls
+# last at most 600 s: start this script detached (setsid ... &) and wait for its 'packed' line
+# over two calls (experiments/results/accuracy-text-h200.md has the commands).
 # A quick CPU check of the plumbing (random backbone, 3 steps an epoch):
 #   DEVICE=cpu BACKBONE=runs/bert-small METHODS='"iisan", "fft"' SEEDS=1 SCALES=1 MAX_EPOCHS=1 \
 #     TRAIN_EXTRA='"max_steps_per_epoch": 3,' K=2 experiments/accuracy_text_h200.sh
