@@ -275,6 +275,10 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
   const auto dtype = com_dense_->weight.scalar_type();
   const auto text = uses_text_ ? text_states.to(dtype) : torch::Tensor();
   const auto image = uses_image_ ? image_states.to(dtype) : torch::Tensor();
+  const bool on_gpu = (uses_text_ ? text : image).is_cuda();
+  if (schedule_ == TowerSchedule::kStacked || (schedule_ == TowerSchedule::kAuto && on_gpu)) {
+    return ForwardStacked(text, image);
+  }
   // Concatenated in the reference's order: image, text, inter (model.py line 69).
   std::vector<torch::Tensor> heads;
   if (image_tower_) {
@@ -287,6 +291,86 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
     heads.push_back(Dense(fc_mm_down_, Dense(fc_mm_, RunInterTower(text, image))));
   }
   return Dense(com_dense_, torch::cat(heads, 1));
+}
+
+// The towers present, in the reference's head order (image, text, inter), run together. Every
+// tower's block k reads x_k = a_k h_{k-1} + b_k T_k + c_k V_k with per-tower coefficients:
+//   image intra: a = 1 - g, b = 0,     c = g        (kAdd: 1, 0, 1)
+//   text intra:  a = 1 - g, b = g,     c = 0        (kAdd: 1, 1, 0)
+//   inter:       a = 1,     b = 1 - g, c = g        (kAdd: 1, 1, 1)
+// which is RunIntraTower's and RunInterTower's input. The state terms b_k T_k + c_k V_k of all
+// blocks are formed up front ([K, towers, N, H]); each block is then one addcmul, two baddbmm,
+// a relu and an add for all towers together.
+torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, const torch::Tensor& image) {
+  const int64_t blocks = config_.num_blocks;
+  const auto& reference = uses_text_ ? text : image;
+  const auto options = reference.options();
+  const auto ones = torch::ones({blocks}, options);
+  const auto zeros = torch::zeros({blocks}, options);
+  auto gate = [&](const torch::Tensor& logits) { return torch::sigmoid(logits / config_.gate_temperature); };
+  std::vector<torch::Tensor> a, b, c;  // per tower, [K] each
+  std::vector<std::vector<SanBlock>*> towers;
+  std::vector<std::pair<torch::nn::Linear, torch::nn::Linear>> heads;
+  const bool gated = config_.fusion == SanFusion::kGated;
+  if (image_tower_) {
+    const auto g = gated ? gate(image_gates_) : ones;
+    a.push_back(gated ? 1 - g : ones), b.push_back(zeros), c.push_back(g);
+    towers.push_back(&image_san_), heads.emplace_back(fc_cv_, cv_pre_fc_);
+  }
+  if (text_tower_) {
+    const auto g = gated ? gate(text_gates_) : ones;
+    a.push_back(gated ? 1 - g : ones), b.push_back(g), c.push_back(zeros);
+    towers.push_back(&text_san_), heads.emplace_back(fc_bert_, bert_pre_fc_);
+  }
+  if (inter_tower_) {
+    const auto g = gated ? gate(inter_gates_) : ones;
+    a.push_back(ones), b.push_back(gated ? 1 - g : ones), c.push_back(g);
+    towers.push_back(&inter_san_), heads.emplace_back(fc_mm_, fc_mm_down_);
+  }
+  const int64_t t = static_cast<int64_t>(towers.size());
+  // [K, t, 1, 1] coefficients; the states as [K, 1, N, H].
+  auto coefficient = [&](const std::vector<torch::Tensor>& per_tower) {
+    return torch::stack(per_tower, 1).view({blocks, t, 1, 1});
+  };
+  torch::Tensor mixed;  // [K, t, N, H]
+  if (uses_text_) mixed = coefficient(b) * text.transpose(0, 1).unsqueeze(1);
+  if (uses_image_) {
+    const auto term = coefficient(c) * image.transpose(0, 1).unsqueeze(1);
+    mixed = mixed.defined() ? mixed + term : term;
+  }
+  const auto carry = coefficient(a);
+  // Every tower's block weights stacked once per call: [K, t, ...].
+  auto stacked = [&](auto&& pick) {
+    std::vector<torch::Tensor> per_block;
+    per_block.reserve(static_cast<size_t>(blocks * t));
+    for (int64_t k = 0; k < blocks; ++k) {
+      for (auto* tower : towers) per_block.push_back(pick((*tower)[k]));
+    }
+    const auto flat = torch::stack(per_block, 0);
+    auto sizes = flat.sizes().vec();
+    sizes[0] = t;
+    sizes.insert(sizes.begin(), blocks);
+    return flat.view(sizes);
+  };
+  const auto down_w = stacked([](const SanBlock& s) { return s->down()->weight.t(); });  // [K, t, H, B]
+  const auto down_b = stacked([](const SanBlock& s) { return s->down()->bias.unsqueeze(0); });  // [K, t, 1, B]
+  const auto up_w = stacked([](const SanBlock& s) { return s->up()->weight.t(); });  // [K, t, B, H]
+  const auto up_b = stacked([](const SanBlock& s) { return s->up()->bias.unsqueeze(0); });  // [K, t, 1, H]
+  torch::Tensor h;  // [t, N, H]; h_{-1} = 0
+  for (int64_t k = 0; k < blocks; ++k) {
+    const auto x = h.defined() ? torch::addcmul(mixed[k], carry[k], h) : mixed[k];
+    const auto inner = torch::relu(torch::baddbmm(down_b[k], x, down_w[k]));
+    h = x + torch::baddbmm(up_b[k], inner, up_w[k]);
+  }
+  // Heads: H -> H -> embedding_dim per tower, then [N, t * dim] in tower order.
+  std::vector<torch::Tensor> w1, b1, w2, b2;
+  for (auto& [first, second] : heads) {
+    w1.push_back(first->weight.t()), b1.push_back(first->bias.unsqueeze(0));
+    w2.push_back(second->weight.t()), b2.push_back(second->bias.unsqueeze(0));
+  }
+  const auto hidden = torch::baddbmm(torch::stack(b1), h, torch::stack(w1));
+  const auto out = torch::baddbmm(torch::stack(b2), hidden, torch::stack(w2));  // [t, N, dim]
+  return Dense(com_dense_, out.transpose(0, 1).reshape({out.size(1), -1}));
 }
 
 OptimizerGroup IisanParameterGroup(const std::string& name) {

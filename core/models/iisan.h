@@ -63,6 +63,9 @@ class SanBlockImpl : public torch::nn::Module {
   // Back to the initial distribution (weights N(0, 0.01²), biases 0).
   void Reset();
 
+  const torch::nn::Linear& down() const { return down_; }
+  const torch::nn::Linear& up() const { return up_; }
+
  private:
   torch::nn::Linear down_{nullptr};
   torch::nn::Linear up_{nullptr};
@@ -93,14 +96,26 @@ class IisanItemEncoderImpl : public torch::nn::Module {
 
   const IisanConfig& config() const { return config_; }
 
+  // How forward runs the towers. kSeparate: one tower after the other, each SANB its own two
+  // matrix products (the reference's order of operations). kStacked: the towers present run
+  // side by side, block k of every tower in one batched product (baddbmm) over the towers'
+  // stacked weights, and the heads likewise: the same arithmetic in about a third of the
+  // kernels (a cached training step is bound by kernel launches, not by arithmetic). Results
+  // agree to rounding. kAuto (default): kStacked when the states are on a GPU, kSeparate on
+  // the CPU, whose numbers therefore stay those of the reference order.
+  enum class TowerSchedule { kAuto, kSeparate, kStacked };
+  void set_tower_schedule(TowerSchedule schedule) { schedule_ = schedule; }
+
  private:
   std::vector<SanBlock> RegisterSanTower(const std::string& name);
+  torch::Tensor ForwardStacked(const torch::Tensor& text, const torch::Tensor& image);
   torch::Tensor RunIntraTower(std::vector<SanBlock>& blocks, const torch::Tensor& gate_logits,
                               const torch::Tensor& states);
   torch::Tensor RunInterTower(const torch::Tensor& text_states, const torch::Tensor& image_states);
   void CheckStates(const torch::Tensor& states, const char* argument) const;
 
   IisanConfig config_;
+  TowerSchedule schedule_ = TowerSchedule::kAuto;
   bool uses_text_;   // text states are read (by the text tower or the inter tower)
   bool uses_image_;  // image states are read
   bool text_tower_;
