@@ -40,7 +40,7 @@ struct Config {
     std::string method, modality, text_backbone, image_backbone;
     uint64_t backbone_init_seed;
     std::vector<int> kept_layers;
-    std::string iisan_towers, fusion;
+    std::string iisan_towers, fusion, iisan_schedule;
     int64_t bottleneck, embedding_dim;
     double gate_temperature;
     int64_t user_blocks, user_heads;

@@ -143,6 +143,11 @@ std::vector<KeySpec> Build() {
              "reference's fusion_method): gated (learnable scalar gates, IISAN.md §3.3) or add (plain sums, no gate "
              "parameters); the towers' outputs are concatenated into com_dense either way",
              IISAN_CONFIG_FIELD(model.fusion)),
+      Choice("model.iisan_schedule", "auto", {"auto", "separate", "stacked"},
+             "how the IISAN side network runs its towers: separate (one after the other, the reference's order), "
+             "stacked (block k of every tower in one batched matrix product: the same arithmetic in about a third "
+             "of the kernels, equal to rounding) or auto (stacked on a GPU, separate on the CPU)",
+             IISAN_CONFIG_FIELD(model.iisan_schedule)),
       Integer("model.bottleneck", 64, 1, 65536, "width of the side network's adapter bottleneck",
               IISAN_CONFIG_FIELD(model.bottleneck)),
       Integer("model.embedding_dim", 64, 1, 65536, "item and user embedding width",

@@ -145,6 +145,7 @@ Job PrepareJob(const Config& config_in) {
   side.embedding_dim = config.model.embedding_dim;
   side.towers = towers;
   side.fusion = models::ParseSanFusion(config.model.fusion);
+  side.schedule = models::ParseTowerSchedule(config.model.iisan_schedule);
   side.gate_temperature = config.model.gate_temperature;
   model.adapter_bottleneck = config.model.adapter_bottleneck;
   model.lora_rank = config.model.lora_rank;

@@ -86,6 +86,25 @@ std::string SanFusionName(SanFusion fusion) {
   throw std::logic_error("SanFusionName: unhandled SanFusion value");
 }
 
+TowerSchedule ParseTowerSchedule(const std::string& name) {
+  if (name == "auto") return TowerSchedule::kAuto;
+  if (name == "separate") return TowerSchedule::kSeparate;
+  if (name == "stacked") return TowerSchedule::kStacked;
+  throw std::runtime_error("tower schedule must be one of \"auto\", \"separate\", \"stacked\"; got \"" + name + "\"");
+}
+
+std::string TowerScheduleName(TowerSchedule schedule) {
+  switch (schedule) {
+    case TowerSchedule::kAuto:
+      return "auto";
+    case TowerSchedule::kSeparate:
+      return "separate";
+    case TowerSchedule::kStacked:
+      return "stacked";
+  }
+  throw std::logic_error("TowerScheduleName: unhandled TowerSchedule value");
+}
+
 void IisanConfig::Validate() const {
   RequirePositive("hidden_size", static_cast<double>(hidden_size));
   RequirePositive("bottleneck", static_cast<double>(bottleneck));
@@ -276,7 +295,7 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
   const auto text = uses_text_ ? text_states.to(dtype) : torch::Tensor();
   const auto image = uses_image_ ? image_states.to(dtype) : torch::Tensor();
   const bool on_gpu = (uses_text_ ? text : image).is_cuda();
-  if (schedule_ == TowerSchedule::kStacked || (schedule_ == TowerSchedule::kAuto && on_gpu)) {
+  if (config_.schedule == TowerSchedule::kStacked || (config_.schedule == TowerSchedule::kAuto && on_gpu)) {
     return ForwardStacked(text, image);
   }
   // Concatenated in the reference's order: image, text, inter (model.py line 69).

@@ -38,6 +38,18 @@ enum class SanFusion { kGated, kAdd };
 SanFusion ParseSanFusion(const std::string& name);
 std::string SanFusionName(SanFusion fusion);
 
+// How the side network runs its towers. kSeparate: one tower after the other, each SANB its
+// own two matrix products (the reference's order of operations). kStacked: the towers present
+// run side by side, block k of every tower in one batched product (baddbmm) over the towers'
+// stacked weights, and the heads likewise: the same arithmetic in about a third of the kernels
+// (a cached training step is bound by kernel launches, not by arithmetic); results agree to
+// rounding. kAuto: kStacked when the states are on a GPU, kSeparate on the CPU, whose numbers
+// therefore stay those of the reference order.
+enum class TowerSchedule { kAuto, kSeparate, kStacked };
+
+TowerSchedule ParseTowerSchedule(const std::string& name);
+std::string TowerScheduleName(TowerSchedule schedule);
+
 struct IisanConfig {
   int64_t hidden_size = 768;    // width of the backbones' hidden states and of every SANB
   int64_t bottleneck = 64;      // SANB inner width
@@ -47,6 +59,7 @@ struct IisanConfig {
   SanTowers towers = SanTowers::kIntraInter;  // kInter needs modality kTextImage
   SanFusion fusion = SanFusion::kGated;
   double gate_temperature = 0.1;  // gate g = sigmoid(w / gate_temperature) (kGated)
+  TowerSchedule schedule = TowerSchedule::kAuto;
 
   // Throws std::runtime_error naming the first bad field.
   void Validate() const;
@@ -96,15 +109,8 @@ class IisanItemEncoderImpl : public torch::nn::Module {
 
   const IisanConfig& config() const { return config_; }
 
-  // How forward runs the towers. kSeparate: one tower after the other, each SANB its own two
-  // matrix products (the reference's order of operations). kStacked: the towers present run
-  // side by side, block k of every tower in one batched product (baddbmm) over the towers'
-  // stacked weights, and the heads likewise: the same arithmetic in about a third of the
-  // kernels (a cached training step is bound by kernel launches, not by arithmetic). Results
-  // agree to rounding. kAuto (default): kStacked when the states are on a GPU, kSeparate on
-  // the CPU, whose numbers therefore stay those of the reference order.
-  enum class TowerSchedule { kAuto, kSeparate, kStacked };
-  void set_tower_schedule(TowerSchedule schedule) { schedule_ = schedule; }
+  // Overrides config().schedule (see TowerSchedule).
+  void set_tower_schedule(TowerSchedule schedule) { config_.schedule = schedule; }
 
  private:
   std::vector<SanBlock> RegisterSanTower(const std::string& name);
@@ -115,7 +121,6 @@ class IisanItemEncoderImpl : public torch::nn::Module {
   void CheckStates(const torch::Tensor& states, const char* argument) const;
 
   IisanConfig config_;
-  TowerSchedule schedule_ = TowerSchedule::kAuto;
   bool uses_text_;   // text states are read (by the text tower or the inter tower)
   bool uses_image_;  // image states are read
   bool text_tower_;

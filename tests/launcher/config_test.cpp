@@ -72,13 +72,16 @@ TEST(ConfigTest, AblationAndEvaluationKeysDefaultToTodaysBehaviour) {
   const auto config = LoadConfig({}, {});
   EXPECT_EQ(config.model.iisan_towers, "intra+inter");
   EXPECT_EQ(config.model.fusion, "gated");
+  EXPECT_EQ(config.model.iisan_schedule, "auto");
   EXPECT_FALSE(config.eval.count_repeated_targets);
-  const auto set =
-      LoadConfig({}, {"model.iisan_towers=inter", "model.fusion=add", "eval.count_repeated_targets=true"});
+  const auto set = LoadConfig({}, {"model.iisan_towers=inter", "model.fusion=add", "eval.count_repeated_targets=true",
+                                   "model.iisan_schedule=separate"});
+  EXPECT_EQ(set.model.iisan_schedule, "separate");
   EXPECT_EQ(set.model.iisan_towers, "inter");
   EXPECT_EQ(set.model.fusion, "add");
   EXPECT_TRUE(set.eval.count_repeated_targets);
   EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"model.fusion=concat"}); }), "model.fusion"));
+  EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"model.iisan_schedule=fused"}); }), "model.iisan_schedule"));
   EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"model.iisan_towers=intra_inter"}); }), "model.iisan_towers"));
   EXPECT_TRUE(Names(ErrorOf([] { LoadConfig({}, {"eval.count_repeated_targets=1"}); }),
                     "eval.count_repeated_targets"));
@@ -341,8 +344,9 @@ TEST(ConfigTest, ChoiceKeysRefuseOtherStrings) {
       }
     }
   }
-  // model.method, model.modality, model.iisan_towers, model.fusion, cache.dtype, train.resume, train.device
-  EXPECT_EQ(checked, 7 * 9);
+  // model.method, model.modality, model.iisan_towers, model.fusion, model.iisan_schedule, cache.dtype,
+  // train.resume, train.device
+  EXPECT_EQ(checked, 8 * 9);
   Config config = LoadConfig({}, {});
   for (const char* device : {"cpu", "cuda", "cuda:0", "cuda:7", "cuda:1023"}) {
     EXPECT_EQ(ErrorOf([&] { ApplyOverride(config, std::string("train.device=") + device); }), "") << device;
@@ -366,7 +370,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 54u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 55u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {

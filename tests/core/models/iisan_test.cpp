@@ -342,7 +342,7 @@ TEST(IisanItemEncoderTest, SingleModalityVariants) {
 // The stacked schedule (the GPU's default) computes what the separate one does, forward and
 // backward, for every tower set, fusion and modality; on the CPU the default stays separate.
 TEST(IisanItemEncoderTest, StackedTowersMatchSeparateOnesWithGradients) {
-  using Schedule = IisanItemEncoderImpl::TowerSchedule;
+  using Schedule = TowerSchedule;
   struct Variant {
     Modality modality;
     SanTowers towers;
@@ -408,6 +408,13 @@ TEST(IisanItemEncoderTest, RejectsMissingOrMisshapenStates) {
   // The inter tower alone still reads (and checks) both modalities' states.
   IisanItemEncoder inter(TinyConfig(Modality::kTextImage, SanTowers::kInter));
   ExpectErrorContaining([&] { inter->forward(good, torch::Tensor()); }, {"image_states", "undefined"});
+}
+
+TEST(TowerScheduleTest, ParseAndName) {
+  for (const auto schedule : {TowerSchedule::kAuto, TowerSchedule::kSeparate, TowerSchedule::kStacked}) {
+    EXPECT_EQ(ParseTowerSchedule(TowerScheduleName(schedule)), schedule);
+  }
+  ExpectErrorContaining([] { ParseTowerSchedule("fused"); }, {"auto", "separate", "stacked", "fused"});
 }
 
 TEST(ModalityTest, ParseAndName) {
