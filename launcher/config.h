@@ -68,6 +68,7 @@ struct Config {
     int max_requeues;
     int checkpoint_every;
     int64_t check_sync_every;
+    int64_t profile_steps;
     double collective_timeout_s, bucket_mb;
     struct Lr {
       double recsys, text, image, adapter_text, adapter_image;

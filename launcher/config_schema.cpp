@@ -210,6 +210,11 @@ std::vector<KeySpec> Build() {
       Integer("train.check_sync_every", 0, 0, int64_t{1} << 40,
               "steps between checks that the ranks' weights agree (0: never)",
               IISAN_CONFIG_FIELD(train.check_sync_every)),
+      Integer("train.profile_steps", 0, 0, 1000,
+              "profile this many training steps of the first epoch, from its 11th step (after warm-up and CUDA "
+              "graph capture), and the evaluation pass after that epoch, kernel by kernel (CPU ops on the CPU) with "
+              "the Kineto profiler, into run_dir/profile/ (0: off)",
+              IISAN_CONFIG_FIELD(train.profile_steps)),
       Number("train.collective_timeout_s", 300.0, 0.001, 1e6, "seconds a collective may stall before every rank aborts",
              IISAN_CONFIG_FIELD(train.collective_timeout_s)),
       Number("train.bucket_mb", 4.0, 0.001, 16384.0, "gradient all-reduce bucket size, MiB",

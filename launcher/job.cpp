@@ -183,6 +183,7 @@ Job PrepareJob(const Config& config_in) {
   train.patience = config.train.patience;
   train.max_steps_per_epoch = config.train.max_steps_per_epoch;
   train.cuda_graph = config.train.cuda_graph;
+  train.profile_steps = config.train.profile_steps;
   train.check_sync_every = config.train.check_sync_every;
   train.eval.batch_size = config.eval.batch_size;
   train.eval.ks = config.eval.ks;
@@ -194,6 +195,11 @@ Job PrepareJob(const Config& config_in) {
   train.seed = config.seed;
   train.device = cache.device;
   if (train.batch_size < 2) throw ConfigError("train.batch_size must be at least 2 (in-batch negatives)");
+  try {
+    train::CheckProfileSteps(train, job.dataset.num_users());
+  } catch (const std::invalid_argument& error) {
+    throw ConfigError(error.what());
+  }
 
   if (!live) {
     // Reading every input to fingerprint them costs a pass over the images; only the cached

@@ -145,6 +145,17 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
     }
     return callbacks.on_epoch ? callbacks.on_epoch(record) : train::EpochDecision::kContinue;
   };
+  // train.profile_steps: every rank profiles (the ranks' steps stay alike), rank 0 writes
+  // profile/, replacing what an earlier process of this run wrote there.
+  std::vector<train::KernelProfile> profiles;
+  fit.on_profile = [&](const train::KernelProfile& profile) {
+    if (!lead) return;
+    const auto dir = run->path() / "profile";
+    if (profiles.empty()) std::filesystem::remove_all(dir);
+    profiles.push_back(profile);
+    train::WriteProfileFiles(dir, profiles);
+    LOG(INFO) << "profile of " << profile.phase << " written to " << (dir / (profile.phase + ".json")).string();
+  };
   const auto result = trainer.Fit(fit);
   outcome.status = result.status;
   if (result.status == train::RunStatus::kCancelled) {

@@ -2,7 +2,8 @@
 // RunTraining takes a prepared Job (job.h) and callbacks, joins the data-parallel world when
 // the process is one rank of one (mpirun, srun, `iisan launch`), builds or loads the cache,
 // trains into the run directory runs/<name>/ (config.json, metrics.jsonl, checkpoints/, log/,
-// summary.json) and returns how the run ended with its summary as a typed value.
+// summary.json, profile/ with train.profile_steps) and returns how the run ended with its
+// summary as a typed value.
 #pragma once
 
 #include <atomic>

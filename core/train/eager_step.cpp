@@ -19,6 +19,8 @@ class EagerStep final : public StepEngine {
  public:
   explicit EagerStep(const StepContext& context) : c_(context) {}
 
+  const char* name() const override { return "eager"; }
+
   void BeginEpoch(int64_t warmup) override {
     warmup_ = warmup;
     step_ = 0;

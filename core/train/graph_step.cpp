@@ -31,6 +31,8 @@ class GraphStep final : public StepEngine {
     }
   }
 
+  const char* name() const override { return "cuda graph"; }
+
   void Step(std::span<const int64_t> users) override {
     const auto padded = PadBatch(TrainingBatch(*c_.dataset, users), c_.options->batch_size);
     // Inputs travel through pinned memory straight into the graph's buffers: a copy from

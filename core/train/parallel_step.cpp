@@ -18,6 +18,8 @@ class ParallelStep final : public StepEngine {
  public:
   ParallelStep(const StepContext& context, DataParallel& parallel) : c_(context), parallel_(parallel) {}
 
+  const char* name() const override { return "data-parallel"; }
+
   void BeginEpoch(int64_t warmup) override { stats_ = {}; }
 
   void Step(std::span<const int64_t> users) override {

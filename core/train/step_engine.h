@@ -49,6 +49,8 @@ class StepEngine {
   // One optimizer step on a global batch of users, in the epoch's order.
   virtual void Step(std::span<const int64_t> users) = 0;
   virtual StepEngineStats EndEpoch() { return {}; }
+  // How the steps run, for reports: "eager", "cuda graph" or "data-parallel".
+  virtual const char* name() const = 0;
 };
 
 // The left-padded training sequences of `users` (a batch built on the host).

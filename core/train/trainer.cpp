@@ -1,5 +1,6 @@
 // The epoch loop: steps through the step engine, validation after every epoch, the best epoch's
-// test metrics, early stopping, the callbacks' stop and cancel, and the run's timing.
+// test metrics, early stopping, the callbacks' stop and cancel, the run's timing, and the
+// profiling windows of TrainOptions::profile_steps.
 #include "core/train/trainer.h"
 
 #include <chrono>
@@ -52,6 +53,21 @@ std::unique_ptr<FlatAdam> MakeOptimizer(Recommender& model, const LearningRates&
 
 }  // namespace
 
+void CheckProfileSteps(const TrainOptions& options, int64_t users) {
+  if (options.profile_steps < 0) throw std::invalid_argument("train.profile_steps must not be negative");
+  if (options.profile_steps == 0) return;
+  int64_t epoch_steps = (users + options.batch_size - 1) / options.batch_size;
+  const bool capped = options.max_steps_per_epoch > 0;
+  if (capped) epoch_steps = std::min(epoch_steps, options.max_steps_per_epoch);
+  if (epoch_steps > kProfileSkipSteps) return;
+  throw std::invalid_argument(
+      "train.profile_steps=" + std::to_string(options.profile_steps) + ": profiling starts at an epoch's step " +
+      std::to_string(kProfileSkipSteps + 1) + ", after the warm-up, but an epoch has " + std::to_string(epoch_steps) +
+      " steps (" + std::to_string(users) + " users, batch " + std::to_string(options.batch_size) +
+      (capped ? ", train.max_steps_per_epoch " + std::to_string(options.max_steps_per_epoch) : std::string()) +
+      "); lower train.batch_size" + (capped ? " or raise train.max_steps_per_epoch" : ""));
+}
+
 std::vector<int64_t> SeededPermutation(int64_t n, uint64_t seed) {
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
@@ -94,6 +110,11 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   context.loss = &epoch_loss_;
   context.options = &options_;
   engine_ = MakeStepEngine(context, parallel_);
+  CheckProfileSteps(options_, dataset_.num_users());
+  if (options_.profile_steps > 0) {
+    profiler_ = std::make_unique<KernelProfiler>(options_.device);
+    profile_stage_ = ProfileStage::kSteps;
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -112,6 +133,12 @@ bool Trainer::CancelRequested(const std::atomic<bool>* cancel, int64_t step, int
   return parallel_->Sum(cancel->load(std::memory_order_relaxed) ? 1.0 : 0.0) > 0.0;
 }
 
+void Trainer::FinishProfile(KernelProfile profile, const FitCallbacks& callbacks) {
+  LOG(INFO) << "profile (train.profile_steps), top 10 of " << profile.kernels.size() << " rows:\n" << profile.Top(10);
+  if (callbacks.on_profile) callbacks.on_profile(profile);
+  profile_stage_ = profile_stage_ == ProfileStage::kSteps ? ProfileStage::kEval : ProfileStage::kDone;
+}
+
 bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
   const std::atomic<bool>* cancel = callbacks.cancel;
   auto& p = progress_;
@@ -128,6 +155,16 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
   const int64_t warmup = std::min<int64_t>(5, (num_batches - first) / 4);
   const int64_t steady_from = first + warmup;
   engine_->BeginEpoch(warmup);
+  // train.profile_steps: a window of steps once the engine is warm (its CUDA graph captured).
+  int64_t profile_from = -1, profile_to = -1;
+  if (profile_stage_ == ProfileStage::kSteps && num_batches - first > kProfileSkipSteps) {
+    profile_from = first + kProfileSkipSteps;
+    profile_to = std::min(num_batches, profile_from + options_.profile_steps);
+    if (profile_to - profile_from < options_.profile_steps) {
+      LOG(WARNING) << "train.profile_steps=" << options_.profile_steps << ": epoch " << record.epoch << " ends after "
+                   << profile_to - profile_from << " profiled steps";
+    }
+  }
 
   GpuUtilizationSampler utilization(options_.device);
   utilization.Start();
@@ -144,6 +181,11 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
       p.epoch_in_flight = b > 0 ? record.epoch : 0;
       p.next_step = b;
       p.partial_train_seconds = b > 0 ? p.partial_train_seconds + SecondsSince(start) : 0.0;
+      if (profiler_ && profiler_->active()) {
+        profiler_.reset();  // closes the window, dropping its events
+        profile_stage_ = ProfileStage::kDone;
+        LOG(INFO) << "train.profile_steps: the run was cancelled inside the profiled steps; no profile written";
+      }
       LOG(INFO) << "cancelled in epoch " << record.epoch << " before step " << b << " of " << num_batches;
       return false;
     }
@@ -153,7 +195,24 @@ bool Trainer::TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks) {
     }
     const int64_t begin = b * options_.batch_size;
     const int64_t end = std::min(users, begin + options_.batch_size);
+    if (b == profile_from) profiler_->Start();
     engine_->Step(std::span<const int64_t>(order.data() + begin, static_cast<size_t>(end - begin)));
+    if (b + 1 == profile_to) {
+      auto profile = profiler_->Stop();
+      profile.phase = "train_steps";
+      profile.step_engine = engine_->name();
+      profile.step_name = "training step";
+      profile.epoch = record.epoch;
+      profile.first_step = profile_from;
+      profile.steps = profile_to - profile_from;
+      if (profile.step_engine == "cuda graph") {
+        profile.note = profile.kernel_calls > 0
+            ? "the steps were CUDA graph replays; CUPTI recorded the graph's kernels one by one"
+            : "the steps were CUDA graph replays and CUPTI recorded none of the graph's kernels; "
+              "train.cuda_graph=false profiles the same step run eagerly, kernel by kernel";
+      }
+      FinishProfile(std::move(profile), callbacks);
+    }
     progress.Advance(end - begin);
     if (callbacks.after_step) callbacks.after_step(record.epoch, b + 1);
   }
@@ -221,7 +280,20 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
     }
 
     auto start = Clock::now();
+    const bool profile_eval = profile_stage_ == ProfileStage::kEval;
+    if (profile_eval) profiler_->Start();
     record.valid = Evaluate(Split::kValid);
+    if (profile_eval) {
+      auto profile = profiler_->Stop();
+      profile.phase = "eval";
+      profile.step_engine = "eager";  // evaluation never runs as a CUDA graph
+      profile.step_name = "evaluation batch";
+      profile.epoch = epoch;
+      const auto [first_user, last_user] = parallel_ ? parallel_->EvaluationUsers(dataset_.num_users())
+                                                     : std::pair<int64_t, int64_t>(0, dataset_.num_users());
+      profile.steps = (last_user - first_user + options_.eval.batch_size - 1) / options_.eval.batch_size;
+      FinishProfile(std::move(profile), callbacks);
+    }
     record.valid_seconds = SecondsSince(start);
     const double hr = record.valid.hr(options_.selection_k);
     if (hr > p.best_hr) {
@@ -261,6 +333,11 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
       LOG(INFO) << "stopped after epoch " << epoch << " by the caller";
       result.status = RunStatus::kStopped;
     }
+  }
+  const bool trained = result.epochs_run >= first_epoch;
+  if (profile_stage_ == ProfileStage::kSteps && trained && result.status != RunStatus::kCancelled) {
+    LOG(WARNING) << "train.profile_steps: nothing was profiled; no epoch of this run had more than "
+                 << kProfileSkipSteps << " steps left to train";
   }
   TrainResult out = result;
   const double epochs = std::max(1, out.epochs_run);

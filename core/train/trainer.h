@@ -29,6 +29,7 @@
 #include "core/train/epoch_loss.h"
 #include "core/train/evaluation.h"
 #include "core/train/flat_adam.h"
+#include "core/train/kernel_profile.h"
 #include "core/train/method.h"
 #include "core/train/ranking.h"
 #include "core/train/recommender.h"
@@ -61,6 +62,12 @@ struct TrainOptions {
   // Data-parallel runs: every this many steps, check that all ranks hold the same trainable
   // parameters (0 = never; a debugging aid that costs one all-gather per check).
   int64_t check_sync_every = 0;
+  // > 0: profile this many training steps of the first epoch, from its step kProfileSkipSteps
+  // (0-based; after the engine's warm-up and graph capture), then the evaluation pass after that
+  // epoch, with the Kineto profiler (kernel_profile.h); FitCallbacks::on_profile receives both.
+  // The epoch must have more than kProfileSkipSteps steps. After a resume in the middle of an
+  // epoch, the first epoch with more than that many steps left is profiled.
+  int64_t profile_steps = 0;
 };
 
 enum class EpochDecision { kContinue, kStop };
@@ -73,6 +80,9 @@ struct FitCallbacks {
   // After each step is queued (on the host, without waiting for the device): the epoch and the
   // number of steps of it done. For heartbeats and progress; may be empty.
   std::function<void(int epoch, int64_t steps_done)> after_step;
+  // With TrainOptions::profile_steps: the training window's profile (phase "train_steps"), then
+  // the evaluation pass's ("eval"). May be empty (the profiles' top rows are logged either way).
+  std::function<void(const KernelProfile&)> on_profile;
 };
 
 struct TrainResult {
@@ -133,6 +143,8 @@ class Trainer {
   // Runs the epoch's steps from progress_.next_step; false when cancelled before its end.
   bool TrainEpoch(EpochRecord& record, const FitCallbacks& callbacks);
   bool CancelRequested(const std::atomic<bool>* cancel, int64_t step, int64_t first_step);
+  // Logs a finished profile's top rows, hands it to on_profile and moves to the next stage.
+  void FinishProfile(KernelProfile profile, const FitCallbacks& callbacks);
 
   const data::Dataset& dataset_;
   Recommender model_;
@@ -142,6 +154,9 @@ class Trainer {
   EpochLoss epoch_loss_;  // the epoch's step losses, on the device (the engines record them)
   std::unique_ptr<FlatAdam> optimizer_;
   std::unique_ptr<StepEngine> engine_;
+  // train.profile_steps: the steps' window is pending, then the evaluation pass, then done.
+  enum class ProfileStage { kOff, kSteps, kEval, kDone } profile_stage_ = ProfileStage::kOff;
+  std::unique_ptr<KernelProfiler> profiler_;
 
   struct Progress {
     double best_hr = -1.0;
@@ -157,6 +172,10 @@ class Trainer {
     TrainResult result;  // its epochs_run: the epochs completed
   } progress_;
 };
+
+// std::invalid_argument, naming train.profile_steps, when options.profile_steps is negative, or
+// positive while an epoch over `users` users has no step past kProfileSkipSteps to profile.
+void CheckProfileSteps(const TrainOptions& options, int64_t users);
 
 // Deterministic permutation of 0..n-1 (Fisher–Yates over splitmix64): the same on every
 // platform and standard library, unlike std::shuffle.

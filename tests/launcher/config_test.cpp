@@ -277,7 +277,7 @@ TEST(ConfigTest, EveryNumericKeyRefusesValuesOutsideItsRange) {
 TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
   const std::set<std::string> zero_allowed = {"seed", "model.backbone_init_seed", "cache.threads", "train.batch_size",
                                               "train.patience", "train.max_steps_per_epoch", "train.checkpoint_every",
-                                              "train.max_requeues",
+                                              "train.max_requeues", "train.profile_steps",
                                               "train.check_sync_every", "model.kept_layers", "model.dropout",
                                               "model.lora_alpha", "train.lr.recsys", "train.lr.text", "train.lr.image",
                                               "train.lr.adapter_text", "train.lr.adapter_image"};

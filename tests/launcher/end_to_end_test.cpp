@@ -1,5 +1,6 @@
 // The `iisan` binary end to end: synthetic data → cache → training → run directory, the
-// reproducibility of two identical runs, and bad input failing cleanly.
+// reproducibility of two identical runs, the profile of train.profile_steps, and bad input
+// failing cleanly.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -282,6 +284,66 @@ TEST(EndToEndTest, ADivergedRunNamesEpochAndStepAndKeepsTheLastGoodCheckpoint) {
     EXPECT_TRUE(torch::equal(best_after.Tensor(best.names()[i]), best_before[i])) << best.names()[i];
   }
   EXPECT_EQ(ReadMetrics(run / "metrics.jsonl").size(), 1u);
+}
+
+// train.profile_steps writes profile/ into the run directory: a breakdown of the profiled
+// training steps and one of the evaluation pass after them, and a readable summary. At 0 (the
+// default) nothing is profiled; an epoch too short for the window is refused before the run
+// directory is made.
+TEST(EndToEndTest, ProfileStepsWriteAKernelBreakdownIntoTheRunDirectory) {
+  const auto work = Fresh("profile");
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 300 --items 100 --categories 4").exit_code, 0);
+  const std::string demo = "demo --workdir " + work.string() + " --set train.epochs=1";
+  const auto profiled = RunIisan(demo + " --set train.batch_size=8 --set train.profile_steps=3 --set name=profiled");
+  ASSERT_EQ(profiled.exit_code, 0) << profiled.output;
+  const auto dir = work / "runs/profiled/profile";
+  std::set<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files.insert(entry.path().filename().string());
+  EXPECT_EQ(files, (std::set<std::string>{"eval.json", "summary.txt", "train_steps.json"}));
+  for (const std::string phase : {"train_steps", "eval"}) {
+    const auto json = ReadJson(dir / (phase + ".json"));
+    EXPECT_EQ(json["phase"], phase);
+    EXPECT_EQ(json["device"], "cpu");
+    EXPECT_EQ(json["activities"], "cpu");
+    const int64_t steps = json["steps"].get<int64_t>();
+    EXPECT_GE(steps, 1) << phase;
+    double shares = 0.0;
+    int64_t matmul_calls = 0;
+    ASSERT_FALSE(json["kernels"].empty()) << phase;
+    for (const auto& row : json["kernels"]) {
+      shares += row["share"].get<double>();
+      const auto name = row["name"].get<std::string>();
+      if (name == "aten::mm" || name == "aten::addmm" || name == "aten::bmm" || name == "aten::matmul" ||
+          name == "aten::linear") {
+        matmul_calls = std::max(matmul_calls, row["calls"].get<int64_t>());
+      }
+    }
+    EXPECT_NEAR(shares, 1.0, 1e-6) << phase;
+    EXPECT_GE(matmul_calls, steps) << phase << ": no matmul-family op ran once a step";
+    EXPECT_GT(json["kernels_per_step"].get<double>(), 0.0) << phase;
+    EXPECT_GT(json["busy_fraction"].get<double>(), 0.0) << phase;
+  }
+  const auto steps = ReadJson(dir / "train_steps.json");
+  EXPECT_EQ(steps["steps"], 3);
+  EXPECT_EQ(steps["first_step"], 10);
+  EXPECT_EQ(steps["step_engine"], "eager");
+  std::ifstream summary_in(dir / "summary.txt");
+  const std::string summary((std::istreambuf_iterator<char>(summary_in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(summary.find("== train_steps: 3 training steps (epoch 1, steps 11-13 of it), eager"), std::string::npos)
+      << summary;
+  EXPECT_NE(summary.find("== eval: "), std::string::npos) << summary;
+
+  const auto plain = RunIisan(demo + " --set train.batch_size=8 --set name=plain");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_TRUE(std::filesystem::exists(work / "runs/plain/summary.json"));
+  EXPECT_FALSE(std::filesystem::exists(work / "runs/plain/profile")) << "train.profile_steps=0 profiled";
+
+  const auto short_epochs = RunIisan(demo + " --set train.batch_size=64 --set train.profile_steps=3 --set name=short");
+  EXPECT_NE(short_epochs.exit_code, 0);
+  EXPECT_NE(short_epochs.output.find("train.profile_steps=3: profiling starts at an epoch's step 11"),
+            std::string::npos)
+      << short_epochs.output;
+  EXPECT_FALSE(std::filesystem::exists(work / "runs/short")) << "a refused config made a run directory";
 }
 
 TEST(EndToEndTest, BadDataFailsWithFileAndLineAndWritesNoRun) {
