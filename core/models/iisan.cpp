@@ -317,9 +317,8 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
 //   image intra: a = 1 - g, b = 0,     c = g        (kAdd: 1, 0, 1)
 //   text intra:  a = 1 - g, b = g,     c = 0        (kAdd: 1, 1, 0)
 //   inter:       a = 1,     b = 1 - g, c = g        (kAdd: 1, 1, 1)
-// which is RunIntraTower's and RunInterTower's input. The state terms b_k T_k + c_k V_k of all
-// blocks are formed up front ([K, towers, N, H]); each block is then one addcmul, two baddbmm,
-// a relu and an add for all towers together.
+// which is RunIntraTower's and RunInterTower's input. Each block is one addcmul, two baddbmm, a
+// relu and an add for all towers together (the state terms b_k T_k + c_k V_k: see below).
 torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, const torch::Tensor& image) {
   const int64_t blocks = config_.num_blocks;
   const auto& reference = uses_text_ ? text : image;
@@ -351,13 +350,28 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
   auto coefficient = [&](const std::vector<torch::Tensor>& per_tower) {
     return torch::stack(per_tower, 1).view({blocks, t, 1, 1});
   };
-  torch::Tensor mixed;  // [K, t, N, H]
-  if (uses_text_) mixed = coefficient(b) * text.transpose(0, 1).unsqueeze(1);
-  if (uses_image_) {
-    const auto term = coefficient(c) * image.transpose(0, 1).unsqueeze(1);
-    mixed = mixed.defined() ? mixed + term : term;
+  const auto text_coefficient = coefficient(b), image_coefficient = coefficient(c), carry = coefficient(a);
+  // Training (autograd on): the state terms of all blocks at once, [K, t, N, H], two kernels in
+  // all. Without autograd (the item table, thousands of items a chunk) block by block instead,
+  // so that no [K, t, N, H] buffer is held.
+  torch::Tensor mixed;
+  if (torch::GradMode::is_enabled()) {
+    if (uses_text_) mixed = text_coefficient * text.transpose(0, 1).unsqueeze(1);
+    if (uses_image_) {
+      const auto term = image_coefficient * image.transpose(0, 1).unsqueeze(1);
+      mixed = mixed.defined() ? mixed + term : term;
+    }
   }
-  const auto carry = coefficient(a);
+  auto state_term = [&](int64_t k) {
+    if (mixed.defined()) return mixed[k];
+    torch::Tensor term;
+    if (uses_text_) term = text_coefficient[k] * text.select(1, k).unsqueeze(0);
+    if (uses_image_) {
+      term = term.defined() ? torch::addcmul(term, image_coefficient[k], image.select(1, k).unsqueeze(0))
+                            : image_coefficient[k] * image.select(1, k).unsqueeze(0);
+    }
+    return term;
+  };
   // Every tower's block weights stacked once per call: [K, t, ...].
   auto stacked = [&](auto&& pick) {
     std::vector<torch::Tensor> per_block;
@@ -377,7 +391,7 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
   const auto up_b = stacked([](const SanBlock& s) { return s->up()->bias.unsqueeze(0); });  // [K, t, 1, H]
   torch::Tensor h;  // [t, N, H]; h_{-1} = 0
   for (int64_t k = 0; k < blocks; ++k) {
-    const auto x = h.defined() ? torch::addcmul(mixed[k], carry[k], h) : mixed[k];
+    const auto x = h.defined() ? torch::addcmul(state_term(k), carry[k], h) : state_term(k);
     const auto inner = torch::relu(torch::baddbmm(down_b[k], x, down_w[k]));
     h = x + torch::baddbmm(up_b[k], inner, up_w[k]);
   }
