@@ -78,7 +78,7 @@ struct Config {
     bool operator==(const Train&) const = default;
   } train;
   struct Eval {
-    int64_t batch_size;
+    int64_t batch_size, memory_mb;
     std::vector<int> ks;
     bool count_repeated_targets;
     bool operator==(const Eval&) const = default;

@@ -234,8 +234,13 @@ std::vector<KeySpec> Build() {
              "method's learning rates together, keeping their ratios)",
              IISAN_CONFIG_FIELD(train.lr.scale)),
 
-      Integer("eval.batch_size", 256, 1, kMebi, "users ranked per evaluation batch",
+      Integer("eval.batch_size", kMebi, 1, kMebi,
+              "most users scored per evaluation matmul (the default caps nothing: eval.memory_mb sizes the chunks)",
               IISAN_CONFIG_FIELD(eval.batch_size)),
+      Integer("eval.memory_mb", 128, 1, kMebi,
+              "device memory (MiB) for one chunk of evaluated users: their user-encoder activations, their scores "
+              "against every item and the comparisons that rank them; a chunk holds as many users as fit",
+              IISAN_CONFIG_FIELD(eval.memory_mb)),
       IntegerList("eval.ks", {5, 10, 20}, 1, 100000, 64, "cut-offs K of HR@K and NDCG@K (must contain 10)",
                   IISAN_CONFIG_FIELD(eval.ks)),
       Boolean("eval.count_repeated_targets", false,

@@ -186,6 +186,7 @@ Job PrepareJob(const Config& config_in) {
   train.profile_steps = config.train.profile_steps;
   train.check_sync_every = config.train.check_sync_every;
   train.eval.batch_size = config.eval.batch_size;
+  train.eval.memory_mb = config.eval.memory_mb;
   train.eval.ks = config.eval.ks;
   train.eval.count_repeated_targets = config.eval.count_repeated_targets;
   if (std::find(train.eval.ks.begin(), train.eval.ks.end(), train.selection_k) == train.eval.ks.end()) {

@@ -316,7 +316,12 @@ torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const
   return SequenceLoss(user_encoder, embeddings, item_ids, log_mask, log_popularity);
 }
 
+int64_t ItemTableChunk(Method method) {
+  return UsesLiveBackbones(method) ? kLiveItemTableChunk : kCachedItemTableChunk;
+}
+
 torch::Tensor RecommenderImpl::ItemTable(int64_t chunk) {
+  if (chunk < 1) throw std::invalid_argument("ItemTable: the chunk must be at least 1, got " + std::to_string(chunk));
   torch::NoGradGuard no_grad;
   const int64_t rows = num_item_rows();
   std::vector<torch::Tensor> parts;

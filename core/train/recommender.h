@@ -123,7 +123,7 @@ class RecommenderImpl : public torch::nn::Module {
   // captured CUDA graph needs. Rows of all-zero ids and mask are padding and change nothing.
   torch::Tensor LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                              const torch::Tensor& log_popularity);
-  // The whole item table [N+1, d], `chunk` items at a time, without autograd.
+  // The whole item table [N+1, d], `chunk` items at a time (ItemTableChunk), without autograd.
   torch::Tensor ItemTable(int64_t chunk);
   // User vectors [U, d] from left-padded histories [U, L] (on the device) looked up in
   // `item_table`: the user encoder's output at the last position.
@@ -157,6 +157,13 @@ class RecommenderImpl : public torch::nn::Module {
   torch::Device device_ = torch::kCPU;
 };
 TORCH_MODULE(Recommender);
+
+// Items per forward pass when the whole item table is embedded (evaluation). Cached IISAN reads
+// stored states, about 80 KB per item at base backbones' widths in float32 (a few hundred MB a
+// chunk); live methods run the backbones, whose per-item activations are a hundred times more.
+inline constexpr int64_t kCachedItemTableChunk = 4096;
+inline constexpr int64_t kLiveItemTableChunk = 256;
+int64_t ItemTableChunk(Method method);
 
 // Builds a batch from sequences (each 2..L+1 items, oldest first), left-padded with 0.
 SequenceBatch MakeSequenceBatch(const std::vector<std::vector<int32_t>>& sequences, int64_t max_len);

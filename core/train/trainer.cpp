@@ -89,6 +89,10 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   if (options_.batch_size < 1 || options_.eval.batch_size < 1) {
     throw std::invalid_argument("Trainer: batch sizes must be at least 1");
   }
+  if (options_.eval.memory_mb < 1 || options_.eval.memory_mb > kMaxEvalMemoryMb) {
+    throw std::invalid_argument("Trainer: eval.memory_mb must be in [1, " + std::to_string(kMaxEvalMemoryMb) +
+                                "], got " + std::to_string(options_.eval.memory_mb));
+  }
   progress_.result.best_valid = RankingMetrics(options_.eval.ks);
   progress_.result.test = RankingMetrics(options_.eval.ks);
   if (model_->device() != options_.device) {
@@ -101,6 +105,8 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
     log_pop[i] = static_cast<float>(std::log(std::max(dataset_.popularity[i], 1e-12)));
   }
   log_popularity_ = torch::tensor(log_pop).to(options_.device);
+  valid_set_ = MakeEvaluationSet(dataset_, Split::kValid, options_.eval, options_.device, parallel_);
+  test_set_ = MakeEvaluationSet(dataset_, Split::kTest, options_.eval, options_.device, parallel_);
   optimizer_ = MakeOptimizer(model_, options_.lr);
   StepContext context;
   context.dataset = &dataset_;
@@ -122,7 +128,7 @@ Trainer::~Trainer() = default;
 int64_t Trainer::trainable_parameters() const { return models::CountParameters(*model_).trainable; }
 
 RankingMetrics Trainer::Evaluate(Split split) {
-  return EvaluateModel(model_, dataset_, split, options_.eval, parallel_);
+  return EvaluateModel(model_, split == Split::kValid ? valid_set_ : test_set_, options_.eval, parallel_);
 }
 
 bool Trainer::CancelRequested(const std::atomic<bool>* cancel, int64_t step, int64_t first_step) {

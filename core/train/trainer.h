@@ -150,6 +150,8 @@ class Trainer {
   Recommender model_;
   TrainOptions options_;
   DataParallel* parallel_ = nullptr;
+  // This rank's validation and test users on the device, built once for every evaluation.
+  EvaluationSet valid_set_, test_set_;
   torch::Tensor log_popularity_;
   EpochLoss epoch_loss_;  // the epoch's step losses, on the device (the engines record them)
   std::unique_ptr<FlatAdam> optimizer_;

@@ -299,10 +299,12 @@ TEST(ConfigTest, RangesRefuseZeroSizesAndOverflow) {
     }
   }
   Config config = LoadConfig({}, {});
-  for (const char* assignment : {"eval.batch_size=0", "cache.chunk_items=0", "cache.batch_size=-1", "train.epochs=0",
-                                 "eval.ks=[10, 0]", "model.kept_layers=[-1]", "train.collective_timeout_s=0",
+  for (const char* assignment : {"eval.batch_size=0", "eval.memory_mb=0", "cache.chunk_items=0",
+                                 "cache.batch_size=-1", "train.epochs=0", "eval.ks=[10, 0]",
+                                 "model.kept_layers=[-1]", "train.collective_timeout_s=0",
                                  "train.collective_timeout_s=1e7", "train.bucket_mb=0", "model.user_heads=0",
-                                 "data.min_seq_len=2", "train.epochs=2147483648", "eval.batch_size=9223372036854775807"}) {
+                                 "data.min_seq_len=2", "train.epochs=2147483648",
+                                 "eval.batch_size=9223372036854775807"}) {
     const std::string text = assignment;
     EXPECT_TRUE(Names(ErrorOf([&] { ApplyOverride(config, text); }), text.substr(0, text.find('=')))) << text;
   }
@@ -370,7 +372,7 @@ TEST(ConfigTest, SchemaListsExactlyTheKeysOfTheConfig) {
   std::set<std::string> config_keys;
   LeafKeys(ConfigToJson(LoadConfig({}, {})), "", config_keys);
   EXPECT_EQ(schema_keys, config_keys);
-  EXPECT_EQ(schema_keys.size(), 56u);  // a new key needs a schema entry, a struct field and this count
+  EXPECT_EQ(schema_keys.size(), 57u);  // a new key needs a schema entry, a struct field and this count
 }
 
 TEST(ConfigTest, WrittenConfigLoadsBackEqual) {

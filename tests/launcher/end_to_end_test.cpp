@@ -378,7 +378,7 @@ TEST(EndToEndTest, ConfigShowAndSchema) {
     if (entry["key"] != "eval.batch_size") continue;
     found = true;
     EXPECT_EQ(entry["type"], "integer");
-    EXPECT_EQ(entry["default"], 256);
+    EXPECT_EQ(entry["default"], 1048576);
     EXPECT_EQ(entry["min"], 1);
   }
   EXPECT_TRUE(found) << schema.output;
