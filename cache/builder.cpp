@@ -179,7 +179,7 @@ BuildStats BuildStateCache(const data::Dataset& dataset, const CacheBuildOptions
   std::vector<char> in_file(static_cast<size_t>(layout.num_chunks()), 0);
   if (control.rank == 0) {
     writer = std::make_unique<StateFileWriter>(path, dataset.item_ids, layout.kept_layers, layout.text_dim,
-                                               layout.image_dim);
+                                               layout.image_dim, options.dtype);
   }
   auto write_rows = [&](int64_t chunk, const torch::Tensor& text, const torch::Tensor& image) {
     if (layout.text_dim > 0) writer->WriteRows("text", layout.begin(chunk), text);

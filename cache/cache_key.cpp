@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cache/digest.h"
+#include "cache/digest_memo.h"
 #include "cache/state_file.h"
 #include "core/data/image.h"
 #include "core/models/backbone_config.h"
@@ -35,16 +36,18 @@ void RequireFile(const std::filesystem::path& path, const std::string& what) {
 
 // Records the backbone's weight files and one digest of their bytes, so that new weights under
 // the same names make a new key. False: there are none (the weights are the seeded init).
-bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path& folder) {
+bool RecordWeights(nlohmann::json& modality_inputs, const std::filesystem::path& folder, const DigestMemo& memo) {
   if (!models::HasCheckpoint(folder)) return false;
+  const auto paths = models::CheckpointFiles(folder);
   std::vector<std::string> files;
-  Digest64 digest;
-  digest.Field("weights");
-  for (const auto& file : models::CheckpointFiles(folder)) {
-    files.push_back(file.filename().string());
-    digest.Field(files.back()).Field(Digest64().File(file).Hex());
-  }
-  modality_inputs["weights"] = {{"files", files}, {"digest", digest.Hex()}};
+  for (const auto& file : paths) files.push_back(file.filename().string());
+  const auto digest = memo.Digest("weights", paths, [&] {
+    Digest64 weights;
+    weights.Field("weights");
+    for (const auto& file : paths) weights.Field(file.filename().string()).Field(Digest64().File(file).Hex());
+    return weights.Hex();
+  });
+  modality_inputs["weights"] = {{"files", files}, {"digest", digest}};
   return true;
 }
 
@@ -71,6 +74,12 @@ torch::ScalarType ParseDtype(const std::string& name, const std::string& field) 
   if (name == "float32") return torch::kFloat32;
   if (name == "bfloat16") return torch::kBFloat16;
   throw CacheError(field + " must be float32 or bfloat16, got '" + name + "'");
+}
+
+torch::ScalarType ResolveDtype(const std::string& name, const torch::Device& device, const std::string& field) {
+  if (name == kAutoDtype) return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  if (name == "float32" || name == "bfloat16") return ParseDtype(name, field);
+  throw CacheError(field + " must be auto, float32 or bfloat16, got '" + name + "'");
 }
 
 std::vector<int> DefaultKeptLayers(int num_layers) {
@@ -115,6 +124,7 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
   inputs["modality"] = models::ModalityName(options.modality);
   inputs["kept_layers"] = ResolveKeptLayers(options);
   inputs["dtype"] = DtypeName(options.dtype);
+  const DigestMemo memo(options.digest_memo_dir);
   // Backbones without a checkpoint are random, and then their init seed determines the states.
   bool random_weights = false;
 
@@ -133,21 +143,23 @@ nlohmann::json CacheInputs(const data::Dataset& dataset, const CacheBuildOptions
                       {"config", data::ReadJsonFile<nlohmann::json>(options.text_backbone / "config.json", {size_t{1} << 20, 16})},
                       {"vocab_digest", Digest64().File(options.text_backbone / "vocab.txt").Hex()},
                       {"max_tokens", options.title_max_tokens}};
-    random_weights |= !RecordWeights(inputs["text"], options.text_backbone);
+    random_weights |= !RecordWeights(inputs["text"], options.text_backbone, memo);
   }
   if (UsesImage(options.modality)) {
     RequireFile(options.image_backbone / "config.json", "image backbone");
     RequireFile(options.image_backbone / "preprocessor_config.json", "image backbone");
-    Digest64 images_digest;
-    images_digest.Field("images");
-    for (int64_t item = 1; item <= dataset.num_items(); ++item) {
-      images_digest.File(dataset.image_paths[item]).Field("");
-    }
+    const std::vector<std::filesystem::path> images(dataset.image_paths.begin() + 1, dataset.image_paths.end());
+    const auto images_digest = memo.Digest("images", images, [&] {
+      Digest64 digest;
+      digest.Field("images");
+      for (const auto& image : images) digest.File(image).Field("");
+      return digest.Hex();
+    });
     inputs["image"] = {{"backbone", std::filesystem::absolute(options.image_backbone).string()},
                        {"config", data::ReadJsonFile<nlohmann::json>(options.image_backbone / "config.json", {size_t{1} << 20, 16})},
                        {"preprocessing", ResolvedPreprocessing(options.image_backbone / "preprocessor_config.json")},
-                       {"images_digest", images_digest.Hex()}};
-    random_weights |= !RecordWeights(inputs["image"], options.image_backbone);
+                       {"images_digest", images_digest}};
+    random_weights |= !RecordWeights(inputs["image"], options.image_backbone, memo);
   }
   if (random_weights) inputs["backbone_weights"] = "random-init seed " + std::to_string(options.backbone_init_seed);
   return inputs;

@@ -30,14 +30,24 @@ struct CacheBuildOptions {
   // Initialises a backbone whose folder has no checkpoint (text: this seed, image: + 1). Not the
   // training seed: a seed sweep must share one cache.
   uint64_t backbone_init_seed = 12345;
-  // The backbones' compute dtype: float32 or bfloat16 (the file stores float32 either way).
+  // The backbones' compute dtype, and the dtype the file and the trainer keep the states in:
+  // float32 or bfloat16 (ResolveDtype turns cache.dtype's "auto" into one of them).
   torch::ScalarType dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
+  // Where CacheInputs remembers the digests of weight and image files between processes
+  // (digest_memo.h; not part of the key); empty: they are read at every call.
+  std::filesystem::path digest_memo_dir;
 };
 
 // "float32" / "bfloat16" and back; anything else is a CacheError naming `field`.
 std::string DtypeName(torch::ScalarType dtype);
 torch::ScalarType ParseDtype(const std::string& name, const std::string& field);
+
+// cache.dtype's default: bfloat16 where the backbones run on CUDA, float32 on the CPU.
+inline constexpr const char* kAutoDtype = "auto";
+// ParseDtype, with kAutoDtype resolved for backbones running on `device`. The resolved dtype is
+// the one the key records, so a float32 and a bfloat16 cache never share a key.
+torch::ScalarType ResolveDtype(const std::string& name, const torch::Device& device, const std::string& field);
 
 // The embedding output plus every second layer, ending at the last: {0, 2, 4, …, 12} for 12
 // layers, as the reference's LayerDrop (IISAN.md §4).

@@ -87,6 +87,37 @@ Hdf5Id FixedStringType(size_t size, const std::filesystem::path& path) {
   return type;
 }
 
+// bfloat16 as HDF5 describes it: a float32 type cut to its upper 16 bits (sign bit 15, exponent
+// bits 7..14 with float32's bias, mantissa bits 0..6). `base`: H5T_IEEE_F32LE for the file,
+// H5T_NATIVE_FLOAT for memory (then it is c10::BFloat16's layout in this host's byte order).
+Hdf5Id Bfloat16Type(hid_t base, const std::filesystem::path& path) {
+  Hdf5Id type = CheckId(H5Tcopy(base), H5Tclose, "copy a float type", path);
+  Check(H5Tset_fields(type.get(), 15, 7, 8, 0, 7), "lay out a bfloat16 type", path);
+  Check(H5Tset_precision(type.get(), 16), "set the precision of a bfloat16 type", path);
+  Check(H5Tset_size(type.get(), 2), "size a bfloat16 type", path);
+  Check(H5Tset_ebias(type.get(), 127), "set the exponent bias of a bfloat16 type", path);
+  return type;
+}
+
+bool IsBfloat16(hid_t type) {
+  if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 2 || H5Tget_precision(type) != 16 ||
+      H5Tget_offset(type) != 0 || H5Tget_ebias(type) != 127) {
+    return false;
+  }
+  size_t sign = 0, exponent = 0, exponent_bits = 0, mantissa = 0, mantissa_bits = 0;
+  if (H5Tget_fields(type, &sign, &exponent, &exponent_bits, &mantissa, &mantissa_bits) < 0) return false;
+  return sign == 15 && exponent == 7 && exponent_bits == 8 && mantissa == 0 && mantissa_bits == 7;
+}
+
+// The type of the tables' elements in a file (`in_file`) or in this host's memory.
+Hdf5Id StateType(torch::ScalarType dtype, bool in_file, const std::filesystem::path& path) {
+  const hid_t base = in_file ? H5T_IEEE_F32LE : H5T_NATIVE_FLOAT;
+  if (dtype == torch::kBFloat16) return Bfloat16Type(base, path);
+  return CheckId(H5Tcopy(base), H5Tclose, "copy a float type", path);
+}
+
+const char* StateDtypeName(torch::ScalarType dtype) { return dtype == torch::kBFloat16 ? "bfloat16" : "float32"; }
+
 void WriteStringAttribute(hid_t object, const std::string& name, const std::string& value,
                           const std::filesystem::path& path) {
   const Hdf5Id type = FixedStringType(std::max<size_t>(1, value.size()), path);
@@ -124,10 +155,14 @@ std::string ReadStringAttribute(hid_t object, const std::string& name, const std
 }  // namespace
 
 StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::vector<std::string>& items,
-                                 int64_t kept_layers, int64_t text_dim, int64_t image_dim)
-    : final_path_(std::move(final_path)) {
+                                 int64_t kept_layers, int64_t text_dim, int64_t image_dim, torch::ScalarType dtype)
+    : final_path_(std::move(final_path)), dtype_(dtype) {
   [[maybe_unused]] Hdf5Guard guard;
   SilenceHdf5();
+  if (dtype_ != torch::kFloat32 && dtype_ != torch::kBFloat16) {
+    throw CacheError(final_path_.string() + ": a cache stores float32 or bfloat16 states, not " +
+                     c10::toString(dtype_));
+  }
   if (final_path_.has_parent_path()) std::filesystem::create_directories(final_path_.parent_path());
   // "<final>.tmp.<pid>.<n>": the temporaries of writers killed before they could remove them
   // (kill -9, preemption) are removed by the next writer, here.
@@ -170,7 +205,8 @@ StateFileWriter::StateFileWriter(std::filesystem::path final_path, const std::ve
     const float zero = 0.0f;
     Check(H5Pset_fill_value(plist.get(), H5T_NATIVE_FLOAT, &zero), std::string("fill ") + name + "/hidden", temp_path_);
     // Created, then closed at once (the temporary's end): WriteRows opens it by name.
-    CheckId(H5Dcreate2(group.get(), "hidden", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT),
+    const Hdf5Id type = StateType(dtype_, /*in_file=*/true, temp_path_);
+    CheckId(H5Dcreate2(group.get(), "hidden", type.get(), space.get(), H5P_DEFAULT, plist.get(), H5P_DEFAULT),
             H5Dclose, std::string("create dataset ") + name + "/hidden", temp_path_);
   }
 
@@ -203,7 +239,7 @@ StateFileWriter::~StateFileWriter() {
 
 void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, const torch::Tensor& rows_in) {
   [[maybe_unused]] Hdf5Guard guard;
-  auto rows = rows_in.to(torch::kCPU, torch::kFloat32).contiguous();
+  auto rows = rows_in.to(torch::kCPU, dtype_).contiguous();
   const Hdf5Id dataset = CheckId(H5Dopen2(file_, ("/" + modality + "/hidden").c_str(), H5P_DEFAULT), H5Dclose,
                                  "open " + modality + "/hidden", temp_path_);
   const Hdf5Id file_space =
@@ -225,9 +261,9 @@ void StateFileWriter::WriteRows(const std::string& modality, int64_t row_begin, 
         "select rows of " + modality, temp_path_);
   const Hdf5Id mem_space =
       CheckId(H5Screate_simple(3, count, nullptr), H5Sclose, "create a memory dataspace", temp_path_);
-  Check(
-      H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT, rows.data_ptr<float>()),
-      "write rows of " + modality, temp_path_);
+  const Hdf5Id mem_type = StateType(dtype_, /*in_file=*/false, temp_path_);
+  Check(H5Dwrite(dataset.get(), mem_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, rows.data_ptr()),
+        "write rows of " + modality, temp_path_);
 }
 
 void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::json& inputs) {
@@ -249,10 +285,12 @@ void StateFileWriter::Commit(const std::string& fingerprint, const nlohmann::jso
 struct HiddenShape {
   int64_t layers = 0;
   int64_t width = 0;
+  torch::ScalarType dtype = torch::kFloat32;
 };
 
-// Checks /<modality>/hidden before anything of it is read: 32-bit floats (what the writer
-// writes: HDF5 would silently convert integers or doubles), [rows, K, D] with K and D in sane
+// Checks /<modality>/hidden before anything of it is read: 32-bit floats or bfloat16 (what the
+// writer writes: HDF5 would silently convert integers, doubles or other 16-bit floats), agreeing
+// with the 'inputs' attribute's dtype where it records one, [rows, K, D] with K and D in sane
 // ranges and agreeing with the 'inputs' attribute where it records them (kept layers, item count,
 // the backbone's hidden size), and as many bytes stored as that shape needs, so that a small
 // file claiming a huge table is refused rather than allocated for.
@@ -263,7 +301,7 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
     return CacheError(path.string() + ": dataset " + dataset_path + " " + what + "; this is not an iisan cache (or a "
                       "damaged one): delete it and run `iisan cache build` again");
   };
-  bool float32 = false;
+  bool float32 = false, bfloat16 = false;
   hsize_t dims[3] = {0, 0, 0};
   int ndims = 0;
   hsize_t stored = 0;
@@ -272,12 +310,17 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
         CheckId(H5Dopen2(file, dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path);
     const Hdf5Id type = CheckId(H5Dget_type(dataset.get()), H5Tclose, "get the type of " + dataset_path, path);
     float32 = H5Tget_class(type.get()) == H5T_FLOAT && H5Tget_size(type.get()) == 4;
+    bfloat16 = IsBfloat16(type.get());
     const Hdf5Id space = CheckId(H5Dget_space(dataset.get()), H5Sclose, "get the dataspace of " + dataset_path, path);
     ndims = H5Sget_simple_extent_ndims(space.get());
     if (ndims == 3 && H5Sget_simple_extent_dims(space.get(), dims, nullptr) < 0) ndims = -1;
     stored = H5Dget_storage_size(dataset.get());
   }
-  if (!float32) throw refuse("does not hold 32-bit floats");
+  if (!float32 && !bfloat16) throw refuse("holds neither 32-bit floats nor bfloat16");
+  const auto dtype = bfloat16 ? torch::kBFloat16 : torch::kFloat32;
+  if (inputs.is_object() && inputs.contains("dtype") && inputs.at("dtype") != StateDtypeName(dtype)) {
+    throw refuse(std::string("holds ") + StateDtypeName(dtype) + ", which disagrees with the attribute 'inputs' (dtype)");
+  }
   if (ndims != 3) throw refuse("is not 3-D (" + std::to_string(ndims) + " dimensions)");
   if (dims[1] == 0 || dims[1] > static_cast<hsize_t>(kMaxKeptLayers) || dims[2] == 0 ||
       dims[2] > static_cast<hsize_t>(kMaxStateWidth)) {
@@ -289,7 +332,7 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
   // At most kMaxCacheRows (checked with /items) x kMaxKeptLayers x kMaxStateWidth x 4 bytes = 2^61:
   // no overflow.
   static_assert(kMaxCacheRows <= (int64_t{1} << 31) && kMaxKeptLayers <= 4096 && kMaxStateWidth <= 65536);
-  const hsize_t needed = dims[0] * dims[1] * dims[2] * 4;
+  const hsize_t needed = dims[0] * dims[1] * dims[2] * c10::elementSize(dtype);
   if (stored < needed) {
     throw refuse("stores " + std::to_string(stored) + " bytes but its shape needs " + std::to_string(needed) +
                  " (truncated?)");
@@ -314,7 +357,7 @@ HiddenShape CheckHiddenStates(hid_t file, const std::string& modality, hsize_t r
                    pointer.to_string().substr(1) + ")");
     }
   }
-  return {static_cast<int64_t>(dims[1]), static_cast<int64_t>(dims[2])};
+  return {static_cast<int64_t>(dims[1]), static_cast<int64_t>(dims[2]), dtype};
 }
 
 StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path) {
@@ -393,12 +436,17 @@ StateFileReader::StateFileReader(const std::filesystem::path& path) : path_(path
     for (const std::string name : {"text", "image"}) {
       if (H5Lexists(file.get(), ("/" + name).c_str(), H5P_DEFAULT) <= 0) continue;
       const auto shape = CheckHiddenStates(file.get(), name, rows, header_.inputs, path);
-      // The tables are read with one layer count (ReadRows): the writer gives both the same.
+      // The tables are read with one layer count and dtype (ReadRows): the writer gives both the same.
       if (header_.kept_layers != 0 && header_.kept_layers != shape.layers) {
         throw CacheError(path.string() + ": /text/hidden has " + std::to_string(header_.kept_layers) +
                          " layers but /image/hidden " + std::to_string(shape.layers) + "; this is not an iisan cache");
       }
+      if (header_.kept_layers != 0 && header_.dtype != shape.dtype) {
+        throw CacheError(path.string() + ": /text/hidden holds " + StateDtypeName(header_.dtype) + " but /image/hidden " +
+                         StateDtypeName(shape.dtype) + "; this is not an iisan cache");
+      }
       header_.kept_layers = shape.layers;
+      header_.dtype = shape.dtype;
       (name == "text" ? header_.text_dim : header_.image_dim) = shape.width;
     }
   }
@@ -410,8 +458,7 @@ StateFileReader::~StateFileReader() {
   if (file_ >= 0) H5Fclose(file_);
 }
 
-torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row_begin, int64_t count) const {
-  [[maybe_unused]] Hdf5Guard guard;
+int64_t StateFileReader::CheckRows(const std::string& modality, int64_t row_begin, int64_t count) const {
   const int64_t dim = modality == "text" ? header_.text_dim : modality == "image" ? header_.image_dim : 0;
   const auto rows = static_cast<int64_t>(header_.items.size());
   if (dim == 0) throw CacheError(path_.string() + ": holds no " + modality + " states");
@@ -419,15 +466,34 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
     throw CacheError(path_.string() + ": rows " + std::to_string(row_begin) + ".." + std::to_string(row_begin + count) +
                      " are outside the " + std::to_string(rows) + " rows of " + modality);
   }
+  return dim;
+}
+
+torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row_begin, int64_t count) const {
+  const int64_t dim = CheckRows(modality, row_begin, count);
   torch::Tensor tensor;
   try {
-    tensor = torch::empty({count, header_.kept_layers, dim}, torch::kFloat32);
+    tensor = torch::empty({count, header_.kept_layers, dim}, header_.dtype);
   } catch (const std::exception&) {  // std::bad_alloc, or c10::Error for an allocation refused
     throw CacheError(path_.string() + ": " + std::to_string(count) + " rows of " + modality + " (" +
-                     std::to_string(header_.kept_layers) + " x " + std::to_string(dim) +
-                     " floats each) are more than this host can hold; read them in slabs");
+                     std::to_string(header_.kept_layers) + " x " + std::to_string(dim) + " " +
+                     StateDtypeName(header_.dtype) + " each) are more than this host can hold; read them in slabs");
   }
-  if (count == 0) return tensor;
+  ReadRowsInto(modality, row_begin, tensor);
+  return tensor;
+}
+
+void StateFileReader::ReadRowsInto(const std::string& modality, int64_t row_begin, const torch::Tensor& out) const {
+  [[maybe_unused]] Hdf5Guard guard;
+  const int64_t count = out.dim() == 3 ? out.size(0) : 0;
+  const int64_t dim = CheckRows(modality, row_begin, count);
+  if (out.dim() != 3 || out.size(1) != header_.kept_layers || out.size(2) != dim || out.scalar_type() != header_.dtype ||
+      !out.device().is_cpu() || !out.is_contiguous()) {
+    throw std::invalid_argument("StateFileReader::ReadRowsInto: " + path_.string() + " needs a contiguous host tensor "
+                                "[n, " + std::to_string(header_.kept_layers) + ", " + std::to_string(dim) + "] of " +
+                                StateDtypeName(header_.dtype) + " for its " + modality + " rows");
+  }
+  if (count == 0) return;
   const std::string dataset_path = "/" + modality + "/hidden";
   const Hdf5Id dataset =
       CheckId(H5Dopen2(file_, dataset_path.c_str(), H5P_DEFAULT), H5Dclose, "open " + dataset_path, path_);
@@ -439,10 +505,9 @@ torch::Tensor StateFileReader::ReadRows(const std::string& modality, int64_t row
   Check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, extent, nullptr),
         "select rows of " + dataset_path, path_);
   const Hdf5Id mem_space = CheckId(H5Screate_simple(3, extent, nullptr), H5Sclose, "create a memory dataspace", path_);
-  Check(H5Dread(dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(), H5P_DEFAULT,
-                tensor.data_ptr<float>()),
+  const Hdf5Id mem_type = StateType(header_.dtype, /*in_file=*/false, path_);
+  Check(H5Dread(dataset.get(), mem_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, out.data_ptr()),
         "read " + dataset_path + " (truncated or damaged file?)", path_);
-  return tensor;
 }
 
 StateFileHeader ReadStateFileHeader(const std::filesystem::path& path) { return StateFileReader(path).header(); }

@@ -183,7 +183,7 @@ void CacheVerify(const Config& config, int rows, uint64_t seed, double tolerance
     for (const auto& [modality, table] : {std::pair{std::string("text"), expected.text},
                                           std::pair{std::string("image"), expected.image}}) {
       if (!table.defined()) continue;
-      const auto stored = reader.ReadRows(modality, sample[i], 1)[0];
+      const auto stored = reader.ReadRows(modality, sample[i], 1)[0].to(torch::kFloat32);
       const auto reference = table[static_cast<int64_t>(i)];
       const double diff = (stored - reference).abs().max().item<double>();
       const double scale = reference.abs().max().item<double>();

@@ -102,16 +102,19 @@ void PrintOutcome(const TrainingOutcome& outcome, std::ostream& out) {
 }  // namespace
 
 train::RunSummary Train(const Config& config, std::ostream& out) {
-  const auto outcome = RunTraining(PrepareJob(config));
+  StartupClock startup;
+  const auto outcome = RunTraining(PrepareJob(config, &startup), {}, &startup);
   if (outcome.lead && outcome.status != train::RunStatus::kCancelled) PrintOutcome(outcome, out);
   return outcome.summary;
 }
 
-int TrainCommand(const Config& config, std::ostream& out) {
+int TrainCommand(const Config& config, std::ostream& out, StartupClock* startup) {
   CancelOnSignals signals;
   TrainingCallbacks callbacks;
   callbacks.cancel = signals.flag();
-  const auto outcome = RunTraining(PrepareJob(config), callbacks);
+  StartupClock own_clock;
+  StartupClock& clock = startup ? *startup : own_clock;
+  const auto outcome = RunTraining(PrepareJob(config, &clock), callbacks, &clock);
   if (outcome.status != train::RunStatus::kCancelled) {
     if (outcome.lead) PrintOutcome(outcome, out);
     return 0;

@@ -10,6 +10,7 @@
 #include "cache/service.h"
 #include "core/train/run_summary.h"
 #include "launcher/config.h"
+#include "launcher/startup_clock.h"
 
 namespace iisan::launcher {
 
@@ -79,7 +80,9 @@ inline constexpr int kExitCancelled = 75;
 // `iisan train` from the command line: Train, with SIGUSR2 and SIGTERM stopping the run after the
 // step in flight (preemption.h): rank 0 writes a resumable checkpoint and, inside a Slurm job,
 // requeues it (train.max_requeues). Returns the exit status: 0, or kExitCancelled when stopped.
-int TrainCommand(const Config& config, std::ostream& out);
+// `startup`: the process's start-up clock, with the phases before the config marked (null: the
+// start-up is measured from this call).
+int TrainCommand(const Config& config, std::ostream& out, StartupClock* startup = nullptr);
 
 // `iisan eval RUN_DIR [--set key=value]…`: re-evaluates a finished run's best checkpoint on valid
 // and test, with its config.json and the overrides (the cache service's token, which run

@@ -176,7 +176,10 @@ std::vector<KeySpec> Build() {
               IISAN_CONFIG_FIELD(cache.chunk_items)),
       Integer("cache.threads", 0, 0, 4096, "host threads preparing cache inputs (0: one per core)",
               IISAN_CONFIG_FIELD(cache.threads)),
-      Choice("cache.dtype", "float32", {"float32", "bfloat16"}, "compute dtype of the backbones while caching",
+      Choice("cache.dtype", "auto", {"auto", "float32", "bfloat16"},
+             "dtype of the cached states: the backbones compute in it while caching, the cache file stores it and "
+             "training keeps the table in it on the device (auto: bfloat16 when train.device is CUDA, float32 on the "
+             "CPU); the resolved value is part of the cache key and of the run's config.json",
              IISAN_CONFIG_FIELD(cache.dtype)),
       String("cache.service", "", "cache service address (unix:PATH or HOST:PORT; empty: build here)",
              IISAN_CONFIG_FIELD(cache.service)),

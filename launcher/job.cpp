@@ -9,6 +9,7 @@
 #include <glog/logging.h>
 #include <torch/torch.h>
 
+#include "cache/digest_memo.h"
 #include "cache/ensure.h"
 #include "cache/service.h"
 #include "cache/state_file.h"
@@ -81,7 +82,7 @@ data::Dataset LoadDatasetKept(const std::filesystem::path& dir, const data::Prep
 
 }  // namespace
 
-Job PrepareJob(const Config& config_in) {
+Job PrepareJob(const Config& config_in, StartupClock* startup) {
   // Ranges and choices again: callers may have changed fields since the config was loaded.
   ValidateConfig(config_in);
   Job job;
@@ -113,9 +114,12 @@ Job PrepareJob(const Config& config_in) {
   cache.batch_size = config.cache.batch_size;
   cache.chunk_items = config.cache.chunk_items;
   cache.threads = config.cache.threads;
-  cache.dtype = cache::ParseDtype(config.cache.dtype, "config key 'cache.dtype'");
   cache.backbone_init_seed = config.model.backbone_init_seed;
   cache.device = ParseDevice(config.train.device);
+  // "auto" resolved for the device the backbones run on, and written back: the run's config.json
+  // and a cache service's request name the dtype the key holds.
+  cache.dtype = cache::ResolveDtype(config.cache.dtype, cache.device, "config key 'cache.dtype'");
+  job.config.cache.dtype = cache::DtypeName(cache.dtype);
 
   data::PreprocessOptions preprocess;
   preprocess.min_seq_len = config.data.min_seq_len;
@@ -123,6 +127,7 @@ Job PrepareJob(const Config& config_in) {
   preprocess.require_images = modality != models::Modality::kText;
   job.dataset = LoadDatasetKept(
       RequiredPath(config.data.dir, "data.dir", "dataset folder (users.tsv, items.tsv, images/)"), preprocess);
+  if (startup) startup->Mark("dataset");
 
   const auto kept = cache::ResolveKeptLayers(cache);
   auto& model = job.model_config;
@@ -203,8 +208,12 @@ Job PrepareJob(const Config& config_in) {
   }
 
   if (!live) {
-    // Reading every input to fingerprint them costs a pass over the images; only the cached
-    // method needs it.
+    // Reading every input to fingerprint them costs a pass over the weights and images; only the
+    // cached method needs it, and a cache.dir of this process's own (content-addressed, no cache
+    // service) remembers the digests of files that have not changed since (digest_memo.h).
+    if (config.cache.path.empty() && config.cache.service.empty()) {
+      cache.digest_memo_dir = std::filesystem::path(config.cache.dir) / cache::kDigestMemoFolder;
+    }
     const auto inputs = cache::CacheInputs(job.dataset, cache);
     job.fingerprint = cache::CacheFingerprint(inputs);
     const auto& explicit_path = config.cache.path;
@@ -212,6 +221,7 @@ Job PrepareJob(const Config& config_in) {
     job.cache_path = explicit_path.empty() ? std::filesystem::path(config.cache.dir) / (job.fingerprint + ".h5")
                                            : std::filesystem::path(explicit_path);
   }
+  if (startup) startup->Mark(live ? "job" : "cache key");
   return job;
 }
 
@@ -295,31 +305,35 @@ CacheUse CacheUseCounters() {
   return loaded.use;
 }
 
-train::ItemStates EnsureCache(const Job& job) {
-  // Straight onto the training device, slab by slab: on a GPU in bf16 (what the recommender keeps
-  // there), so that neither a whole fp32 copy on the host nor one on the device is ever made.
+train::ItemStates EnsureCache(const Job& job, StartupClock* startup) {
+  // Straight onto the training device in the dtype the cache stores (cache.dtype: bf16 by default
+  // on a GPU), only the tables of the modalities the model reads; the side network casts the
+  // rows it gathers.
   cache::LoadOptions load;
   load.device = job.train_options.device;
-  load.dtype = load.device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  load.modality = job.model_config.modality;
   auto& loaded = Loaded();
   std::string key;
   {
     std::lock_guard<std::mutex> lock(loaded.mutex);
     if (loaded.keep) {
       key = job.cache_path.string() + "|" + job.fingerprint + "|" + load.device.str() + "|" +
-            std::string(c10::toString(load.dtype)) + "|" + std::to_string(job.dataset.item_ids.size());
+            models::ModalityName(job.model_config.modality) + "|" + std::to_string(job.dataset.item_ids.size());
       for (auto it = loaded.entries.begin(); it != loaded.entries.end(); ++it) {
         if (it->first != key) continue;
         loaded.entries.splice(loaded.entries.begin(), loaded.entries, it);
         ++loaded.use.reused;
         LOG(INFO) << "cache " << job.fingerprint << ": reusing the states this process loaded";
+        if (startup) startup->Mark("cache reused");
         return loaded.entries.front().second;
       }
     }
   }
   cache::BuildStats stats;
   const auto path = EnsureCacheFile(job, &stats);
+  if (startup) startup->Mark(stats.items > 0 ? "cache build" : "cache check");
   const auto tables = cache::LoadStateTables(path, load, job.fingerprint, job.dataset.item_ids);
+  if (startup) startup->Mark("cache load");
   train::ItemStates states{tables.text, tables.image};
   std::lock_guard<std::mutex> lock(loaded.mutex);
   if (stats.items > 0) ++loaded.use.built;
@@ -344,14 +358,20 @@ void CopyParameters(torch::nn::Module& from, torch::nn::Module& to) {
 
 }  // namespace
 
-train::Recommender BuildModel(const Job& job) {
+train::Recommender BuildModel(const Job& job, StartupClock* startup) {
   const auto& config = job.model_config;
   torch::manual_seed(job.train_options.seed);
   train::Recommender model(config);
+  if (startup) startup->Mark("model");
+  if (job.train_options.device.is_cuda()) {
+    // The first allocation makes the CUDA context: timed on its own rather than in the cache load.
+    torch::empty({1}, torch::TensorOptions().device(job.train_options.device));
+    if (startup) startup->Mark("device init");
+  }
   train::ItemStates states;
   train::ItemInputs inputs;
   if (!train::UsesLiveBackbones(job.method)) {
-    states = EnsureCache(job);
+    states = EnsureCache(job, startup);
   } else {
     const auto& cache = job.cache_options;
     // Weights: the folder's checkpoint, else the cache builder's seeded random init.
@@ -385,8 +405,10 @@ train::Recommender BuildModel(const Job& job) {
     inputs = train::LoadItemInputs(job.dataset, options);
     LOG(INFO) << "item inputs ready in "
               << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+    if (startup) startup->Mark("backbones and item inputs");
   }
   model->Prepare(states, inputs, job.train_options.device);
+  if (startup) startup->Mark("device transfer");
   torch::manual_seed(job.train_options.seed);
   return model;
 }

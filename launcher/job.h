@@ -11,6 +11,7 @@
 #include "core/train/recommender.h"
 #include "core/train/trainer.h"
 #include "launcher/config.h"
+#include "launcher/startup_clock.h"
 
 namespace iisan::launcher {
 
@@ -26,7 +27,8 @@ struct Job {
   train::TrainOptions train_options;
 };
 
-Job PrepareJob(const Config& config);
+// `startup` (when given: `iisan train`, a sweep trial) marks "dataset" and "cache key" (or "job").
+Job PrepareJob(const Config& config, StartupClock* startup = nullptr);
 
 // Makes sure the job's cache exists and returns its path: through the cache service when
 // cache.service is set (the service builds it once, however many jobs ask), otherwise here,
@@ -34,12 +36,14 @@ Job PrepareJob(const Config& config);
 // timing when this process built it.
 std::filesystem::path EnsureCacheFile(const Job& job, cache::BuildStats* stats = nullptr);
 
-// EnsureCacheFile, then loads the cache onto the job's training device (bf16 on a GPU, fp32 on
-// the CPU) after checking that it belongs to this job (fingerprint and item list).
-train::ItemStates EnsureCache(const Job& job);
+// EnsureCacheFile, then loads the tables of the model's modalities onto the job's training device,
+// in the cache's dtype (cache.dtype), after checking that it belongs to this job (fingerprint and
+// item list).
+// `startup` (when given) marks "cache check" and "cache load".
+train::ItemStates EnsureCache(const Job& job, StartupClock* startup = nullptr);
 
 // A sweep worker runs many trials in one process: with this on, EnsureCache keeps the last few
-// loaded caches (by path, fingerprint, device and dtype) and hands the same tensors, which no one
+// loaded caches (by path, fingerprint, device and modality) and hands the same tensors, which no one
 // writes, to later trials instead of reading the file again; PrepareJob keeps the last dataset
 // read (same files, sizes and modification times, same preprocessing).
 void KeepLoadedCaches(bool keep);
@@ -57,8 +61,9 @@ Json CacheServiceSpec(const Job& job);
 // The job's model with its item data, ready on the training device: cached IISAN gets the
 // cache (built if missing); live methods get tokenised titles, decoded images and backbone
 // weights (the folder's checkpoint, or the cache builder's seeded random init without one, so
-// that uncached IISAN sees the states cached IISAN would).
-train::Recommender BuildModel(const Job& job);
+// that uncached IISAN sees the states cached IISAN would). `startup` (when given) marks "model",
+// the cache's phases and "device transfer".
+train::Recommender BuildModel(const Job& job, StartupClock* startup = nullptr);
 
 torch::Device ParseDevice(const std::string& name);
 

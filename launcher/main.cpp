@@ -6,6 +6,7 @@
 
 #include "launcher/commands.h"
 #include "launcher/report.h"
+#include "launcher/startup_clock.h"
 #include "launcher/sweep/sweep_report.h"
 #include "launcher/sweep/sweep_run.h"
 
@@ -25,6 +26,8 @@ void AddConfigOptions(CLI::App* command, ConfigArgs& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `iisan train` reports its start-up from here: the loading of the shared libraries included.
+  const auto process_start = iisan::launcher::StartupClock::ProcessStart();
   google::InitGoogleLogging(argv[0]);
   // A crash (SIGSEGV, SIGBUS, SIGABRT, …) logs its stack trace before the process dies.
   google::InstallFailureSignalHandler();
@@ -215,8 +218,11 @@ int main(int argc, char** argv) {
       if (cache_rm->parsed()) iisan::launcher::CacheRemove(config, rm_target, std::cout);
       if (cache_serve->parsed()) iisan::launcher::CacheServe(config, serve, std::cout);
     } else if (train->parsed()) {
-      return iisan::launcher::TrainCommand(iisan::launcher::LoadConfig(train_args.file, train_args.overrides),
-                                           std::cout);
+      iisan::launcher::StartupClock startup(process_start);
+      startup.Mark("libraries");
+      const auto config = iisan::launcher::LoadConfig(train_args.file, train_args.overrides);
+      startup.Mark("config");
+      return iisan::launcher::TrainCommand(config, std::cout, &startup);
     } else if (eval->parsed()) {
       iisan::launcher::Evaluate(eval_dir, eval_overrides, std::cout);
     } else if (describe_cmd->parsed()) {

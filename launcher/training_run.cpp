@@ -18,25 +18,34 @@
 namespace iisan::launcher {
 namespace {
 
-// A resumed run must be the same run: its model, data and seed as stored.
+// A resumed run must be the same run: its model, data, cached states' dtype (cache.dtype, as
+// resolved: its default differs by device) and seed as stored.
 void CheckSameRun(const std::filesystem::path& run_dir, const Json& stored_json, const Config& config) {
   const Config stored = ConfigFromJson(stored_json, (run_dir / "config.json").string());
-  if (stored.model == config.model && stored.data == config.data && stored.seed == config.seed) return;
+  if (stored.model == config.model && stored.data == config.data && stored.cache.dtype == config.cache.dtype &&
+      stored.seed == config.seed) {
+    return;
+  }
   // Name the first key that differs ("/model/embedding_dim" in the flattened documents).
   const auto a = ConfigToJson(stored).flatten(), b = ConfigToJson(config).flatten();
   for (const auto& [pointer, value] : b.items()) {
-    if (pointer.rfind("/model/", 0) != 0 && pointer.rfind("/data/", 0) != 0 && pointer != "/seed") continue;
+    if (pointer.rfind("/model/", 0) != 0 && pointer.rfind("/data/", 0) != 0 && pointer != "/cache/dtype" &&
+        pointer != "/seed") {
+      continue;
+    }
     if (a.contains(pointer) && a[pointer] == value) continue;
     throw ConfigError("train.resume: config key " + pointer.substr(1) + " is " + value.dump() + " but the run in " +
                       run_dir.string() + " used " + (a.contains(pointer) ? a[pointer].dump() : "nothing") +
-                      "; a resumed run must keep its model, data and seed (change train.epochs or train.patience "
-                      "only)");
+                      "; a resumed run must keep its model, data, cache.dtype and seed (change train.epochs or "
+                      "train.patience only)");
   }
 }
 
 }  // namespace
 
-TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
+TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks, StartupClock* startup) {
+  StartupClock own_clock;
+  StartupClock& clock = startup ? *startup : own_clock;
   // mpirun, srun or `iisan launch` make this process one rank of a data-parallel job; nothing
   // set is a world of one, anything partial is an error (never a silent world of one).
   const auto world = distributed::ResolveWorld({}, distributed::ProcessEnvironment());
@@ -53,11 +62,12 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
     LOG(INFO) << "data-parallel job: " << world.Describe();
     // The ranks build a missing cache together (each its share of the chunks).
     if (!train::UsesLiveBackbones(job.method)) EnsureCacheFileOnRanks(job, *group);
+    clock.Mark("process group and cache check");
   }
   TrainingOutcome outcome;
   outcome.lead = world.rank == 0;
   const bool lead = outcome.lead;
-  auto model = BuildModel(job);
+  auto model = BuildModel(job, &clock);
 
   // checkpoints/last holds 12 bytes per trainable parameter (weights and two Adam moments):
   // about 49 MB for IISAN, 2.3 GB for FFT at base size; 0 writes none (and nothing to resume).
@@ -120,6 +130,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
     parallel = std::make_unique<distributed::ProcessGroupParallel>(
         *group, job.train_options.device, models::TrainableParameters(*model), std::max<size_t>(bucket_bytes, 1));
   }
+  clock.Mark("run directory");
   train::Trainer trainer(job.dataset, model, job.train_options, parallel.get());
   if (resume) {
     // Every rank reads the same files, so the ranks continue from one state.
@@ -130,9 +141,16 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
       LOG(INFO) << "continuing " << run->path() << " from " << resume_from;
     }
   }
+  clock.Mark(resume ? "trainer and checkpoint" : "trainer");
   const auto best_checkpoint = lead ? checkpoints / "best.safetensors" : std::filesystem::path();
   train::FitCallbacks fit;
   fit.cancel = callbacks.cancel;
+  // The first step is timed to its end on the device: one synchronisation, once per run.
+  fit.after_step = [&clock, device = job.train_options.device](int, int64_t) {
+    if (clock.seconds_to_first_step()) return;
+    train::SynchronizeDevice(device);
+    clock.FirstStep();
+  };
   fit.on_epoch = [&](const train::EpochRecord& record) {
     if (lead) {
       // The metrics line first: a kill before the checkpoint leaves a line that resuming drops.
@@ -190,6 +208,8 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks) {
   summary.peak_memory_bytes = result.peak_memory.bytes;
   summary.peak_memory_kind = result.peak_memory.kind;
   summary.gpu_utilization = result.gpu_utilization;
+  summary.startup_seconds = clock.seconds_to_first_step();
+  summary.startup_phases = clock.phases();
   if (!train::UsesLiveBackbones(job.method)) {
     summary.cache_path = job.cache_path.string();
     summary.cache_fingerprint = job.fingerprint;

@@ -34,7 +34,9 @@ struct TrainingOutcome {
 };
 
 // Throws (naming the key, file or rank at fault) when the job cannot run; a diverged run throws
-// after keeping the checkpoints of its finished epochs.
-TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks = {});
+// after keeping the checkpoints of its finished epochs. `startup` is the clock that PrepareJob
+// marked (null: the start-up is measured from this call); the phases up to the first step go
+// into the log and the summary.
+TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks = {}, StartupClock* startup = nullptr);
 
 }  // namespace iisan::launcher

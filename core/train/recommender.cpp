@@ -142,15 +142,15 @@ void RecommenderImpl::Prepare(ItemStates states, ItemInputs inputs, const torch:
       }
     }
   } else {
-    if (!states.text.defined() && !states.image.defined()) {
-      throw std::runtime_error("cached IISAN needs the cached backbone states");
-    }
-    // On GPU the states are kept in bf16 (half the memory; the backbones ran in bf16 anyway)
-    // and the side network computes in fp32.
-    // Converted before the transfer: half the bytes travel, and no fp32 copy lands on the GPU.
-    if (device.is_cuda()) {
-      if (states.text.defined()) states.text = states.text.to(torch::kBFloat16);
-      if (states.image.defined()) states.image = states.image.to(torch::kBFloat16);
+    // Only what the step reads goes to the device, in the dtype it comes in (a cast here would
+    // make a second table: the side network casts the rows it gathers, which for bf16 is exact;
+    // it also checks their shape).
+    for (auto [table, used, name] : {std::tuple{&states.text, UsesText(config_.modality), "text"},
+                                     std::tuple{&states.image, UsesImage(config_.modality), "image"}}) {
+      if (!used) *table = torch::Tensor();
+      if (used && !table->defined()) {
+        throw std::runtime_error(std::string("cached IISAN needs the cached ") + name + " states");
+      }
     }
     states_ = states.To(device);
   }

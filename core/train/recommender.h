@@ -91,8 +91,10 @@ class RecommenderImpl : public torch::nn::Module {
   // Builds the method's modules with their trainable flags set (IISAN.md §4, §5).
   explicit RecommenderImpl(const RecommenderConfig& config);
 
-  // Moves the model and its item data to `device`. Cached IISAN needs `states`; live methods
-  // need `inputs` (the pixels stay in host memory and travel per batch). On CUDA, frozen
+  // Moves the model and its item data to `device`. Cached IISAN needs `states` of the modalities
+  // it reads (a table of another modality is dropped, not moved) and keeps them in their dtype:
+  // a bf16 table stays bf16 and the side network casts the rows it gathers. Live methods need
+  // `inputs` (the pixels stay in host memory and travel per batch); on CUDA, their frozen
   // backbone parameters are converted to bf16. Call once the weights are loaded.
   void Prepare(ItemStates states, ItemInputs inputs, const torch::Device& device);
 
@@ -137,6 +139,8 @@ class RecommenderImpl : public torch::nn::Module {
 
   const RecommenderConfig& config() const { return config_; }
   const torch::Device& device() const { return device_; }
+  // Cached IISAN: the tables the step gathers from, on the device.
+  const ItemStates& item_states() const { return states_; }
   int64_t num_item_rows() const;
 
   // Registered as "item_encoder": IISAN's side network or the baselines' head (one of them).

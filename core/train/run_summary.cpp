@@ -207,6 +207,10 @@ Json RunSummary::ToJson() const {
   out["peak_memory_gib"] = static_cast<double>(peak_memory_bytes) / (1024.0 * 1024.0 * 1024.0);
   out["peak_memory_kind"] = peak_memory_kind;
   out["gpu_utilization"] = Nullable(gpu_utilization);
+  out["startup_seconds"] = Nullable(startup_seconds);
+  Json phases = Json::object();
+  for (const auto& [phase, seconds] : startup_phases) phases[phase] = seconds;
+  out["startup_phases"] = phases;
   if (cache_path || cache_fingerprint) {
     out["cache"] = {{"path", cache_path.value_or("")}, {"fingerprint", cache_fingerprint.value_or("")}};
   }
@@ -267,6 +271,18 @@ RunSummary RunSummary::FromJson(const Json& json, const std::string& source) {
   fields.Expect(run.train_steps_measured >= 0, "train_steps_measured", "must not be negative",
                 static_cast<double>(run.train_steps_measured));
   run.gpu_utilization = fields.Fraction(json, "gpu_utilization", "gpu_utilization");
+  if (const Json* startup = fields.Find("startup_seconds", FieldType::kNumber)) {
+    run.startup_seconds = startup->get<double>();
+    fields.Expect(*run.startup_seconds >= 0.0, "startup_seconds", "must not be negative", *run.startup_seconds);
+  }
+  if (const Json* phases = fields.Find("startup_phases", FieldType::kObject)) {
+    for (const auto& [phase, seconds] : phases->items()) {
+      const Json* value = fields.Find(*phases, phase, "startup_phases." + phase, FieldType::kNumber);
+      if (!value) continue;
+      fields.Expect(value->get<double>() >= 0.0, "startup_phases." + phase, "must not be negative", value->get<double>());
+      run.startup_phases.emplace_back(phase, value->get<double>());
+    }
+  }
   if (const Json* cache = fields.Find("cache", FieldType::kObject)) {
     if (const Json* path = fields.Find(*cache, "path", "cache.path", FieldType::kString)) {
       run.cache_path = path->get<std::string>();

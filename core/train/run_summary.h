@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -91,6 +92,10 @@ struct RunSummary {
   int64_t peak_memory_bytes = 0;
   std::string peak_memory_kind;
   std::optional<double> gpu_utilization;
+  // Seconds from the process's start (a sweep trial's: its own) to the end of its first training
+  // step, and the phases they went to, in order; empty when no step ran.
+  std::optional<double> startup_seconds;
+  std::vector<std::pair<std::string, double>> startup_phases;
   std::optional<std::string> cache_path;  // cached IISAN: the cache it trained on
   std::optional<std::string> cache_fingerprint;
   std::string checkpoint;  // best.safetensors

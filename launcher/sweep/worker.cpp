@@ -154,7 +154,8 @@ int RunWorker(const WorkerOptions& options_in) {
           pause = std::min(pause * 2, std::chrono::milliseconds(200));
         }
       };
-      const auto outcome = RunTraining(PrepareJob(config), callbacks);
+      StartupClock startup;  // the trial's start-up, from here
+      const auto outcome = RunTraining(PrepareJob(config, &startup), callbacks, &startup);
       if (outcome.status == train::RunStatus::kCancelled) {
         finish["status"] = "cancelled";
       } else {

@@ -35,8 +35,8 @@ class CacheCliFixture : public ::testing::Test {
     testing::WriteTinyProblem(root_);
   }
   std::string Args(const fs::path& cache_dir) const { return testing::TinyConfigArgs(root_, cache_dir); }
-  std::string Key() {
-    const auto result = RunIisan("cache key" + Args(root_ / "cache"));
+  std::string Key(const std::string& more = "") {
+    const auto result = RunIisan("cache key" + Args(root_ / "cache") + more);
     EXPECT_EQ(result.exit_code, 0) << result.output;
     // The line "<key>  <path>" among the log lines.
     std::istringstream lines(result.output);
@@ -69,6 +69,10 @@ TEST_F(CacheCliFixture, KeyIsStableAndFollowsTheConfig) {
   const auto bad = RunIisan("cache key" + Args(root_ / "cache") + " --set cache.dtype=float16");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("cache.dtype"), std::string::npos) << bad.output;
+  // cache.dtype=auto (the default) is float32 on the CPU: the float32 key; bfloat16 is another.
+  EXPECT_EQ(Key(" --set cache.dtype=float32"), key);
+  EXPECT_EQ(Key(" --set cache.dtype=auto"), key);
+  EXPECT_NE(Key(" --set cache.dtype=bfloat16"), key);
 }
 
 TEST_F(CacheCliFixture, AKilledBuildResumesFromItsFinishedChunks) {

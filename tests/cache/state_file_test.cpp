@@ -42,6 +42,38 @@ TEST(StateFileTest, RoundTripsRowsItemsAndAttributes) {
   EXPECT_TRUE(torch::equal(file.image.narrow(0, 1, 3), image));
 }
 
+// A bfloat16 cache stores bfloat16 (half the bytes of float32 states, no conversion on
+// reading): what bf16 backbones computed comes back exactly, in bfloat16.
+TEST(StateFileTest, ABfloat16CacheStoresAndReadsBfloat16) {
+  const auto dir = TempDir("bf16");
+  const std::vector<std::string> items(65, "item");
+  torch::manual_seed(1);
+  const auto states = torch::randn({64, 4, 64}).to(torch::kBFloat16);
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    StateFileWriter writer(dir / (std::string(c10::toString(dtype)) + ".h5"), items, 4, 64, 0, dtype);
+    writer.WriteRows("text", 1, states.to(torch::kFloat32));  // as the builder hands them over
+    writer.Commit("f", {{"dtype", dtype == torch::kBFloat16 ? "bfloat16" : "float32"}});
+  }
+  const auto fp32_path = dir / "Float.h5", bf16_path = dir / "BFloat16.h5";
+  const auto file = ReadStateFile(bf16_path);
+  EXPECT_EQ(file.text.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(file.text.narrow(0, 1, 64), states));
+  EXPECT_TRUE(file.text[0].eq(0).all().item<bool>()) << "row 0 is padding and must be zero";
+  EXPECT_TRUE(torch::equal(ReadStateFile(fp32_path).text.narrow(0, 1, 64), states.to(torch::kFloat32)));
+  // 64 x 4 x 64 states: 64 KiB in float32, 32 KiB in bfloat16.
+  EXPECT_LT(std::filesystem::file_size(bf16_path) + 30000, std::filesystem::file_size(fp32_path));
+
+  const StateFileReader reader(bf16_path);
+  EXPECT_EQ(reader.header().dtype, torch::kBFloat16);
+  auto slab = torch::empty({3, 4, 64}, torch::kBFloat16);
+  reader.ReadRowsInto("text", 10, slab);
+  EXPECT_TRUE(torch::equal(slab, states.narrow(0, 9, 3)));
+  auto wrong = torch::empty({3, 4, 64}, torch::kFloat32);
+  EXPECT_THROW(reader.ReadRowsInto("text", 10, wrong), std::invalid_argument);
+
+  EXPECT_THROW(StateFileWriter(dir / "half.h5", items, 4, 64, 0, torch::kHalf), CacheError);
+}
+
 TEST(StateFileTest, TextOnlyFileHasNoImage) {
   const auto path = TempDir("textonly") / "c.h5";
   {
@@ -260,6 +292,34 @@ TEST(StateFileTest, HostileShapesAndTypesAreNamedErrors) {
     good_attributes(file);
     items(file, 2);
     hidden(file, "text", {2, 1, 3}, H5T_IEEE_F64LE);
+  }));
+  // IEEE half precision: a 16-bit float that is not bfloat16, which HDF5 would convert.
+  hostile_states.push_back(make("hidden_half.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hid_t half = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(half, 15, 10, 5, 0, 10);
+    H5Tset_precision(half, 16);
+    H5Tset_size(half, 2);
+    H5Tset_ebias(half, 15);
+    hidden(file, "text", {2, 1, 3}, half);
+    H5Tclose(half);
+  }));
+  hostile_states.push_back(make("hidden_vs_dtype.h5", [&](hid_t file) {
+    attributes_with_inputs(file, R"({"dtype": "bfloat16"})");
+    items(file, 2);
+    hidden(file, "text", {2, 2, 4}, H5T_IEEE_F32LE);
+  }));
+  hostile_states.push_back(make("hidden_dtypes_disagree.h5", [&](hid_t file) {
+    good_attributes(file);
+    items(file, 2);
+    hidden(file, "text", {2, 2, 4}, H5T_IEEE_F32LE);
+    hid_t bf16 = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(bf16, 15, 7, 8, 0, 7);
+    H5Tset_precision(bf16, 16);
+    H5Tset_size(bf16, 2);
+    hidden(file, "image", {2, 2, 4}, bf16);
+    H5Tclose(bf16);
   }));
   hostile_states.push_back(make("hidden_2d.h5", [&](hid_t file) {
     good_attributes(file);

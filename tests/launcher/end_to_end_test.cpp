@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -151,6 +152,13 @@ TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
                                          " --set model.embedding_dim=32");
   EXPECT_NE(changed.exit_code, 0);
   EXPECT_NE(changed.output.find("model/embedding_dim"), std::string::npos) << changed.output;
+  // So is one on states of another dtype: cache.dtype's default depends on the device, and the
+  // run's config.json holds it resolved (float32 here, on the CPU).
+  EXPECT_EQ(ReadJson(work / "runs/part/config.json")["cache"]["dtype"], "float32");
+  const auto other_dtype = RunIisan(common + " --set train.epochs=5 --set name=part --set train.resume=true"
+                                             " --set cache.dtype=bfloat16");
+  EXPECT_NE(other_dtype.exit_code, 0);
+  EXPECT_NE(other_dtype.output.find("cache/dtype is \"bfloat16\""), std::string::npos) << other_dtype.output;
   const auto missing = RunIisan(common + " --set train.epochs=5 --set name=nothing --set train.resume=true");
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.output.find("no run to resume"), std::string::npos) << missing.output;
@@ -178,6 +186,50 @@ TEST(EndToEndTest, AResumedRunEndsExactlyAsAnUninterruptedOne) {
   const auto fresh = RunIisan(common + " --set train.epochs=1 --set name=fresh --set train.resume=auto");
   ASSERT_EQ(fresh.exit_code, 0) << fresh.output;
   EXPECT_TRUE(std::filesystem::exists(work / "runs/fresh/summary.json"));
+}
+
+// `iisan train` logs each start-up phase as it ends and the time to its first step, and writes
+// them to summary.json: phases from the process's start (the shared libraries) to the first step,
+// in order, adding up to the total.
+TEST(EndToEndTest, TrainReportsItsStartUpPhases) {
+  const auto work = Fresh("startup");
+  ASSERT_EQ(RunIisan("data synth " + (work / "data").string() + " --users 300 --items 100 --categories 4").exit_code, 0);
+  // The demo writes the tiny backbones and builds the cache that `iisan train` then opens.
+  const auto demo = RunIisan("demo --workdir " + work.string() + " --set train.epochs=1 --set name=demo");
+  ASSERT_EQ(demo.exit_code, 0) << demo.output;
+  const auto train = RunIisan(
+      "train --config " + std::string(IISAN_SOURCE_DIR) + "/experiments/configs/demo.json --set data.dir=" +
+      (work / "data").string() + " --set model.text_backbone=" + (work / "backbones/text").string() +
+      " --set model.image_backbone=" + (work / "backbones/image").string() + " --set cache.dir=" +
+      (work / "cache").string() + " --set run_root=" + (work / "runs").string() +
+      " --set name=started --set train.epochs=1");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::vector<std::string> expected = {"libraries", "config",          "dataset",       "cache key",
+                                             "model",     "cache check",     "cache load",    "device transfer",
+                                             "run directory", "trainer",     "first step"};
+  size_t at = 0;
+  for (const auto& phase : expected) {
+    at = train.output.find("start-up: " + phase + " ", at);
+    EXPECT_NE(at, std::string::npos) << "no line for the phase '" << phase << "' after the one before:\n"
+                                     << train.output;
+    if (at == std::string::npos) return;
+  }
+  EXPECT_NE(train.output.find(" to the first step ("), std::string::npos) << train.output;
+
+  const auto summary = ReadJson(work / "runs/started/summary.json");
+  ASSERT_TRUE(summary["startup_seconds"].is_number()) << summary.dump(2);
+  std::vector<std::string> phases;
+  double total = 0;
+  for (const auto& [phase, seconds] : summary["startup_phases"].items()) {
+    phases.push_back(phase);
+    EXPECT_GE(seconds.get<double>(), 0.0) << phase;
+    total += seconds.get<double>();
+  }
+  std::sort(phases.begin(), phases.end());
+  auto sorted = expected;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(phases, sorted);
+  EXPECT_NEAR(total, summary["startup_seconds"].get<double>(), 1e-6 * (1.0 + total));
 }
 
 // `iisan cache serve` as a child process, stopped (SIGTERM, then waited for) at the end of scope.

@@ -1,7 +1,9 @@
 // Config -> job for the keys a hyperparameter sweep varies: the training seed leaves the cache key
 // alone (model.backbone_init_seed seeds random backbones), the IISAN ablations reach the side
 // network without touching the cache, the inter tower alone needs both modalities, and the
-// reference's LayerDrop variants (model.kept_layers) build their caches and train.
+// reference's LayerDrop variants (model.kept_layers) build their caches and train; cache.dtype's
+// default resolves by device into the key and the config, and the trainer keeps a bf16 cache's
+// table in bf16, with only the tables of the modalities the model reads.
 #include "launcher/job.h"
 
 #include <cmath>
@@ -13,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "cache/cache_key.h"
+#include "cache/store.h"
 #include "tests/cache/cache_test_data.h"
 
 namespace iisan::launcher {
@@ -165,6 +168,61 @@ TEST(JobTest, TheReferenceLayerDropVariantsBuildTheirCachesAndTrain) {
   // default list written out is the default.
   EXPECT_EQ(keys.size(), variants.size());
   EXPECT_TRUE(keys.count(default_job.fingerprint));
+}
+
+// cache.dtype=auto (the default): float32 on the CPU (the key and config.json of a run say
+// float32, as an explicit float32 does), bfloat16 where the backbones run on CUDA; bfloat16 is
+// another key, so the two caches never mix.
+TEST(JobTest, CacheDtypeAutoResolvesByDeviceIntoTheKeyAndTheConfig) {
+  EXPECT_EQ(LoadConfig({}, {}).cache.dtype, "auto") << "the schema's default";
+  EXPECT_EQ(cache::ResolveDtype("auto", torch::kCPU, "cache.dtype"), torch::kFloat32);
+  EXPECT_EQ(cache::ResolveDtype("auto", torch::Device(torch::kCUDA, 1), "cache.dtype"), torch::kBFloat16);
+  EXPECT_EQ(cache::ResolveDtype("float32", torch::Device(torch::kCUDA, 0), "cache.dtype"), torch::kFloat32);
+  EXPECT_NE(ErrorOf([] { cache::ResolveDtype("half", torch::kCPU, "config key 'cache.dtype'"); })
+                .find("config key 'cache.dtype' must be auto, float32 or bfloat16, got 'half'"),
+            std::string::npos);
+
+  const auto root = FreshDir("job");
+  cache::testing::WriteTinyProblem(root);
+  const auto automatic = PrepareJob(TinyConfig(root));
+  EXPECT_EQ(automatic.cache_options.dtype, torch::kFloat32);
+  EXPECT_EQ(automatic.config.cache.dtype, "float32") << "the run's config.json names the resolved dtype";
+  EXPECT_EQ(ConfigToJson(automatic.config)["cache"]["dtype"], "float32");
+  EXPECT_EQ(cache::CacheInputs(automatic.dataset, automatic.cache_options)["dtype"], "float32");
+  const auto explicit_fp32 = PrepareJob(TinyConfig(root, {"cache.dtype=float32"}));
+  EXPECT_EQ(explicit_fp32.fingerprint, automatic.fingerprint);
+  const auto bf16 = PrepareJob(TinyConfig(root, {"cache.dtype=bfloat16"}));
+  EXPECT_NE(bf16.fingerprint, automatic.fingerprint);
+  EXPECT_EQ(bf16.config.cache.dtype, "bfloat16");
+}
+
+// A bfloat16 cache becomes a bfloat16 table on the training device (here the CPU), with no
+// float32 copy, and trains; loaded for a text model, the same text+image cache gives no image table.
+TEST(JobTest, ABfloat16CacheStaysBfloat16AndOnlyTheModelsTablesAreLoaded) {
+  const auto root = FreshDir("job");
+  cache::testing::WriteTinyProblem(root);
+  auto job = PrepareJob(TinyConfig(root, {"cache.dtype=bfloat16", "train.epochs=1", "train.max_steps_per_epoch=2",
+                                          "train.batch_size=8"}));
+  const int64_t rows = job.dataset.num_items() + 1, layers = job.model_config.side.num_blocks;
+  auto model = BuildModel(job);
+  const auto& states = model->item_states();
+  ASSERT_TRUE(states.text.defined() && states.image.defined());
+  for (const auto* table : {&states.text, &states.image}) {
+    EXPECT_EQ(table->scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(table->numel(), rows * layers * 16);
+    EXPECT_EQ(table->numel() * table->element_size(), rows * layers * 16 * 2) << "bytes held for the table";
+  }
+  train::Trainer trainer(job.dataset, model, job.train_options);
+  train::EpochRecord last;
+  trainer.Fit([&](const train::EpochRecord& record) { last = record; });
+  EXPECT_TRUE(std::isfinite(last.train_loss));
+
+  // The text+image cache, loaded for a text model: only its text table is read.
+  cache::LoadOptions text_only;
+  text_only.modality = models::Modality::kText;
+  const auto tables = cache::LoadStateTables(job.cache_path, text_only, job.fingerprint, job.dataset.item_ids);
+  EXPECT_EQ(tables.text.scalar_type(), torch::kBFloat16);
+  EXPECT_FALSE(tables.image.defined());
 }
 
 }  // namespace

@@ -262,6 +262,8 @@ TEST(RunSummaryTest, RoundTripsThroughJson) {
   summary.peak_memory_bytes = 719323136;
   summary.peak_memory_kind = "cuda allocator peak";
   summary.gpu_utilization = 0.75;
+  summary.startup_seconds = 1.5;
+  summary.startup_phases = {{"libraries", 0.25}, {"dataset", 0.5}, {"first step", 0.75}};
   summary.cache_path = "cache/k.h5";
   summary.cache_fingerprint = "k";
   summary.checkpoint = "runs/r/checkpoints/best.safetensors";
@@ -270,6 +272,8 @@ TEST(RunSummaryTest, RoundTripsThroughJson) {
   EXPECT_EQ(back.ToJson(), json);
   EXPECT_EQ(back.test.hit_sum, summary.test.hit_sum);
   EXPECT_EQ(back.status, "early_stopped");
+  EXPECT_EQ(back.startup_seconds, 1.5);
+  EXPECT_EQ(back.startup_phases, summary.startup_phases) << "the phases keep their order";
 }
 
 TEST(RunSummaryTest, OlderFormatIsReadNewerAndBrokenAreRefusedByField) {
@@ -302,6 +306,12 @@ TEST(RunSummaryTest, OlderFormatIsReadNewerAndBrokenAreRefusedByField) {
   auto negative = old;
   negative["trainable_parameters"] = -1;
   expect_error(negative, "trainable_parameters");
+  auto startup = old;
+  startup["startup_seconds"] = -0.5;
+  expect_error(startup, "startup_seconds");
+  startup["startup_seconds"] = 0.5;
+  startup["startup_phases"] = {{"dataset", "fast"}};
+  expect_error(startup, "startup_phases.dataset");
 }
 
 TEST(RunSummaryTest, EpochRecordRoundTrips) {
