@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Single-GPU speed, round 2 (issue 17): cached IISAN on Amazon Scientific with base-size BERT and
 # ViT (random weights: no pretrained weights exist on these machines), text+image, batch 64.
-#  1. the cache build with the default settings (cache.dtype=auto: bf16 on a GPU), end to end;
-#  2. cached IISAN, 3 epochs, with each side-network schedule (model.iisan_schedule separate /
-#     stacked): train and validation s/epoch, peak memory, start-up (summary.json);
-#  3. seeds 1-3 x both schedules, SEED_EPOCHS epochs each: the metrics' run-to-run spread;
+#  1. the cache build with the default settings (cache.dtype=auto: bf16 on a GPU), end to end,
+#     and with cache.dtype=float32 (the full-precision runs below read it);
+#  2. cached IISAN, 3 epochs, with the defaults (bf16 cache, train.matmul_precision=auto: tf32)
+#     and in full precision (float32 cache, float32 matrix products): train and validation
+#     s/epoch, peak memory, start-up (summary.json);
+#  3. seeds 1-3 x both precisions, SEED_EPOCHS epochs each: the metrics' run-to-run spread;
 #  4. with PROFILE=1 (needs train.profile_steps), the kernel profile of graphed and eager steps.
 # Every run's summary.json, config.json and metrics.jsonl, and the profiles, are packed into
 # $OUT/speed.tgz (the device tool returns a limited number of files).
@@ -25,9 +27,13 @@ for f in users.tsv items.tsv; do [ -f "$work/data/$f" ] || cp "$shared/amazon-sc
 common=(--set data.dir="$work/data" --set model.text_backbone="$shared/bert-base-uncased"
         --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device=cuda
         --set cache.dir="$work/cache" --set run_root="$work/runs")
+fp32=(--set cache.dtype=float32 --set train.matmul_precision=float32)
 start=$(date +%s%N)
 { "$iisan" cache build "${common[@]}" 2>&1 || echo "FAILED: cache build"; } | quiet | tail -3
 echo "cache build, default settings: $(( ($(date +%s%N) - start) / 1000000 )) ms end to end" | tee "$out/cache-build.txt"
+start=$(date +%s%N)
+{ "$iisan" cache build "${common[@]}" "${fp32[@]}" 2>&1 || echo "FAILED: cache build float32"; } | quiet | tail -3
+echo "cache build, cache.dtype=float32: $(( ($(date +%s%N) - start) / 1000000 )) ms end to end" | tee -a "$out/cache-build.txt"
 
 runs=()
 train() {  # name, then --set options
@@ -38,19 +44,17 @@ train() {  # name, then --set options
   echo "$name: $(( ($(date +%s%N) - t0) / 1000000 )) ms process wall time" | tee -a "$out/wall.txt"
   runs+=("$work/runs/$name")
 }
-for schedule in separate stacked; do
-  train "iisan-$schedule" --set model.iisan_schedule=$schedule --set train.epochs=3
-done
-for schedule in separate stacked; do
-  for seed in 1 2 3; do
-    train "seed$seed-$schedule" --set model.iisan_schedule=$schedule --set seed=$seed --set train.epochs="$seed_epochs"
-  done
+train iisan --set train.epochs=3
+train iisan-fp32 "${fp32[@]}" --set train.epochs=3
+for seed in 1 2 3; do
+  train "seed$seed" --set seed=$seed --set train.epochs="$seed_epochs"
+  train "seed$seed-fp32" "${fp32[@]}" --set seed=$seed --set train.epochs="$seed_epochs"
 done
 if [ "${PROFILE:-0}" = 1 ]; then
   train profile-graph --set train.epochs=1 --set train.profile_steps=50
   train profile-eager --set train.epochs=1 --set train.profile_steps=50 --set train.cuda_graph=false
 fi
-"$iisan" report efficiency "$work/runs/iisan-separate" "$work/runs/iisan-stacked" --out "$out/report" 2>&1 | tail -6 || true
+"$iisan" report efficiency "$work/runs/iisan" "$work/runs/iisan-fp32" --out "$out/report" 2>&1 | tail -6 || true
 for run in "${runs[@]}"; do
   mkdir -p "$out/runs/$(basename "$run")"
   for f in summary.json config.json metrics.jsonl; do [ -f "$run/$f" ] && cp "$run/$f" "$out/runs/$(basename "$run")/"; done

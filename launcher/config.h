@@ -64,6 +64,7 @@ struct Config {
     int epochs, patience;
     int64_t max_steps_per_epoch;
     bool cuda_graph;
+    std::string matmul_precision;  // "auto", "float32" or "tf32"
     std::string resume;  // "false", "true" or "auto"
     int max_requeues;
     int checkpoint_every;

@@ -199,6 +199,10 @@ std::vector<KeySpec> Build() {
               IISAN_CONFIG_FIELD(train.patience)),
       Integer("train.max_steps_per_epoch", 0, 0, int64_t{1} << 40, "cap on steps per epoch (0: a full pass)",
               IISAN_CONFIG_FIELD(train.max_steps_per_epoch)),
+      Choice("train.matmul_precision", "auto", {"auto", "float32", "tf32"},
+             "float32 matrix products on CUDA: float32 (full precision, SIMT kernels), tf32 (tensor cores, 10-bit "
+             "mantissa inputs, float32 accumulation) or auto (tf32 on CUDA, float32 on the CPU, which has no tf32)",
+             IISAN_CONFIG_FIELD(train.matmul_precision)),
       Boolean("train.cuda_graph", true, "on CUDA, capture the cached IISAN step as a CUDA graph",
               IISAN_CONFIG_FIELD(train.cuda_graph)),
       Choice("train.resume", "false", {"false", "true", "auto"},

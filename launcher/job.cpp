@@ -188,6 +188,11 @@ Job PrepareJob(const Config& config_in, StartupClock* startup) {
   train.patience = config.train.patience;
   train.max_steps_per_epoch = config.train.max_steps_per_epoch;
   train.cuda_graph = config.train.cuda_graph;
+  // "auto" resolved for the training device and written back, so that config.json says what ran.
+  if (job.config.train.matmul_precision == "auto") {
+    job.config.train.matmul_precision = cache.device.is_cuda() ? "tf32" : "float32";
+  }
+  train.tf32 = job.config.train.matmul_precision == "tf32";
   train.profile_steps = config.train.profile_steps;
   train.check_sync_every = config.train.check_sync_every;
   train.eval.batch_size = config.eval.batch_size;

@@ -292,12 +292,13 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
   }
   // A cache may hold bf16 or fp16 states; the side network computes in its own dtype.
   const auto dtype = com_dense_->weight.scalar_type();
+  const bool on_gpu = (uses_text_ ? text_states : image_states).is_cuda();
+  if (config_.schedule == TowerSchedule::kStacked || (config_.schedule == TowerSchedule::kAuto && on_gpu)) {
+    return ForwardStacked(uses_text_ ? text_states : torch::Tensor(), uses_image_ ? image_states : torch::Tensor(),
+                          dtype);
+  }
   const auto text = uses_text_ ? text_states.to(dtype) : torch::Tensor();
   const auto image = uses_image_ ? image_states.to(dtype) : torch::Tensor();
-  const bool on_gpu = (uses_text_ ? text : image).is_cuda();
-  if (config_.schedule == TowerSchedule::kStacked || (config_.schedule == TowerSchedule::kAuto && on_gpu)) {
-    return ForwardStacked(text, image);
-  }
   // Concatenated in the reference's order: image, text, inter (model.py line 69).
   std::vector<torch::Tensor> heads;
   if (image_tower_) {
@@ -319,10 +320,11 @@ torch::Tensor IisanItemEncoderImpl::forward(const torch::Tensor& text_states, co
 //   inter:       a = 1,     b = 1 - g, c = g        (kAdd: 1, 1, 1)
 // which is RunIntraTower's and RunInterTower's input. Each block is one addcmul, two baddbmm, a
 // relu and an add for all towers together (the state terms b_k T_k + c_k V_k: see below).
-torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, const torch::Tensor& image) {
+torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, const torch::Tensor& image,
+                                                   torch::ScalarType dtype) {
   const int64_t blocks = config_.num_blocks;
   const auto& reference = uses_text_ ? text : image;
-  const auto options = reference.options();
+  const auto options = reference.options().dtype(dtype);
   const auto ones = torch::ones({blocks}, options);
   const auto zeros = torch::zeros({blocks}, options);
   auto gate = [&](const torch::Tensor& logits) { return torch::sigmoid(logits / config_.gate_temperature); };
@@ -350,29 +352,42 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
   auto coefficient = [&](const std::vector<torch::Tensor>& per_tower) {
     return torch::stack(per_tower, 1).view({blocks, t, 1, 1});
   };
-  const auto text_coefficient = coefficient(b), image_coefficient = coefficient(c), carry = coefficient(a);
-  // Training (autograd on): the state terms of all blocks at once, [K, t, N, H], two kernels in
-  // all. Without autograd (the item table, thousands of items a chunk) block by block instead,
-  // so that no [K, t, N, H] buffer is held.
-  torch::Tensor mixed;
+  const auto text_coefficient = coefficient(b), image_coefficient = coefficient(c);
+  // Per-block pieces of stacked tensors are taken with unbind, not indexing: the backward of K
+  // indexings is K zero-filled [K, ...] buffers summed into one (2K kernels), unbind's is one stack.
+  const auto carry = coefficient(a).unbind(0);
+  // Training (autograd on): the state terms of all blocks at once as one batched matrix product,
+  // [K, t, s] coefficients times the s states present laid out as [K, s, N * H] (written in
+  // `dtype` by the copies that convert them): forward one GEMM, backward one GEMM for the
+  // coefficients' gradient (the states need none), where broadcast products would take a full-size
+  // multiply and reduction per state each way. Without autograd (the item table, thousands of
+  // items a chunk) block by block instead, so that no [K, t, N, H] buffer is held.
+  std::vector<torch::Tensor> mixed;
   if (torch::GradMode::is_enabled()) {
-    if (uses_text_) mixed = text_coefficient * text.transpose(0, 1).unsqueeze(1);
-    if (uses_image_) {
-      const auto term = image_coefficient * image.transpose(0, 1).unsqueeze(1);
-      mixed = mixed.defined() ? mixed + term : term;
+    const int64_t n = reference.size(0), hidden = reference.size(2);
+    std::vector<torch::Tensor> coefficients, states;
+    if (uses_text_) coefficients.push_back(text_coefficient.view({blocks, t, 1})), states.push_back(text);
+    if (uses_image_) coefficients.push_back(image_coefficient.view({blocks, t, 1})), states.push_back(image);
+    const int64_t s = static_cast<int64_t>(states.size());
+    auto laid_out = torch::empty({blocks, s, n, hidden}, options);
+    {
+      torch::NoGradGuard no_grad;  // cached states are inputs, never trained
+      for (int64_t j = 0; j < s; ++j) laid_out.select(1, j).copy_(states[static_cast<size_t>(j)].transpose(0, 1));
     }
+    const auto all = torch::bmm(torch::cat(coefficients, 2), laid_out.view({blocks, s, n * hidden}));
+    mixed = all.view({blocks, t, n, hidden}).unbind(0);
   }
   auto state_term = [&](int64_t k) {
-    if (mixed.defined()) return mixed[k];
+    if (!mixed.empty()) return mixed[static_cast<size_t>(k)];
     torch::Tensor term;
-    if (uses_text_) term = text_coefficient[k] * text.select(1, k).unsqueeze(0);
+    if (uses_text_) term = text_coefficient[k] * text.select(1, k).to(dtype).unsqueeze(0);
     if (uses_image_) {
-      term = term.defined() ? torch::addcmul(term, image_coefficient[k], image.select(1, k).unsqueeze(0))
-                            : image_coefficient[k] * image.select(1, k).unsqueeze(0);
+      const auto state = image.select(1, k).to(dtype).unsqueeze(0);
+      term = term.defined() ? torch::addcmul(term, image_coefficient[k], state) : image_coefficient[k] * state;
     }
     return term;
   };
-  // Every tower's block weights stacked once per call: [K, t, ...].
+  // Every tower's block weights stacked once per call, [K, t, ...], and unbound into K blocks.
   auto stacked = [&](auto&& pick) {
     std::vector<torch::Tensor> per_block;
     per_block.reserve(static_cast<size_t>(blocks * t));
@@ -383,17 +398,18 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
     auto sizes = flat.sizes().vec();
     sizes[0] = t;
     sizes.insert(sizes.begin(), blocks);
-    return flat.view(sizes);
+    return flat.view(sizes).unbind(0);
   };
-  const auto down_w = stacked([](const SanBlock& s) { return s->down()->weight.t(); });  // [K, t, H, B]
-  const auto down_b = stacked([](const SanBlock& s) { return s->down()->bias.unsqueeze(0); });  // [K, t, 1, B]
-  const auto up_w = stacked([](const SanBlock& s) { return s->up()->weight.t(); });  // [K, t, B, H]
-  const auto up_b = stacked([](const SanBlock& s) { return s->up()->bias.unsqueeze(0); });  // [K, t, 1, H]
+  const auto down_w = stacked([](const SanBlock& s) { return s->down()->weight.t(); });  // K x [t, H, B]
+  const auto down_b = stacked([](const SanBlock& s) { return s->down()->bias.unsqueeze(0); });  // K x [t, 1, B]
+  const auto up_w = stacked([](const SanBlock& s) { return s->up()->weight.t(); });  // K x [t, B, H]
+  const auto up_b = stacked([](const SanBlock& s) { return s->up()->bias.unsqueeze(0); });  // K x [t, 1, H]
   torch::Tensor h;  // [t, N, H]; h_{-1} = 0
   for (int64_t k = 0; k < blocks; ++k) {
-    const auto x = h.defined() ? torch::addcmul(state_term(k), carry[k], h) : state_term(k);
-    const auto inner = torch::relu(torch::baddbmm(down_b[k], x, down_w[k]));
-    h = x + torch::baddbmm(up_b[k], inner, up_w[k]);
+    const auto i = static_cast<size_t>(k);
+    const auto x = h.defined() ? torch::addcmul(state_term(k), carry[i], h) : state_term(k);
+    const auto inner = torch::relu(torch::baddbmm(down_b[i], x, down_w[i]));
+    h = x + torch::baddbmm(up_b[i], inner, up_w[i]);
   }
   // Heads: H -> H -> embedding_dim per tower, then [N, t * dim] in tower order.
   std::vector<torch::Tensor> w1, b1, w2, b2;

@@ -114,7 +114,8 @@ class IisanItemEncoderImpl : public torch::nn::Module {
 
  private:
   std::vector<SanBlock> RegisterSanTower(const std::string& name);
-  torch::Tensor ForwardStacked(const torch::Tensor& text, const torch::Tensor& image);
+  // text, image: the states as given (any floating dtype), converted to `dtype` as they are read.
+  torch::Tensor ForwardStacked(const torch::Tensor& text, const torch::Tensor& image, torch::ScalarType dtype);
   torch::Tensor RunIntraTower(std::vector<SanBlock>& blocks, const torch::Tensor& gate_logits,
                               const torch::Tensor& states);
   torch::Tensor RunInterTower(const torch::Tensor& text_states, const torch::Tensor& image_states);

@@ -93,6 +93,10 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
     throw std::invalid_argument("Trainer: eval.memory_mb must be in [1, " + std::to_string(kMaxEvalMemoryMb) +
                                 "], got " + std::to_string(options_.eval.memory_mb));
   }
+  if (options_.device.is_cuda()) {
+    at::globalContext().setAllowTF32CuBLAS(options_.tf32);
+    at::globalContext().setAllowTF32CuDNN(options_.tf32);
+  }
   progress_.result.best_valid = RankingMetrics(options_.eval.ks);
   progress_.result.test = RankingMetrics(options_.eval.ks);
   if (model_->device() != options_.device) {

@@ -59,6 +59,9 @@ struct TrainOptions {
   // On CUDA, one process: capture the training step as a CUDA graph after warm-up steps and
   // replay it (graph_step.cpp).
   bool cuda_graph = true;
+  // On CUDA, float32 matrix products on tensor cores with tf32 inputs (train.matmul_precision).
+  // LibTorch's switch is process-wide: the Trainer sets it either way when it trains on CUDA.
+  bool tf32 = false;
   // Data-parallel runs: every this many steps, check that all ranks hold the same trainable
   // parameters (0 = never; a debugging aid that costs one all-gather per check).
   int64_t check_sync_every = 0;

@@ -196,6 +196,23 @@ TEST(JobTest, CacheDtypeAutoResolvesByDeviceIntoTheKeyAndTheConfig) {
   EXPECT_EQ(bf16.config.cache.dtype, "bfloat16");
 }
 
+// train.matmul_precision=auto (the default) resolves to float32 on the CPU, which has no tf32,
+// and is written back resolved; tf32 asked for reaches the trainer's options.
+TEST(JobTest, MatmulPrecisionAutoResolvesByDeviceIntoTheConfig) {
+  EXPECT_EQ(LoadConfig({}, {}).train.matmul_precision, "auto") << "the schema's default";
+  const auto root = FreshDir("job-precision");
+  cache::testing::WriteTinyProblem(root);
+  const auto automatic = PrepareJob(TinyConfig(root));
+  EXPECT_EQ(automatic.config.train.matmul_precision, "float32");
+  EXPECT_EQ(ConfigToJson(automatic.config)["train"]["matmul_precision"], "float32");
+  EXPECT_FALSE(automatic.train_options.tf32);
+  const auto tf32 = PrepareJob(TinyConfig(root, {"train.matmul_precision=tf32"}));
+  EXPECT_EQ(tf32.config.train.matmul_precision, "tf32");
+  EXPECT_TRUE(tf32.train_options.tf32);
+  EXPECT_NE(ErrorOf([] { LoadConfig({}, {"train.matmul_precision=half"}); }).find("train.matmul_precision"),
+            std::string::npos);
+}
+
 // A bfloat16 cache becomes a bfloat16 table on the training device (here the CPU), with no
 // float32 copy, and trains; loaded for a text model, the same text+image cache gives no image table.
 TEST(JobTest, ABfloat16CacheStaysBfloat16AndOnlyTheModelsTablesAreLoaded) {

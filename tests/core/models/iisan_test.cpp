@@ -356,13 +356,16 @@ TEST(IisanItemEncoderTest, StackedTowersMatchSeparateOnesWithGradients) {
     variants.push_back({Modality::kText, SanTowers::kIntraInter, fusion});
     variants.push_back({Modality::kImage, SanTowers::kIntra, fusion});
   }
+  // Cached states may be bf16 (cache.dtype): both schedules read them converted to float32.
+  for (const auto state_dtype : {torch::kFloat32, torch::kBFloat16})
   for (const auto& v : variants) {
-    const std::string name = ModalityName(v.modality) + " " + VariantName(v.towers, v.fusion);
+    const std::string name = ModalityName(v.modality) + " " + VariantName(v.towers, v.fusion) + " " +
+                             std::string(c10::toString(state_dtype)) + " states";
     torch::manual_seed(7);
     IisanItemEncoder model(TinyConfig(v.modality, v.towers, v.fusion));
     testing::RandomizeParameters(*model);
-    const auto text = v.modality == Modality::kImage ? torch::Tensor() : torch::randn({5, 3, 6});
-    const auto image = v.modality == Modality::kText ? torch::Tensor() : torch::randn({5, 3, 6});
+    const auto text = v.modality == Modality::kImage ? torch::Tensor() : torch::randn({5, 3, 6}).to(state_dtype);
+    const auto image = v.modality == Modality::kText ? torch::Tensor() : torch::randn({5, 3, 6}).to(state_dtype);
     const auto weights = torch::randn({5, 4});
     auto run = [&](Schedule schedule) {
       model->set_tower_schedule(schedule);
@@ -380,7 +383,9 @@ TEST(IisanItemEncoderTest, StackedTowersMatchSeparateOnesWithGradients) {
     EXPECT_TRUE(torch::allclose(stacked, separate, 1e-5, 1e-6)) << name;
     {
       torch::NoGradGuard no_grad;
-      EXPECT_TRUE(torch::allclose(stacked, ReferenceItemEncoder(model, text, image), 1e-5, 1e-5)) << name;
+      auto as_float = [](const torch::Tensor& x) { return x.defined() ? x.to(torch::kFloat32) : x; };
+      EXPECT_TRUE(torch::allclose(stacked, ReferenceItemEncoder(model, as_float(text), as_float(image)), 1e-5, 1e-5))
+          << name;
       // Without autograd the state terms are formed block by block (the item table's path).
       model->set_tower_schedule(Schedule::kStacked);
       EXPECT_TRUE(torch::allclose(model->forward(text, image), separate, 1e-5, 1e-6)) << name << " (no grad)";

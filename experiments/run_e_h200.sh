@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Run E of issue 17 on one H200: every row of the single-GPU table in one go.
+#  1. the GPU tests of the device-resident cache tables and evaluation (cache and train test
+#     binaries, filtered to what needs CUDA or changed with it);
+#  2. experiments/speed_h200.sh with PROFILE=1: cache builds (default bf16, float32), cached
+#     IISAN at the defaults and in full precision, seeds 1-3 x both, kernel profiles;
+#  3. experiments/efficiency_h200.sh for the live-backbone methods (uncached IISAN, FFT, Adapter,
+#     LoRA, BitFit; STEPS steps each), reading the same data and cache;
+#  4. backbone forwards: transformers (tools/h200_backbone_reference.py) against ours
+#     (iisan_backbone_parity) in bf16, and the card's bf16 matmul rate (tools/bf16_matmul_rate.py).
+# Everything lands in $OUT/run-e.tgz. Build first (tests on, NCCL off):
+#   source tools/h200_build.sh -DIISAN_ENABLE_NCCL=OFF -- iisan iisan_backbone_parity \
+#     iisan_cache_tests iisan_train_tests
+#   SHARED=.carry/shared OUT=$OUT bash experiments/run_e_h200.sh
+set -uo pipefail
+shared=${SHARED:-.carry/shared}
+build=${BUILD:-build-h200}
+out=${OUT:?set OUT}
+work=${WORK:-/tmp/run-e}
+results=$work/results
+mkdir -p "$results"
+log() { echo "[$(date +%T)] $*"; }
+
+log "GPU tests"
+timeout 300 "$build/tests/iisan_cache_tests" --gtest_filter='StoreTest.*:*Dtype*:*Device*' --gtest_brief=1 \
+  > "$results/gpu-tests.txt" 2>&1; echo "cache tests rc=$?" >> "$results/gpu-tests.txt"
+timeout 300 "$build/tests/iisan_train_tests" --gtest_filter='*Evaluat*:*Rank*:*Cuda*:*Graph*:*Trainer*' \
+  --gtest_brief=1 >> "$results/gpu-tests.txt" 2>&1; echo "train tests rc=$?" >> "$results/gpu-tests.txt"
+grep -E "PASSED|FAILED|SKIPPED|rc=" "$results/gpu-tests.txt" | head -20
+
+log "speed (cached IISAN)"
+IISAN=$build/iisan SHARED=$shared WORK=$work/speed OUT=$results PROFILE=1 bash experiments/speed_h200.sh \
+  > "$results/speed.log" 2>&1
+tail -5 "$results/speed.log"
+
+log "live-backbone methods"
+mkdir -p "$work/eff"
+ln -sfn "$work/speed/data" "$work/eff/data"
+ln -sfn "$work/speed/cache" "$work/eff/cache"
+IISAN=$build/iisan SHARED=$shared WORK=$work/eff METHODS="${METHODS:-iisan-uncached fft adapter lora bitfit}" \
+  bash experiments/efficiency_h200.sh > "$results/efficiency.log" 2>&1
+tail -12 "$results/efficiency.log"
+mkdir -p "$results/efficiency"
+for run in "$work"/eff/runs/*; do
+  mkdir -p "$results/efficiency/runs/$(basename "$run")"
+  for f in summary.json config.json metrics.jsonl; do
+    [ -f "$run/$f" ] && cp "$run/$f" "$results/efficiency/runs/$(basename "$run")/"
+  done
+done
+[ -d "$work/eff/report" ] && cp -r "$work/eff/report" "$results/efficiency/"
+
+log "backbone forwards"
+python3 tools/h200_backbone_reference.py --configs "$shared" --out "$work/h200" > "$results/backbone-transformers.json" \
+  2> "$results/backbone-transformers.log"
+"$build/experiments/bench/iisan_backbone_parity" --dir "$work/h200" > "$results/backbone-ours.json" \
+  2> "$results/backbone-ours.log"
+python3 tools/bf16_matmul_rate.py --json "$results/bf16-matmul-rate.json" > /dev/null 2>&1
+tail -c 600 "$results/backbone-ours.json"; echo
+
+tar czf "$out/run-e.tgz" -C "$results" . && log "packed $out/run-e.tgz"
