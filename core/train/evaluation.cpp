@@ -49,13 +49,18 @@ void CheckSetFits(const EvaluationSet& set, const EvalOptions& options, const to
                                 (set.count_repeated_targets ? "true" : "false") + ", the options ask for " +
                                 (options.count_repeated_targets ? "true" : "false"));
   }
-  if (set.histories.device() != device) {
+  if (!SameDevice(set.histories.device(), device)) {
     throw std::invalid_argument("EvaluateModel: the evaluation set is on " + set.histories.device().str() +
                                 ", the model on " + device.str());
   }
 }
 
 }  // namespace
+
+bool SameDevice(const torch::Device& a, const torch::Device& b) {
+  if (a.type() != b.type()) return false;
+  return a.index() == b.index() || !a.has_index() || !b.has_index();
+}
 
 int64_t EvaluationChunkUsers(const EvalOptions& options, int64_t bytes_per_user) {
   if (options.batch_size < 1 || options.memory_mb < 1 || options.memory_mb > kMaxEvalMemoryMb) {

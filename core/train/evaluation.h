@@ -44,6 +44,10 @@ struct EvalOptions {
 // popularity baseline's, the scores alone.
 int64_t EvaluationChunkUsers(const EvalOptions& options, int64_t bytes_per_user);
 
+// Whether two devices name the same one: equal, or of one type where one of them names no index
+// (a tensor made on "cuda" reports "cuda:0", the current device; options may still say "cuda").
+bool SameDevice(const torch::Device& a, const torch::Device& b);
+
 // What ranking one split needs for users [first, last) of a dataset, on one device.
 struct EvaluationSet {
   int64_t first_user = 0;     // the dataset's users [first_user, first_user + size())

@@ -99,7 +99,7 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   }
   progress_.result.best_valid = RankingMetrics(options_.eval.ks);
   progress_.result.test = RankingMetrics(options_.eval.ks);
-  if (model_->device() != options_.device) {
+  if (!SameDevice(model_->device(), options_.device)) {
     throw std::logic_error("Trainer: the model was prepared for " + model_->device().str() + " but training runs on " +
                            options_.device.str());
   }

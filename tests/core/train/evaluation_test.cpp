@@ -182,6 +182,18 @@ TEST(EvaluationTest, ChunkedModelEvaluationEqualsAPerUserReference) {
   }
 }
 
+// A set built on "cuda" holds tensors on "cuda:0"; the model's options may still say "cuda"
+// (the H200 runs failed on exactly that comparison before SameDevice).
+TEST(EvaluationTest, SameDeviceTreatsAMissingIndexAsTheCurrentDevice) {
+  const torch::Device cuda(torch::kCUDA), cuda0(torch::kCUDA, 0), cuda1(torch::kCUDA, 1);
+  EXPECT_TRUE(SameDevice(cuda, cuda0));
+  EXPECT_TRUE(SameDevice(cuda0, cuda));
+  EXPECT_TRUE(SameDevice(cuda1, cuda1));
+  EXPECT_FALSE(SameDevice(cuda0, cuda1));
+  EXPECT_FALSE(SameDevice(torch::kCPU, cuda));
+  EXPECT_TRUE(SameDevice(torch::kCPU, torch::kCPU));
+}
+
 TEST(EvaluationTest, ChunksHoldWhatTheMemoryBudgetAllows) {
   EvalOptions options;
   options.memory_mb = 1;
