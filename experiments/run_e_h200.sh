@@ -22,11 +22,14 @@ mkdir -p "$results"
 log() { echo "[$(date +%T)] $*"; }
 
 log "GPU tests"
-timeout 300 "$build/tests/iisan_cache_tests" --gtest_filter='StoreTest.*:*Dtype*:*Device*' --gtest_brief=1 \
-  > "$results/gpu-tests.txt" 2>&1; echo "cache tests rc=$?" >> "$results/gpu-tests.txt"
-timeout 300 "$build/tests/iisan_train_tests" --gtest_filter='*Evaluat*:*Rank*:*Cuda*:*Graph*:*Trainer*' \
+# One process per store test, output line-buffered: a crash names its test.
+for t in $("$build/tests/iisan_cache_tests" --gtest_list_tests --gtest_filter='StoreTest.*' | grep '^  '); do
+  stdbuf -oL timeout 120 "$build/tests/iisan_cache_tests" --gtest_filter="StoreTest.$t" --gtest_brief=1 \
+    >> "$results/gpu-tests.txt" 2>&1; echo "StoreTest.$t rc=$?" >> "$results/gpu-tests.txt"
+done
+stdbuf -oL timeout 300 "$build/tests/iisan_train_tests" --gtest_filter='*Evaluat*:*Rank*:*Cuda*:*Graph*:*Trainer*' \
   --gtest_brief=1 >> "$results/gpu-tests.txt" 2>&1; echo "train tests rc=$?" >> "$results/gpu-tests.txt"
-grep -E "PASSED|FAILED|SKIPPED|rc=" "$results/gpu-tests.txt" | head -20
+grep -E "PASSED|FAILED|SKIPPED|rc=|Failure" -A3 "$results/gpu-tests.txt" | head -40
 
 log "speed (cached IISAN)"
 IISAN=$build/iisan SHARED=$shared WORK=$work/speed OUT=$results PROFILE=1 bash experiments/speed_h200.sh \
