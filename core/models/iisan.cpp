@@ -356,26 +356,34 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
   // Per-block pieces of stacked tensors are taken with unbind, not indexing: the backward of K
   // indexings is K zero-filled [K, ...] buffers summed into one (2K kernels), unbind's is one stack.
   const auto carry = coefficient(a).unbind(0);
-  // Training (autograd on): the state terms of all blocks at once as one batched matrix product,
-  // [K, t, s] coefficients times the s states present laid out as [K, s, N * H] (written in
-  // `dtype` by the copies that convert them): forward one GEMM, backward one GEMM for the
-  // coefficients' gradient (the states need none), where broadcast products would take a full-size
-  // multiply and reduction per state each way. Without autograd (the item table, thousands of
-  // items a chunk) block by block instead, so that no [K, t, N, H] buffer is held.
+  // Training (autograd on): the state terms of all blocks at once, [K, t, N, H]: the s states
+  // present laid out [K, s, N, H] in `dtype` by the copies that convert them, then one multiply
+  // per state (contiguous, vectorised). Their backward is a multiply and a reduction per state for
+  // the coefficients' gradient (the states need none). Not a [K, t, s] x [K, s, N * H] bmm: its
+  // backward is a GEMM with a reduction over N * H that cuBLAS ran as one gemv-like kernel of
+  // 5.2 ms, 70 % of the step on the H200 (experiments/results/efficiency-h200.md, run E).
+  // Without autograd (the item table, thousands of items a chunk) block by block instead, so
+  // that no [K, t, N, H] buffer is held.
   std::vector<torch::Tensor> mixed;
   if (torch::GradMode::is_enabled()) {
     const int64_t n = reference.size(0), hidden = reference.size(2);
     std::vector<torch::Tensor> coefficients, states;
-    if (uses_text_) coefficients.push_back(text_coefficient.view({blocks, t, 1})), states.push_back(text);
-    if (uses_image_) coefficients.push_back(image_coefficient.view({blocks, t, 1})), states.push_back(image);
+    if (uses_text_) coefficients.push_back(text_coefficient), states.push_back(text);
+    if (uses_image_) coefficients.push_back(image_coefficient), states.push_back(image);
     const int64_t s = static_cast<int64_t>(states.size());
-    auto laid_out = torch::empty({blocks, s, n, hidden}, options);
+    auto laid_out = torch::empty({s, blocks, 1, n, hidden}, options);
     {
       torch::NoGradGuard no_grad;  // cached states are inputs, never trained
-      for (int64_t j = 0; j < s; ++j) laid_out.select(1, j).copy_(states[static_cast<size_t>(j)].transpose(0, 1));
+      for (int64_t j = 0; j < s; ++j) {
+        laid_out[j].select(1, 0).copy_(states[static_cast<size_t>(j)].transpose(0, 1));
+      }
     }
-    const auto all = torch::bmm(torch::cat(coefficients, 2), laid_out.view({blocks, s, n * hidden}));
-    mixed = all.view({blocks, t, n, hidden}).unbind(0);
+    torch::Tensor all;
+    for (int64_t j = 0; j < s; ++j) {
+      const auto& coefficient = coefficients[static_cast<size_t>(j)];  // [K, t, 1, 1]
+      all = all.defined() ? torch::addcmul(all, coefficient, laid_out[j]) : coefficient * laid_out[j];
+    }
+    mixed = all.unbind(0);
   }
   auto state_term = [&](int64_t k) {
     if (!mixed.empty()) return mixed[static_cast<size_t>(k)];
