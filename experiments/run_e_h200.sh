@@ -53,7 +53,8 @@ done
 [ -d "$work/eff/report" ] && cp -r "$work/eff/report" "$results/efficiency/"
 
 log "backbone forwards"
-python3 tools/h200_backbone_reference.py --configs "$shared" --out "$work/h200" > "$results/backbone-transformers.json" \
+# An absolute path: transformers 5 took the relative .carry/shared/... for a hub repo id.
+python3 tools/h200_backbone_reference.py --configs "$(realpath "$shared")" --out "$work/h200" > "$results/backbone-transformers.json" \
   2> "$results/backbone-transformers.log"
 "$build/experiments/bench/iisan_backbone_parity" --dir "$work/h200" > "$results/backbone-ours.json" \
   2> "$results/backbone-ours.log"
