@@ -6,6 +6,7 @@
 #     IISAN at the defaults and in full precision, seeds 1-3 x both, kernel profiles;
 #  3. experiments/efficiency_h200.sh for the live-backbone methods (uncached IISAN, FFT, Adapter,
 #     LoRA, BitFit; STEPS steps each), reading the same data and cache;
+#     then 20 profiled steps of FFT and of uncached IISAN (profiles/<method>/summary.txt);
 #  4. backbone forwards: transformers (tools/h200_backbone_reference.py) against ours
 #     (iisan_backbone_parity) in bf16, and the card's bf16 matmul rate (tools/bf16_matmul_rate.py).
 # Everything lands in $OUT/run-e.tgz. Build first (tests on, NCCL off):
@@ -51,6 +52,19 @@ for run in "$work"/eff/runs/*; do
   done
 done
 [ -d "$work/eff/report" ] && cp -r "$work/eff/report" "$results/efficiency/"
+
+log "live-backbone step profiles"
+# 20 profiled steps from step 11 of a 40-step epoch, then the evaluation pass: where FFT's and
+# uncached IISAN's steps go (issue 17 asks each gap to be explained by the profile).
+for method in ${PROFILE_METHODS:-fft iisan-uncached}; do
+  "$build/iisan" train --set data.dir="$work/speed/data" --set model.text_backbone="$shared/bert-base-uncased" \
+    --set model.image_backbone="$shared/vit-base-patch16-224" --set train.device=cuda \
+    --set cache.dir="$work/speed/cache" --set run_root="$work/profiles" --set model.method=$method \
+    --set train.epochs=1 --set train.max_steps_per_epoch=40 --set train.profile_steps=20 \
+    --set name=$method-profile > "$results/profile-$method.log" 2>&1 || echo "FAILED: profile of $method"
+  [ -d "$work/profiles/$method-profile/profile" ] && mkdir -p "$results/profiles/$method" \
+    && cp "$work/profiles/$method-profile/profile/summary.txt" "$results/profiles/$method/"
+done
 
 log "backbone forwards"
 # An absolute path: transformers 5 took the relative .carry/shared/... for a hub repo id.
