@@ -2,8 +2,6 @@
 // location: moving a folder keeps the key, changing a byte of it does not.
 #include "cache/cache_key.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "cache/digest.h"
 #include "cache/digest_memo.h"
@@ -19,14 +17,6 @@ namespace {
 
 using models::UsesImage;
 using models::UsesText;
-
-std::string ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CacheError(path.string() + ": cannot read");
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
 
 void RequireFile(const std::filesystem::path& path, const std::string& what) {
   if (!std::filesystem::is_regular_file(path)) {

@@ -421,7 +421,9 @@ TEST(SweepReportTest, EveryCategoryHasAPlaceOnTheChartWithOrWithoutTrials) {
   for (size_t i = 0; i < xs.size(); ++i) {
     EXPECT_GT(xs[i], 70.0) << methods[i];
     EXPECT_LT(xs[i], 620.0) << methods[i];
-    if (i) EXPECT_GT(xs[i], xs[i - 1]) << methods[i];
+    if (i) {
+      EXPECT_GT(xs[i], xs[i - 1]) << methods[i];
+    }
   }
 }
 
