@@ -2,7 +2,6 @@
 // location: moving a folder keeps the key, changing a byte of it does not.
 #include "cache/cache_key.h"
 
-
 #include "cache/digest.h"
 #include "cache/digest_memo.h"
 #include "cache/state_file.h"

@@ -361,7 +361,7 @@ torch::Tensor IisanItemEncoderImpl::ForwardStacked(const torch::Tensor& text, co
   // per state (contiguous, vectorised). Their backward is a multiply and a reduction per state for
   // the coefficients' gradient (the states need none). Not a [K, t, s] x [K, s, N * H] bmm: its
   // backward is a GEMM with a reduction over N * H that cuBLAS ran as one gemv-like kernel of
-  // 5.2 ms, 70 % of the step on the H200 (experiments/results/efficiency-h200.md, run E).
+  // 5.2 ms, 70 % of the step on the H200 (experiments/results/efficiency-h200.md, run G).
   // Without autograd (the item table, thousands of items a chunk) block by block instead, so
   // that no [K, t, N, H] buffer is held.
   std::vector<torch::Tensor> mixed;

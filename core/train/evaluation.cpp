@@ -130,11 +130,17 @@ RankingMetrics EvaluateModel(Recommender& model, const EvaluationSet& set, const
                                 " item rows, the evaluation set ranks " + std::to_string(set.targets.columns));
   }
   const auto table_t = table.t();
-  const int64_t bytes_per_user = ModelBytesPerUser(model->config(), set.histories.size(1), table.size(0));
+  const int64_t bytes_per_user = ModelBytesPerUser(model->config(), set.histories.size(1), set.targets.columns);
   const auto metrics = RankInChunks(set, options, bytes_per_user, [&](int64_t begin, int64_t end) {
     return torch::matmul(model->UserVectors(set.histories.slice(0, begin, end), table), table_t);
   });
   return parallel ? parallel->ReduceMetrics(metrics, set.dataset_users) : metrics;
+}
+
+int64_t EvaluationChunks(const RecommenderConfig& config, const EvaluationSet& set, const EvalOptions& options) {
+  const int64_t chunk =
+      EvaluationChunkUsers(options, ModelBytesPerUser(config, set.histories.size(1), set.targets.columns));
+  return (set.size() + chunk - 1) / chunk;
 }
 
 RankingMetrics EvaluateModel(Recommender& model, const data::Dataset& dataset, Split split, const EvalOptions& options,

@@ -72,6 +72,8 @@ EvaluationSet MakeEvaluationSet(const data::Dataset& dataset, Split split, const
 // rank's users (parallel->EvaluationUsers) and every rank returns the reduced metrics.
 RankingMetrics EvaluateModel(Recommender& model, const EvaluationSet& set, const EvalOptions& options,
                              DataParallel* parallel = nullptr);
+// How many chunks of users EvaluateModel scores `set` in for a model of `config`.
+int64_t EvaluationChunks(const RecommenderConfig& config, const EvaluationSet& set, const EvalOptions& options);
 // The same with a set built for this one call (this rank's users with `parallel`).
 RankingMetrics EvaluateModel(Recommender& model, const data::Dataset& dataset, Split split, const EvalOptions& options,
                              DataParallel* parallel = nullptr);

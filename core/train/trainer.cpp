@@ -89,10 +89,7 @@ Trainer::Trainer(const data::Dataset& dataset, Recommender model, TrainOptions o
   if (options_.batch_size < 1 || options_.eval.batch_size < 1) {
     throw std::invalid_argument("Trainer: batch sizes must be at least 1");
   }
-  if (options_.eval.memory_mb < 1 || options_.eval.memory_mb > kMaxEvalMemoryMb) {
-    throw std::invalid_argument("Trainer: eval.memory_mb must be in [1, " + std::to_string(kMaxEvalMemoryMb) +
-                                "], got " + std::to_string(options_.eval.memory_mb));
-  }
+  EvaluationChunkUsers(options_.eval, 1);  // refuses an eval.memory_mb out of range before any training
   if (options_.device.is_cuda()) {
     at::globalContext().setAllowTF32CuBLAS(options_.tf32);
     at::globalContext().setAllowTF32CuDNN(options_.tf32);
@@ -299,9 +296,8 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
       profile.step_engine = "eager";  // evaluation never runs as a CUDA graph
       profile.step_name = "evaluation batch";
       profile.epoch = epoch;
-      const auto [first_user, last_user] = parallel_ ? parallel_->EvaluationUsers(dataset_.num_users())
-                                                     : std::pair<int64_t, int64_t>(0, dataset_.num_users());
-      profile.steps = (last_user - first_user + options_.eval.batch_size - 1) / options_.eval.batch_size;
+      // The chunks the pass ran in: eval.memory_mb sizes them, eval.batch_size only caps them.
+      profile.steps = EvaluationChunks(model_->config(), valid_set_, options_.eval);
       FinishProfile(std::move(profile), callbacks);
     }
     record.valid_seconds = SecondsSince(start);

@@ -208,6 +208,24 @@ TEST(EvaluationTest, ChunksHoldWhatTheMemoryBudgetAllows) {
   EXPECT_THROW(EvaluationChunkUsers(options, 1024), std::invalid_argument);
 }
 
+// The number of chunks a pass runs in (what a profile of the pass divides by): eval.memory_mb
+// sizes them from the model's per-user bytes, eval.batch_size caps them.
+TEST(EvaluationTest, ChunkCountFollowsTheMemoryBudgetAndTheCap) {
+  std::vector<std::vector<int32_t>> sequences(40, std::vector<int32_t>{1, 2, 3, 4});
+  const auto dataset = testing::SequenceDataset(30, sequences);
+  EvalOptions options;
+  const auto set = MakeEvaluationSet(dataset, Split::kTest, options, torch::kCPU);
+  ASSERT_EQ(set.size(), 40);
+  RecommenderConfig config;  // only its numbers are read: no model is built
+  EXPECT_EQ(EvaluationChunks(config, set, options), 1) << "128 MiB holds every user of a small model";
+  options.batch_size = 7;
+  EXPECT_EQ(EvaluationChunks(config, set, options), 6);
+  options.batch_size = int64_t{1} << 20;
+  options.memory_mb = 1;
+  config.user.embedding_dim = 8192;  // > 1 MiB of user-encoder activations a user
+  EXPECT_EQ(EvaluationChunks(config, set, options), 40);
+}
+
 TEST(EvaluationTest, ASetMustMatchTheOptionsAndTheModel) {
   const auto dataset = RepeatedTargetDataset();
   RecommenderConfig config;
