@@ -8,7 +8,10 @@
 #     LoRA, BitFit; STEPS steps each), reading the same data and cache;
 #     then 20 profiled steps of FFT and of uncached IISAN (profiles/<method>/summary.txt);
 #  4. backbone forwards: transformers (tools/h200_backbone_reference.py) against ours
-#     (iisan_backbone_parity) in bf16, and the card's bf16 matmul rate (tools/bf16_matmul_rate.py).
+#     (iisan_backbone_parity) in bf16, both with per-kernel profiles summed by kind of work
+#     (tools/kernel_categories.py), and the card's bf16 matmul rate (tools/bf16_matmul_rate.py);
+#  5. the cache build, default settings, from the backbone weights transformers saved in 4 (what
+#     a user with weights runs: the set-up loads them instead of initialising at random).
 # Everything lands in $OUT/run-e.tgz. Build first (tests on, NCCL off):
 #   source tools/h200_build.sh -DIISAN_ENABLE_NCCL=OFF -- iisan iisan_backbone_parity \
 #     iisan_cache_tests iisan_train_tests
@@ -63,16 +66,33 @@ for method in ${PROFILE_METHODS:-fft iisan-uncached}; do
     --set train.epochs=1 --set train.max_steps_per_epoch=40 --set train.profile_steps=20 \
     --set name=$method-profile > "$results/profile-$method.log" 2>&1 || echo "FAILED: profile of $method"
   [ -d "$work/profiles/$method-profile/profile" ] && mkdir -p "$results/profiles/$method" \
-    && cp "$work/profiles/$method-profile/profile/summary.txt" "$results/profiles/$method/"
+    && cp "$work/profiles/$method-profile/profile/"{summary.txt,train_steps.json} "$results/profiles/$method/"
 done
 
 log "backbone forwards"
 # An absolute path: transformers 5 took the relative .carry/shared/... for a hub repo id.
-python3 tools/h200_backbone_reference.py --configs "$(realpath "$shared")" --out "$work/h200" > "$results/backbone-transformers.json" \
+python3 tools/h200_backbone_reference.py --configs "$(realpath "$shared")" --out "$work/h200" \
+  --profile-dir "$results/backbone-profiles/transformers" > "$results/backbone-transformers.json" \
   2> "$results/backbone-transformers.log"
-"$build/experiments/bench/iisan_backbone_parity" --dir "$work/h200" > "$results/backbone-ours.json" \
-  2> "$results/backbone-ours.log"
+"$build/experiments/bench/iisan_backbone_parity" --dir "$work/h200" --profile-dir "$results/backbone-profiles/ours" \
+  > "$results/backbone-ours.json" 2> "$results/backbone-ours.log"
 python3 tools/bf16_matmul_rate.py --json "$results/bf16-matmul-rate.json" > /dev/null 2>&1
 tail -c 600 "$results/backbone-ours.json"; echo
+for phase in bert_forward vit_forward; do
+  python3 tools/kernel_categories.py "$results/backbone-profiles/ours/$phase.json" \
+    "$results/backbone-profiles/transformers/$phase.json"
+done > "$results/backbone-categories.txt" 2>&1
+python3 tools/kernel_categories.py "$work"/speed/runs/profile-*/profile/*.json "$results"/profiles/*/*.json \
+  > "$results/step-categories.txt" 2>&1
+cat "$results/backbone-categories.txt"
+
+log "cache build from saved weights"
+start=$(date +%s%N)
+"$build/iisan" cache build --set data.dir="$work/speed/data" --set model.text_backbone="$work/h200/bert-base" \
+  --set model.image_backbone="$work/h200/vit-base" --set train.device=cuda --set cache.dir="$work/wcache" \
+  > "$results/cache-build-weights.log" 2>&1 || echo "FAILED: cache build from saved weights"
+echo "cache build, default settings, saved weights: $(( ($(date +%s%N) - start) / 1000000 )) ms end to end" \
+  | tee "$results/cache-build-weights.txt"
+grep -v '^[IW][0-9]' "$results/cache-build-weights.log" | tail -3
 
 tar czf "$out/run-e.tgz" -C "$results" . && log "packed $out/run-e.tgz"

@@ -244,9 +244,10 @@ std::vector<KeySpec> Build() {
       Integer("eval.batch_size", kMebi, 1, kMebi,
               "most users scored per evaluation matmul (the default caps nothing: eval.memory_mb sizes the chunks)",
               IISAN_CONFIG_FIELD(eval.batch_size)),
-      Integer("eval.memory_mb", 128, 1, kMebi,
-              "device memory (MiB) for one chunk of evaluated users: their user-encoder activations, their scores "
-              "against every item and the comparisons that rank them; a chunk holds as many users as fit",
+      Integer("eval.memory_mb", 64, 1, kMebi,
+              "device memory (MiB) for one chunk of evaluation: of users (their user-encoder activations, their scores "
+              "against every item and the comparisons that rank them) and of cached IISAN's items being embedded; a "
+              "chunk holds as many as fit",
               IISAN_CONFIG_FIELD(eval.memory_mb)),
       IntegerList("eval.ks", {5, 10, 20}, 1, 100000, 64, "cut-offs K of HR@K and NDCG@K (must contain 10)",
                   IISAN_CONFIG_FIELD(eval.ks)),

@@ -207,6 +207,7 @@ TrainingOutcome RunTraining(Job job, const TrainingCallbacks& callbacks, Startup
   summary.eval_seconds_per_epoch = result.valid_seconds_per_epoch;
   summary.peak_memory_bytes = result.peak_memory.bytes;
   summary.peak_memory_kind = result.peak_memory.kind;
+  summary.memory_phases = result.memory_phases;
   summary.gpu_utilization = result.gpu_utilization;
   summary.startup_seconds = clock.seconds_to_first_step();
   summary.startup_phases = clock.phases();

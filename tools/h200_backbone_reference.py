@@ -31,12 +31,40 @@ def throughput(model, make_batch, batch, iters=20, warmup=3):
     return batch * iters / (time.perf_counter() - start)
 
 
+def profile_forwards(model, inputs, batch, phase, out_dir, iterations):
+    """Device kernels of `iterations` forwards, summed by name, in the rows of our own profiles
+    (core/train/kernel_profile.h: name, calls, total_seconds) so that one script reads both."""
+    from torch.profiler import ProfilerActivity, profile
+    with torch.inference_mode():
+        for _ in range(2):
+            model(**inputs)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(iterations):
+                model(**inputs)
+            torch.cuda.synchronize()
+    rows = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        row = rows.setdefault(event.name, {"name": event.name, "calls": 0, "total_seconds": 0.0})
+        row["calls"] += 1
+        row["total_seconds"] += event.time_range.elapsed_us() * 1e-6
+    kernels = sorted(rows.values(), key=lambda r: -r["total_seconds"])
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, phase + ".json"), "w") as f:
+        json.dump({"phase": phase, "step_name": f"bf16 forward of {batch} items", "steps": iterations,
+                   "kernel_seconds": sum(r["total_seconds"] for r in kernels), "kernels": kernels}, f, indent=1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--configs", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--text-batch", type=int, default=512)
     p.add_argument("--image-batch", type=int, default=256)
+    p.add_argument("--profile-dir", help="also write per-kernel profiles of the bf16 forwards here")
+    p.add_argument("--profile-iterations", type=int, default=5)
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -89,6 +117,18 @@ def main():
                              "output_hidden_states": True}, ib)
     result["text_batch"] = tb
     result["image_batch"] = ib
+    if args.profile_dir:
+        text = {"input_ids": torch.randint(1000, 30000, (tb, 30), device="cuda"),
+                "attention_mask": torch.ones((tb, 30), dtype=torch.long, device="cuda"),
+                "output_hidden_states": True}
+        image = {"pixel_values": torch.rand((ib, 3, 224, 224), device="cuda", dtype=torch.bfloat16),
+                 "output_hidden_states": True}
+        try:
+            profile_forwards(bert_bf16, text, tb, "bert_forward", args.profile_dir, args.profile_iterations)
+            profile_forwards(vit_bf16, image, ib, "vit_forward", args.profile_dir, args.profile_iterations)
+            result["profile_dir"] = args.profile_dir
+        except Exception as error:  # the throughput figures above still count
+            result["profile_error"] = repr(error)
     with open(os.path.join(args.out, "transformers.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))

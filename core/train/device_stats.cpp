@@ -108,6 +108,18 @@ PeakMemory MeasurePeakMemory(const torch::Device& device) {
   return {static_cast<int64_t>(usage.ru_maxrss) * 1024, "host peak RSS"};  // ru_maxrss is in KiB
 }
 
+std::optional<int64_t> AllocatedMemory(const torch::Device& device) {
+#if defined(IISAN_WITH_CUDA)
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        device.has_index() ? device.index() : c10::cuda::current_device());
+    return stats.allocated_bytes[0].current;
+  }
+#endif
+  (void)device;
+  return std::nullopt;
+}
+
 namespace {
 
 // The few NVML entry points the sampler needs (nvml.h is not required at build time).

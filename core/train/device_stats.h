@@ -49,6 +49,10 @@ struct PeakMemory {
 // the process's peak resident set size on CPU.
 PeakMemory MeasurePeakMemory(const torch::Device& device);
 
+// The CUDA caching allocator's allocated bytes now on a CUDA device; nullopt on the CPU, whose
+// resident set has no such reading.
+std::optional<int64_t> AllocatedMemory(const torch::Device& device);
+
 // Samples the GPU's utilisation (NVML, loaded at run time) every 100 ms between Start and
 // Stop; Mean is unset where NVML or the device is unavailable (CPU runs, no driver).
 class GpuUtilizationSampler {

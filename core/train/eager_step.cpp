@@ -41,10 +41,9 @@ class EagerStep final : public StepEngine {
       total += std::chrono::duration<double>(now - since).count();
       since = now;
     };
-    c_.optimizer->ZeroGrad();
     auto loss = c_.model->Loss(batch, c_.log_popularity);
     mark(forward_);
-    loss.backward();
+    c_.optimizer->Backward(loss);
     mark(backward_);
     c_.optimizer->Step();
     c_.loss->Add(loss);

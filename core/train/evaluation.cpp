@@ -124,7 +124,7 @@ RankingMetrics EvaluateModel(Recommender& model, const EvaluationSet& set, const
   }
   model->eval();
   torch::NoGradGuard no_grad;
-  const auto table = model->ItemTable(ItemTableChunk(model->config().method));
+  const auto table = model->ItemTable(ItemTableChunk(model->config(), options.memory_mb));
   if (table.size(0) != set.targets.columns) {
     throw std::invalid_argument("EvaluateModel: the model embeds " + std::to_string(table.size(0)) +
                                 " item rows, the evaluation set ranks " + std::to_string(set.targets.columns));

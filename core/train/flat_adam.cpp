@@ -35,6 +35,7 @@ FlatAdam::FlatAdam(std::vector<Group> groups, double beta1, double beta2, double
       p.mutable_grad() = flat.grads.narrow(0, offset, n).view(p.sizes());
       offset += n;
     }
+    flat.members = group.params;
     if (!step_.defined()) step_ = torch::zeros({}, options.requires_grad(false));
     groups_.push_back(std::move(flat));
   }
@@ -67,6 +68,25 @@ void FlatAdam::LoadState(const std::function<torch::Tensor(const std::string&)>&
 
 void FlatAdam::ZeroGrad() {
   for (auto& group : groups_) group.grads.zero_();
+}
+
+void FlatAdam::Backward(const torch::Tensor& loss) {
+  if (groups_.empty()) return;
+  std::vector<torch::Tensor> inputs;
+  for (const auto& group : groups_) inputs.insert(inputs.end(), group.members.begin(), group.members.end());
+  const auto grads = torch::autograd::grad({loss}, inputs, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                           /*create_graph=*/false, /*allow_unused=*/true);
+  torch::NoGradGuard no_grad;
+  size_t next = 0;
+  for (auto& group : groups_) {
+    std::vector<torch::Tensor> pieces;
+    pieces.reserve(group.members.size());
+    for (const auto& member : group.members) {
+      const auto& grad = grads[next++];
+      pieces.push_back(grad.defined() ? grad.reshape({-1}) : torch::zeros({member.numel()}, group.grads.options()));
+    }
+    torch::cat_out(group.grads, pieces, 0);
+  }
 }
 
 void FlatAdam::Step() {

@@ -26,6 +26,11 @@ class FlatAdam {
   explicit FlatAdam(std::vector<Group> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8);
 
   void ZeroGrad();
+  // The gradients of `loss` with respect to every parameter, written into the packed gradient
+  // buffers by one concatenation per group: what ZeroGrad and loss.backward() leave there, with
+  // neither the zero fill nor autograd's accumulation kernel per parameter. A parameter the loss
+  // does not reach gets zeros.
+  void Backward(const torch::Tensor& loss);
   void Step();
 
   // The packed gradients, one per group.
@@ -40,6 +45,7 @@ class FlatAdam {
 
  private:
   struct FlatGroup {
+    std::vector<torch::Tensor> members;  // the parameters, each viewing a slice of `params`
     torch::Tensor params, grads, exp_avg, exp_avg_sq;
     double lr = 0.0;
   };

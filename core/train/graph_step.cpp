@@ -43,7 +43,6 @@ class GraphStep final : public StepEngine {
     if (UsesLiveBackbones(c_.model->config().method)) key = StageDistinctItems(padded);
     // key > 0: the live methods' step over that many (padded) distinct items; 0: cached IISAN.
     const auto step = [this, key] {
-      c_.optimizer->ZeroGrad();
       torch::Tensor loss;
       if (key > 0) {
         const StagedItems items{static_items_.ids.narrow(0, 0, key),
@@ -53,7 +52,7 @@ class GraphStep final : public StepEngine {
       } else {
         loss = c_.model->LossOnDevice(static_ids_, static_mask_, c_.log_popularity);
       }
-      loss.backward();
+      c_.optimizer->Backward(loss);  // the gradients straight into the packed buffers
       c_.optimizer->Step();
       c_.loss->Add(loss);
     };

@@ -163,11 +163,16 @@ class RecommenderImpl : public torch::nn::Module {
 TORCH_MODULE(Recommender);
 
 // Items per forward pass when the whole item table is embedded (evaluation). Cached IISAN reads
-// stored states, about 80 KB per item at base backbones' widths in float32 (a few hundred MB a
-// chunk); live methods run the backbones, whose per-item activations are a hundred times more.
+// stored states: its chunk is what `memory_mb` (eval.memory_mb) holds at CachedItemBytes an
+// item, at most kCachedItemTableChunk. Live methods run the backbones, whose per-item
+// activations are a hundred times more: kLiveItemTableChunk.
 inline constexpr int64_t kCachedItemTableChunk = 4096;
 inline constexpr int64_t kLiveItemTableChunk = 256;
-int64_t ItemTableChunk(Method method);
+// Device bytes an item of cached IISAN's table takes while it is embedded: its K states per
+// modality gathered and converted to float32, and the side network's activations, about as many
+// again (86,016 bytes at base widths: 2 x 7 x 768 x 2 modalities x 4 bytes).
+int64_t CachedItemBytes(const RecommenderConfig& config);
+int64_t ItemTableChunk(const RecommenderConfig& config, int64_t memory_mb);
 
 // Builds a batch from sequences (each 2..L+1 items, oldest first), left-padded with 0.
 SequenceBatch MakeSequenceBatch(const std::vector<std::vector<int32_t>>& sequences, int64_t max_len);

@@ -206,6 +206,11 @@ Json RunSummary::ToJson() const {
   out["peak_memory_bytes"] = peak_memory_bytes;
   out["peak_memory_gib"] = static_cast<double>(peak_memory_bytes) / (1024.0 * 1024.0 * 1024.0);
   out["peak_memory_kind"] = peak_memory_kind;
+  if (!memory_phases.empty()) {
+    Json memory = Json::object();
+    for (const auto& [phase, bytes] : memory_phases) memory[phase] = bytes;
+    out["memory_phases"] = memory;
+  }
   out["gpu_utilization"] = Nullable(gpu_utilization);
   out["startup_seconds"] = Nullable(startup_seconds);
   Json phases = Json::object();
@@ -274,6 +279,15 @@ RunSummary RunSummary::FromJson(const Json& json, const std::string& source) {
   if (const Json* startup = fields.Find("startup_seconds", FieldType::kNumber)) {
     run.startup_seconds = startup->get<double>();
     fields.Expect(*run.startup_seconds >= 0.0, "startup_seconds", "must not be negative", *run.startup_seconds);
+  }
+  if (const Json* memory = fields.Find("memory_phases", FieldType::kObject)) {
+    for (const auto& [phase, bytes] : memory->items()) {
+      const Json* value = fields.Find(*memory, phase, "memory_phases." + phase, FieldType::kInteger);
+      if (!value) continue;
+      fields.Expect(value->get<int64_t>() >= 0, "memory_phases." + phase, "must not be negative",
+                    static_cast<double>(value->get<int64_t>()));
+      run.memory_phases.emplace_back(phase, value->get<int64_t>());
+    }
   }
   if (const Json* phases = fields.Find("startup_phases", FieldType::kObject)) {
     for (const auto& [phase, seconds] : phases->items()) {

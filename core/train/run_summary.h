@@ -92,6 +92,8 @@ struct RunSummary {
   int64_t peak_memory_bytes = 0;
   std::string peak_memory_kind;
   std::optional<double> gpu_utilization;
+  // On a CUDA device, the peak by phase in bytes (TrainResult::memory_phases); empty on the CPU.
+  std::vector<std::pair<std::string, int64_t>> memory_phases;
   // Seconds from the process's start (a sweep trial's: its own) to the end of its first training
   // step, and the phases they went to, in order; empty when no step ran.
   std::optional<double> startup_seconds;

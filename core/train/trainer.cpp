@@ -3,6 +3,7 @@
 // profiling windows of TrainOptions::profile_steps.
 #include "core/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -271,6 +272,15 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
   auto& p = progress_;
   auto& result = p.result;
   ResetPeakMemory(options_.device);
+  // The peak, split into the phases it can come from (CUDA only): each epoch's training and its
+  // evaluation passes are windows of their own, and the run's peak is the largest window's.
+  const std::optional<int64_t> resident = AllocatedMemory(options_.device);
+  int64_t train_peak = 0, eval_peak = 0;
+  auto close_window = [&](int64_t& peak) {
+    if (!resident) return;
+    peak = std::max(peak, MeasurePeakMemory(options_.device).bytes);
+    ResetPeakMemory(options_.device);
+  };
   if (parallel_) {
     torch::NoGradGuard no_grad;
     parallel_->Broadcast(models::TrainableParameters(*model_));  // every rank starts from rank 0's weights
@@ -281,7 +291,9 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
   for (int epoch = first_epoch; epoch <= options_.epochs && result.status == RunStatus::kCompleted; ++epoch) {
     EpochRecord record;
     record.epoch = epoch;
-    if (!TrainEpoch(record, callbacks)) {
+    const bool trained_epoch = TrainEpoch(record, callbacks);
+    close_window(train_peak);
+    if (!trained_epoch) {
       result.status = RunStatus::kCancelled;
       break;
     }
@@ -314,6 +326,7 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
       ++p.bad_epochs;
     }
     record.eval_seconds = SecondsSince(start);
+    close_window(eval_peak);
     p.train_total += record.train_seconds;
     if (epoch > 1) p.later_train_total += record.train_seconds;
     p.eval_total += record.eval_seconds;
@@ -358,6 +371,10 @@ TrainResult Trainer::Fit(const FitCallbacks& callbacks) {
   }
   if (p.utilization_epochs > 0) out.gpu_utilization = p.utilization_total / p.utilization_epochs;
   out.peak_memory = MeasurePeakMemory(options_.device);
+  if (resident) {
+    out.peak_memory.bytes = std::max({out.peak_memory.bytes, train_peak, eval_peak});
+    out.memory_phases = {{"resident", *resident}, {"train_peak", train_peak}, {"eval_peak", eval_peak}};
+  }
   return out;
 }
 

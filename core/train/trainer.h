@@ -106,6 +106,11 @@ struct TrainResult {
   double valid_seconds_per_epoch = 0.0;
   std::optional<double> gpu_utilization;
   PeakMemory peak_memory;
+  // On a CUDA device, where the peak comes from (bytes): "resident" is allocated when Fit starts
+  // (weights, optimizer moments, cached tables, evaluation sets), "train_peak" and "eval_peak"
+  // are the allocator's peaks over the training epochs and over the evaluation passes. Empty on
+  // the CPU, whose peak resident set cannot be split by phase.
+  std::vector<std::pair<std::string, int64_t>> memory_phases;
 };
 
 // What Fit needs to go on exactly as an uninterrupted run would, after a completed epoch or in

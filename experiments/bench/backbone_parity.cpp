@@ -2,6 +2,9 @@
 // transformers (tools/h200_backbone_reference.py), checks that our encoders reproduce all 13
 // hidden states of the reference inputs (fp32 with TF32 off, then bf16), and measures our bf16
 // forward throughput at the batch sizes transformers was measured with. Prints one JSON object.
+// With --profile-dir, also a per-kernel breakdown of each bf16 forward (the training profiles'
+// format: <phase>.json and summary.txt), and the forwards' arithmetic rate (TFLOP/s) from their
+// counted FLOPs, to set against the card's bf16 matmul rate.
 #include <chrono>
 #include <iostream>
 
@@ -14,6 +17,7 @@
 #include "core/models/hf_checkpoint.h"
 #include "core/models/safetensors.h"
 #include "core/models/vit.h"
+#include "core/train/kernel_profile.h"
 
 namespace {
 
@@ -54,6 +58,15 @@ double ItemsPerSecond(Forward&& forward, int64_t batch, int iterations) {
   return static_cast<double>(batch * iterations) / seconds;
 }
 
+// Multiply-add FLOPs of one item's encoder forward over `tokens` positions: the four attention
+// projections and the two feed-forward matmuls of each layer, and attention's two products.
+double EncoderFlops(int64_t hidden, int64_t intermediate, int64_t layers, int64_t tokens) {
+  const double h = static_cast<double>(hidden), t = static_cast<double>(tokens);
+  const double projections = 2.0 * t * (4.0 * h * h + 2.0 * h * static_cast<double>(intermediate));
+  const double attention = 2.0 * 2.0 * t * t * h;
+  return static_cast<double>(layers) * (projections + attention);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,6 +78,11 @@ int main(int argc, char** argv) {
   app.add_option("--text-batch", text_batch)->capture_default_str();
   app.add_option("--image-batch", image_batch)->capture_default_str();
   app.add_option("--iterations", iterations)->capture_default_str();
+  std::string profile_dir;
+  int profile_iterations = 5;
+  app.add_option("--profile-dir", profile_dir, "also profile --profile-iterations bf16 forwards of each backbone "
+                                               "and write the per-kernel breakdowns here");
+  app.add_option("--profile-iterations", profile_iterations)->check(CLI::Range(1, 1000))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (!torch::cuda::is_available()) {
     std::cerr << "backbone_parity: needs a CUDA device\n";
@@ -105,6 +123,38 @@ int main(int argc, char** argv) {
   result["ours_bf16_image_items_per_s"] = ItemsPerSecond([&] { return vit->forward(batch_pixels); }, image_batch, iterations);
   result["text_batch"] = text_batch;
   result["image_batch"] = image_batch;
+  // Arithmetic rates: BERT over 30 tokens, ViT over its patches and [CLS] (patch embedding
+  // included), each at the measured items/s.
+  const auto& bc = bert->config();
+  const auto& vc = vit->config();
+  const double bert_flops = EncoderFlops(bc.hidden_size, bc.intermediate_size, bc.num_hidden_layers, 30);
+  const double patch_flops = 2.0 * static_cast<double>(vc.num_patches() * vc.num_channels * vc.patch_size *
+                                                       vc.patch_size * vc.hidden_size);
+  const double vit_flops =
+      EncoderFlops(vc.hidden_size, vc.intermediate_size, vc.num_hidden_layers, vc.num_patches() + 1) + patch_flops;
+  result["bert_gflop_per_item"] = bert_flops * 1e-9;
+  result["vit_gflop_per_item"] = vit_flops * 1e-9;
+  result["ours_bf16_text_tflops"] = bert_flops * result["ours_bf16_text_items_per_s"].get<double>() * 1e-12;
+  result["ours_bf16_image_tflops"] = vit_flops * result["ours_bf16_image_items_per_s"].get<double>() * 1e-12;
+  if (!profile_dir.empty()) {
+    std::vector<iisan::train::KernelProfile> profiles;
+    iisan::train::KernelProfiler profiler(cuda);
+    auto profile = [&](const std::string& phase, int64_t batch, const auto& forward) {
+      for (int i = 0; i < 2; ++i) forward();
+      profiler.Start();
+      for (int i = 0; i < profile_iterations; ++i) forward();
+      auto window = profiler.Stop();
+      window.phase = phase;
+      window.step_engine = "eager";
+      window.step_name = "bf16 forward of " + std::to_string(batch) + " items";
+      window.steps = profile_iterations;
+      profiles.push_back(std::move(window));
+    };
+    profile("bert_forward", text_batch, [&] { return bert->forward(batch_ids, batch_mask); });
+    profile("vit_forward", image_batch, [&] { return vit->forward(batch_pixels); });
+    iisan::train::WriteProfileFiles(profile_dir, profiles);
+    result["profile_dir"] = profile_dir;
+  }
   std::cout << result.dump(1) << std::endl;
   return 0;
 }

@@ -146,7 +146,7 @@ TEST(EvaluationTest, ChunkedModelEvaluationEqualsAPerUserReference) {
   EvalOptions options;
   options.ks = {1, 5, 10};
   torch::NoGradGuard no_grad;
-  const auto table = model->ItemTable(ItemTableChunk(config.method));
+  const auto table = model->ItemTable(ItemTableChunk(config, options.memory_mb));
   const int64_t users = dataset.num_users(), max_len = dataset.max_seq_len;
   auto histories = torch::zeros({users, max_len}, torch::kInt64);
   auto history = histories.accessor<int64_t, 2>();
@@ -217,13 +217,31 @@ TEST(EvaluationTest, ChunkCountFollowsTheMemoryBudgetAndTheCap) {
   const auto set = MakeEvaluationSet(dataset, Split::kTest, options, torch::kCPU);
   ASSERT_EQ(set.size(), 40);
   RecommenderConfig config;  // only its numbers are read: no model is built
-  EXPECT_EQ(EvaluationChunks(config, set, options), 1) << "128 MiB holds every user of a small model";
+  EXPECT_EQ(EvaluationChunks(config, set, options), 1) << "64 MiB holds every user of a small model";
   options.batch_size = 7;
   EXPECT_EQ(EvaluationChunks(config, set, options), 6);
   options.batch_size = int64_t{1} << 20;
   options.memory_mb = 1;
   config.user.embedding_dim = 8192;  // > 1 MiB of user-encoder activations a user
   EXPECT_EQ(EvaluationChunks(config, set, options), 40);
+}
+
+TEST(EvaluationTest, CachedItemTableChunkFollowsTheMemoryBudget) {
+  // The item table's chunk is bounded by eval.memory_mb like the users' chunks are: at base
+  // widths an item takes 2 x 7 x 768 x 2 x 4 = 86,016 bytes while it is embedded.
+  RecommenderConfig config;  // cached IISAN, text and image, H = 768, K = 7
+  ASSERT_EQ(CachedItemBytes(config), 86016);
+  EXPECT_EQ(ItemTableChunk(config, 64), (int64_t{64} << 20) / 86016);  // 780
+  EXPECT_EQ(ItemTableChunk(config, 1), 12);
+  EXPECT_EQ(ItemTableChunk(config, 4096), kCachedItemTableChunk) << "capped";
+  config.modality = models::Modality::kText;
+  EXPECT_EQ(ItemTableChunk(config, 64), (int64_t{64} << 20) / 43008);
+  config.side.hidden_size = int64_t{1} << 20;  // one item over the budget: one at a time
+  EXPECT_EQ(ItemTableChunk(config, 1), 1);
+  config.method = Method::kFft;
+  EXPECT_EQ(ItemTableChunk(config, 1), kLiveItemTableChunk);
+  config.method = Method::kIisan;
+  EXPECT_THROW(ItemTableChunk(config, 0), std::invalid_argument);
 }
 
 TEST(EvaluationTest, ASetMustMatchTheOptionsAndTheModel) {

@@ -264,6 +264,7 @@ TEST(RunSummaryTest, RoundTripsThroughJson) {
   summary.gpu_utilization = 0.75;
   summary.startup_seconds = 1.5;
   summary.startup_phases = {{"libraries", 0.25}, {"dataset", 0.5}, {"first step", 0.75}};
+  summary.memory_phases = {{"resident", 440401920}, {"train_peak", 719323136}, {"eval_peak", 536870912}};
   summary.cache_path = "cache/k.h5";
   summary.cache_fingerprint = "k";
   summary.checkpoint = "runs/r/checkpoints/best.safetensors";
@@ -274,6 +275,10 @@ TEST(RunSummaryTest, RoundTripsThroughJson) {
   EXPECT_EQ(back.status, "early_stopped");
   EXPECT_EQ(back.startup_seconds, 1.5);
   EXPECT_EQ(back.startup_phases, summary.startup_phases) << "the phases keep their order";
+  EXPECT_EQ(back.memory_phases, summary.memory_phases);
+  EXPECT_EQ(json["memory_phases"]["train_peak"], 719323136);
+  summary.memory_phases.clear();  // a CPU run: no phases, no field
+  EXPECT_FALSE(summary.ToJson().contains("memory_phases"));
 }
 
 TEST(RunSummaryTest, OlderFormatIsReadNewerAndBrokenAreRefusedByField) {
@@ -312,6 +317,11 @@ TEST(RunSummaryTest, OlderFormatIsReadNewerAndBrokenAreRefusedByField) {
   startup["startup_seconds"] = 0.5;
   startup["startup_phases"] = {{"dataset", "fast"}};
   expect_error(startup, "startup_phases.dataset");
+  auto memory = old;
+  memory["memory_phases"] = {{"resident", 1024}, {"eval_peak", -5}};
+  expect_error(memory, "memory_phases.eval_peak");
+  memory["memory_phases"] = {{"resident", 0.5}};
+  expect_error(memory, "memory_phases.resident");
 }
 
 TEST(RunSummaryTest, EpochRecordRoundTrips) {

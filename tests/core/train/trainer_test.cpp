@@ -334,6 +334,35 @@ TEST(MethodTest, PackedAdamMatchesLibTorchAdam) {
   EXPECT_TRUE(torch::allclose(b, b2, 1e-5, 1e-6));
 }
 
+TEST(MethodTest, PackedBackwardWritesWhatBackwardAccumulates) {
+  // FlatAdam::Backward: the gradients land in the packed buffers as ZeroGrad + backward() leave
+  // them, bit for bit, stale values overwritten, and an unreached parameter gets zeros.
+  torch::manual_seed(9);
+  auto a = torch::randn({3, 4}).requires_grad_();
+  auto b = torch::randn({5}).requires_grad_();
+  auto unused = torch::randn({2}).requires_grad_();
+  auto a2 = a.detach().clone().requires_grad_();
+  auto b2 = b.detach().clone().requires_grad_();
+  auto unused2 = unused.detach().clone().requires_grad_();
+  FlatAdam packed({{{a, unused}, 0.01}, {{b}, 0.002}});
+  FlatAdam accumulated({{{a2, unused2}, 0.01}, {{b2}, 0.002}});
+  for (int step = 0; step < 3; ++step) {
+    // `a` is used twice: autograd sums the two contributions before they reach the buffer.
+    packed.Backward((a * a).sum() + (a.exp() * b.sum()).sum() + (b.sin()).sum() * step);
+    accumulated.ZeroGrad();
+    ((a2 * a2).sum() + (a2.exp() * b2.sum()).sum() + (b2.sin()).sum() * step).backward();
+    for (size_t g = 0; g < 2; ++g) {
+      EXPECT_TRUE(torch::equal(packed.flat_grads()[g], accumulated.flat_grads()[g])) << "step " << step << ", group " << g;
+    }
+    EXPECT_TRUE(torch::equal(unused.grad(), torch::zeros({2}))) << "step " << step;
+    packed.Step();
+    accumulated.Step();
+    packed.flat_grads()[0].fill_(7.0);  // stale values: the next Backward must overwrite them
+  }
+  EXPECT_TRUE(torch::equal(a, a2));
+  EXPECT_TRUE(torch::equal(b, b2));
+}
+
 TEST(MethodTest, BaseSizeTrainableParametersMatchTheReference) {
   // IISAN.md §4, §5: the counts computed from the reference code.
   const std::vector<std::pair<Method, int64_t>> expected = {
@@ -475,8 +504,18 @@ TEST(MethodTest, EveryMethodInEveryModalityTrainsOnEveryDevicePresent) {
           try {
             model->Prepare(states, method == Method::kIisan ? ItemInputs{} : TinyInputs(), device);
             EpochRecord last;
-            Trainer(dataset, model, options).Fit([&](const EpochRecord& record) { last = record; });
+            const auto result = Trainer(dataset, model, options).Fit([&](const EpochRecord& record) { last = record; });
             EXPECT_EQ(last.train_steps, 5) << what;
+            // The peak's phases exist on CUDA alone, and the peak is the largest of them.
+            if (device.is_cuda()) {
+              ASSERT_EQ(result.memory_phases.size(), 3u) << what;
+              int64_t largest = 0;
+              for (const auto& [phase, bytes] : result.memory_phases) largest = std::max(largest, bytes);
+              EXPECT_EQ(result.peak_memory.bytes, largest) << what;
+              EXPECT_GT(result.memory_phases[1].second, result.memory_phases[0].second) << what << ": train_peak";
+            } else {
+              EXPECT_TRUE(result.memory_phases.empty()) << what;
+            }
             EXPECT_TRUE(std::isfinite(last.train_loss)) << what;
             EXPECT_EQ(last.valid.users, 40) << what;
           } catch (const std::exception& error) {
