@@ -150,6 +150,35 @@ RecommenderConfig TinyConfig(Method method) {
   return config;
 }
 
+TEST(MethodTest, UncachedIisanRunsItsBackbonesInBf16OnCuda) {
+  // On CUDA, uncached IISAN's frozen bf16 backbones run in bf16 throughout, as the cache build
+  // runs them, not under autocast (which ran every LayerNorm in fp32 between two casts): the
+  // item embeddings equal the side network applied to states from plain bf16 forwards.
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a CUDA device (bf16 backbones run on CUDA alone)";
+  torch::manual_seed(5);
+  const auto inputs = TinyInputs();
+  Recommender model(TinyConfig(Method::kIisanUncached));
+  model->Prepare({}, inputs, torch::kCUDA);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto ids = torch::arange(0, 31, torch::kInt64);
+  const auto embedded = model->EmbedItems(ids);
+
+  const torch::Device cuda(torch::kCUDA);
+  const auto text = model->text_backbone->ClsStates(inputs.token_ids.to(cuda), inputs.attention_mask.to(cuda));
+  auto pixels = inputs.pixels.to(cuda).to(torch::kFloat32).div(255.0).sub(0.5).div(0.5);
+  pixels.masked_fill_((ids.to(cuda) == 0).view({-1, 1, 1, 1}), 0.0);
+  const auto image = model->image_backbone->ClsStates(pixels.to(torch::kBFloat16));
+  ASSERT_EQ(text.back().scalar_type(), torch::kBFloat16);
+  ASSERT_EQ(image.back().scalar_type(), torch::kBFloat16);
+  auto kept = [](const std::vector<torch::Tensor>& states) {
+    return torch::stack({states[0], states[1], states[2]}, 1).to(torch::kFloat32);
+  };
+  const auto expected = model->side_network->forward(kept(text), kept(image));
+  EXPECT_TRUE(torch::equal(embedded, expected))
+      << "largest difference " << (embedded - expected).abs().max().item<float>();
+}
+
 TEST(MethodTest, ZeroPaddedRowsLeaveTheLossUnchanged) {
   // The CUDA-graph step pads the last batch of an epoch with all-zero rows and embeds every
   // position; the loss must equal the de-duplicated loss of the unpadded batch.
