@@ -244,7 +244,7 @@ std::vector<KeySpec> Build() {
       Integer("eval.batch_size", kMebi, 1, kMebi,
               "most users scored per evaluation matmul (the default caps nothing: eval.memory_mb sizes the chunks)",
               IISAN_CONFIG_FIELD(eval.batch_size)),
-      Integer("eval.memory_mb", 64, 1, kMebi,
+      Integer("eval.memory_mb", 128, 1, kMebi,
               "device memory (MiB) for one chunk of evaluation: of users (their user-encoder activations, their scores "
               "against every item and the comparisons that rank them) and of cached IISAN's items being embedded; a "
               "chunk holds as many as fit",

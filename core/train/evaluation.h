@@ -32,7 +32,7 @@ struct EvalOptions {
   // What a chunk of users may take on the device (MiB): their user encoder's activations, their
   // scores against all N + 1 items and the comparisons that rank them (EvaluationChunkUsers);
   // and a chunk of cached IISAN's items while the item table is embedded (ItemTableChunk).
-  int64_t memory_mb = 64;
+  int64_t memory_mb = 128;
   std::vector<int> ks = {5, 10, 20};
   // False (the reference): every history item is excluded from the ranking, so a target that
   // repeats one always misses (IISAN.md §9.9). True: the target itself is never excluded.

@@ -217,7 +217,7 @@ TEST(EvaluationTest, ChunkCountFollowsTheMemoryBudgetAndTheCap) {
   const auto set = MakeEvaluationSet(dataset, Split::kTest, options, torch::kCPU);
   ASSERT_EQ(set.size(), 40);
   RecommenderConfig config;  // only its numbers are read: no model is built
-  EXPECT_EQ(EvaluationChunks(config, set, options), 1) << "64 MiB holds every user of a small model";
+  EXPECT_EQ(EvaluationChunks(config, set, options), 1) << "128 MiB holds every user of a small model";
   options.batch_size = 7;
   EXPECT_EQ(EvaluationChunks(config, set, options), 6);
   options.batch_size = int64_t{1} << 20;
