@@ -260,11 +260,12 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
   if (UsesText(options.modality)) {
     const auto config = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
     impl.tokenizer.emplace(data::WordPieceTokenizer::FromVocabFile(options.text_backbone / "vocab.txt"));
+    // With weights, the random init they overwrite is skipped (most of the set-up's time).
+    const bool weights = AnnounceBackboneWeights("text", options.text_backbone, options.backbone_init_seed);
     torch::manual_seed(options.backbone_init_seed);
-    impl.bert = models::BertModel(config);
-    if (AnnounceBackboneWeights("text", options.text_backbone, options.backbone_init_seed)) {
-      models::LoadBertCheckpoint(impl.bert, options.text_backbone);
-    }
+    impl.bert = models::BertModel(config, models::PeftConfig{},
+                                  weights ? models::WeightInit::kSkip : models::WeightInit::kRandom);
+    if (weights) models::LoadBertCheckpoint(impl.bert, options.text_backbone);
     impl.bert->eval();
     impl.bert->to(options.device, options.dtype);
   }
@@ -275,11 +276,11 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
     const auto table = data::PixelValueTable(impl.preprocess);
     impl.pixel_table = torch::tensor(table, torch::kFloat32).to(options.device);
     impl.pixel_offsets = torch::arange(3, torch::kInt64).mul(256).view({1, 3, 1, 1}).to(options.device);
+    const bool weights = AnnounceBackboneWeights("image", options.image_backbone, options.backbone_init_seed + 1);
     torch::manual_seed(options.backbone_init_seed + 1);
-    impl.vit = models::ViTModel(config);
-    if (AnnounceBackboneWeights("image", options.image_backbone, options.backbone_init_seed + 1)) {
-      models::LoadViTCheckpoint(impl.vit, options.image_backbone);
-    }
+    impl.vit = models::ViTModel(config, models::PeftConfig{},
+                                weights ? models::WeightInit::kSkip : models::WeightInit::kRandom);
+    if (weights) models::LoadViTCheckpoint(impl.vit, options.image_backbone);
     impl.vit->eval();
     impl.vit->to(options.device, options.dtype);
   }

@@ -10,6 +10,11 @@
 namespace iisan::models {
 
 // Parameter-efficient additions inside a backbone (IISAN.md §5); zero means absent.
+// How an encoder's constructor fills its weights: Hugging Face's random init, or no init of
+// ours (LibTorch's module defaults; zeros where it has none) when a checkpoint overwrites every
+// weight the forward reads next: at base size that init is about a second of CPU time per encoder.
+enum class WeightInit { kRandom, kSkip };
+
 struct PeftConfig {
   // Houlsby adapters: a SANB (hidden -> bottleneck -> hidden, ReLU, residual) after the
   // attention output projection and after the feed-forward output projection of every layer.

@@ -60,7 +60,7 @@ class BertLayerImpl : public torch::nn::Module {
   SanBlock output_adapter_{nullptr};
 };
 
-BertModelImpl::BertModelImpl(const BertConfig& config, const PeftConfig& peft) : config_(config) {
+BertModelImpl::BertModelImpl(const BertConfig& config, const PeftConfig& peft, WeightInit init) : config_(config) {
   config_.Validate("BertConfig");
   const int64_t hidden = config_.hidden_size;
   auto embeddings = RegisterScope(*this, "embeddings");
@@ -85,7 +85,9 @@ BertModelImpl::BertModelImpl(const BertConfig& config, const PeftConfig& peft) :
   RegisterScope(*this, "pooler")->register_module("dense", torch::nn::Linear(hidden, hidden));
 
   const double std = config_.initializer_range;
-  InitializeTransformerWeights(*this, [std](const torch::Tensor& weight) { weight.normal_(0.0, std); });
+  if (init == WeightInit::kRandom) {
+    InitializeTransformerWeights(*this, [std](const torch::Tensor& weight) { weight.normal_(0.0, std); });
+  }
   // The PEFT additions keep their own init (SANB N(0, 0.01²), LoRA kaiming / zero).
   if (peft.adapter_bottleneck > 0) ResetAdapters(*this);
 }

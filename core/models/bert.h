@@ -25,7 +25,7 @@ class BertLayerImpl;
 // Weights start as Hugging Face's random init; dropout is active in train() mode only.
 class BertModelImpl : public torch::nn::Module {
  public:
-  BertModelImpl(const BertConfig& config, const PeftConfig& peft = {});
+  BertModelImpl(const BertConfig& config, const PeftConfig& peft = {}, WeightInit init = WeightInit::kRandom);
 
   // input_ids: [B, T] int64; attention_mask: [B, T], 1 = attend, 0 = padding (any dtype).
   // Token types are all 0 and positions 0..T-1. Returns num_hidden_layers + 1 tensors

@@ -61,7 +61,7 @@ class ViTLayerImpl : public torch::nn::Module {
   SanBlock output_adapter_{nullptr};
 };
 
-ViTModelImpl::ViTModelImpl(const ViTConfig& config, const PeftConfig& peft) : config_(config) {
+ViTModelImpl::ViTModelImpl(const ViTConfig& config, const PeftConfig& peft, WeightInit init) : config_(config) {
   config_.Validate("ViTConfig");
   const int64_t hidden = config_.hidden_size;
   auto embeddings = RegisterScope(*this, "embeddings");
@@ -85,9 +85,15 @@ ViTModelImpl::ViTModelImpl(const ViTConfig& config, const PeftConfig& peft) : co
 
   const double std = config_.initializer_range;
   auto truncated_normal = [std](const torch::Tensor& weight) { FillTruncatedNormal(weight, std); };
-  InitializeTransformerWeights(*this, truncated_normal);
-  truncated_normal(cls_token_);
-  truncated_normal(position_embeddings_);
+  if (init == WeightInit::kRandom) {
+    InitializeTransformerWeights(*this, truncated_normal);
+    truncated_normal(cls_token_);
+    truncated_normal(position_embeddings_);
+  } else {
+    torch::NoGradGuard no_grad;
+    cls_token_.zero_();  // made with torch::empty: never left undefined
+    position_embeddings_.zero_();
+  }
   // The PEFT additions keep their own init (SANB N(0, 0.01²), LoRA kaiming / zero).
   if (peft.adapter_bottleneck > 0) ResetAdapters(*this);
 }

@@ -26,7 +26,7 @@ class ViTLayerImpl;
 // Weights start as Hugging Face's random init; dropout is active in train() mode only.
 class ViTModelImpl : public torch::nn::Module {
  public:
-  ViTModelImpl(const ViTConfig& config, const PeftConfig& peft = {});
+  ViTModelImpl(const ViTConfig& config, const PeftConfig& peft = {}, WeightInit init = WeightInit::kRandom);
 
   // pixel_values: [B, num_channels, image_size, image_size], floating point. Returns
   // num_hidden_layers + 1 tensors [B, P+1, hidden] (token 0 is [CLS]): index 0 is the

@@ -127,6 +127,37 @@ TEST(HfLoadTest, ViTClassifierCheckpointLoadsIntoTheEncoder) {
   ExpectClose(target->forward(pixels), source->forward(pixels), 0.0);
 }
 
+TEST(HfLoadTest, EncodersBuiltWithoutOurInitLoadTheSameWeights) {
+  // WeightInit::kSkip (the cache build, when a checkpoint follows): no random init of ours, no
+  // undefined values (the [CLS] token and position table, made empty, are zeros), and after the
+  // load the same weights and outputs as an encoder that was initialised first.
+  torch::manual_seed(7);
+  ViTModel vit_source(TinyViTConfig());
+  testing::RandomizeParameters(*vit_source);
+  const auto vit_folder = ScratchDir("vit_skip_init");
+  WriteSafetensors(vit_folder / "model.safetensors", StateDict(*vit_source, ""));
+  ViTModel vit(TinyViTConfig(), PeftConfig{}, WeightInit::kSkip);
+  EXPECT_TRUE(torch::equal(Parameter(*vit, "embeddings.cls_token"), torch::zeros({1, 1, 16})));
+  for (const auto& p : vit->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  LoadViTCheckpoint(vit, vit_folder);
+  ExpectSameParameters(*vit, *vit_source);
+  torch::NoGradGuard no_grad;
+  vit->eval();
+  vit_source->eval();
+  const auto pixels = torch::randn({2, 3, 8, 8});
+  ExpectClose(vit->forward(pixels), vit_source->forward(pixels), 0.0);
+
+  BertModel bert_source(TinyBertConfig());
+  testing::RandomizeParameters(*bert_source);
+  const auto bert_folder = ScratchDir("bert_skip_init");
+  WriteSafetensors(bert_folder / "model.safetensors", StateDict(*bert_source, ""));
+  BertModel bert(TinyBertConfig(), PeftConfig{}, WeightInit::kSkip);
+  for (const auto& p : bert->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  LoadBertCheckpoint(bert, bert_folder);
+  ExpectSameParameters(*bert, *bert_source);
+  ExpectClose(RunBert(bert), RunBert(bert_source), 0.0);
+}
+
 TEST(HfLoadTest, HalfPrecisionCheckpointIsConvertedToTheModelDtype) {
   torch::manual_seed(7);
   BertModel source(TinyBertConfig());
