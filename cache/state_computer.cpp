@@ -260,7 +260,7 @@ StateComputer::StateComputer(const data::Dataset& dataset, const CacheBuildOptio
   if (UsesText(options.modality)) {
     const auto config = models::BertConfig::FromJsonFile(options.text_backbone / "config.json");
     impl.tokenizer.emplace(data::WordPieceTokenizer::FromVocabFile(options.text_backbone / "vocab.txt"));
-    // With weights, the random init they overwrite is skipped (most of the set-up's time).
+    // With weights, the random init they would overwrite is skipped (CPU time at set-up).
     const bool weights = AnnounceBackboneWeights("text", options.text_backbone, options.backbone_init_seed);
     torch::manual_seed(options.backbone_init_seed);
     impl.bert = models::BertModel(config, models::PeftConfig{},

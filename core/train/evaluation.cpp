@@ -72,6 +72,20 @@ int64_t EvaluationChunkUsers(const EvalOptions& options, int64_t bytes_per_user)
   return std::clamp<int64_t>(fit, 1, options.batch_size);
 }
 
+int64_t CachedItemBytes(const RecommenderConfig& config) {
+  const int64_t modalities = config.modality == models::Modality::kTextImage ? 2 : 1;
+  return 2 * config.side.num_blocks * config.side.hidden_size * modalities * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t ItemTableChunk(const RecommenderConfig& config, int64_t memory_mb) {
+  if (UsesLiveBackbones(config.method)) return kLiveItemTableChunk;
+  // The users' chunking with the table's cap: one budget check, one rounding.
+  EvalOptions items;
+  items.batch_size = kCachedItemTableChunk;
+  items.memory_mb = memory_mb;
+  return EvaluationChunkUsers(items, CachedItemBytes(config));
+}
+
 EvaluationSet MakeEvaluationSet(const data::Dataset& dataset, Split split, std::pair<int64_t, int64_t> users,
                                 bool count_repeated_targets, const torch::Device& device) {
   const auto [first, last] = users;

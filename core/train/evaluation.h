@@ -45,6 +45,19 @@ struct EvalOptions {
 // popularity baseline's, the scores alone.
 int64_t EvaluationChunkUsers(const EvalOptions& options, int64_t bytes_per_user);
 
+// Items per forward pass when the whole item table is embedded. Cached IISAN reads stored
+// states: as many items as `memory_mb` (eval.memory_mb) holds at CachedItemBytes each, at most
+// kCachedItemTableChunk, at least 1. Live methods run the backbones, whose per-item activations
+// are a hundred times more: kLiveItemTableChunk. A memory_mb out of range is refused as
+// EvaluationChunkUsers refuses it.
+inline constexpr int64_t kCachedItemTableChunk = 4096;
+inline constexpr int64_t kLiveItemTableChunk = 256;
+// Device bytes an item of cached IISAN's table takes while it is embedded: its K states per
+// modality gathered and converted to float32, and the side network's activations, about as many
+// again (86,016 bytes at base widths: 2 x 7 x 768 x 2 modalities x 4 bytes).
+int64_t CachedItemBytes(const RecommenderConfig& config);
+int64_t ItemTableChunk(const RecommenderConfig& config, int64_t memory_mb);
+
 // Whether two devices name the same one: equal, or of one type where one of them names no index
 // (a tensor made on "cuda" reports "cuda:0", the current device; options may still say "cuda").
 bool SameDevice(const torch::Device& a, const torch::Device& b);

@@ -327,20 +327,6 @@ torch::Tensor RecommenderImpl::LossOnDevice(const torch::Tensor& item_ids, const
   return SequenceLoss(user_encoder, embeddings, item_ids, log_mask, log_popularity);
 }
 
-int64_t CachedItemBytes(const RecommenderConfig& config) {
-  const int64_t modalities = config.modality == models::Modality::kTextImage ? 2 : 1;
-  return 2 * config.side.num_blocks * config.side.hidden_size * modalities * static_cast<int64_t>(sizeof(float));
-}
-
-int64_t ItemTableChunk(const RecommenderConfig& config, int64_t memory_mb) {
-  if (UsesLiveBackbones(config.method)) return kLiveItemTableChunk;
-  if (memory_mb < 1 || memory_mb > (int64_t{1} << 20)) {
-    throw std::invalid_argument("ItemTableChunk: memory_mb must be in [1, 2^20], got " + std::to_string(memory_mb));
-  }
-  const int64_t fit = (memory_mb << 20) / std::max<int64_t>(CachedItemBytes(config), 1);
-  return std::clamp<int64_t>(fit, 1, kCachedItemTableChunk);
-}
-
 torch::Tensor RecommenderImpl::ItemTable(int64_t chunk) {
   if (chunk < 1) throw std::invalid_argument("ItemTable: the chunk must be at least 1, got " + std::to_string(chunk));
   torch::NoGradGuard no_grad;

@@ -125,7 +125,8 @@ class RecommenderImpl : public torch::nn::Module {
   // captured CUDA graph needs. Rows of all-zero ids and mask are padding and change nothing.
   torch::Tensor LossOnDevice(const torch::Tensor& item_ids, const torch::Tensor& log_mask,
                              const torch::Tensor& log_popularity);
-  // The whole item table [N+1, d], `chunk` items at a time (ItemTableChunk), without autograd.
+  // The whole item table [N+1, d], `chunk` items at a time (evaluation.h's ItemTableChunk),
+  // without autograd.
   torch::Tensor ItemTable(int64_t chunk);
   // User vectors [U, d] from left-padded histories [U, L] (on the device) looked up in
   // `item_table`: the user encoder's output at the last position.
@@ -161,18 +162,6 @@ class RecommenderImpl : public torch::nn::Module {
   torch::Device device_ = torch::kCPU;
 };
 TORCH_MODULE(Recommender);
-
-// Items per forward pass when the whole item table is embedded (evaluation). Cached IISAN reads
-// stored states: its chunk is what `memory_mb` (eval.memory_mb) holds at CachedItemBytes an
-// item, at most kCachedItemTableChunk. Live methods run the backbones, whose per-item
-// activations are a hundred times more: kLiveItemTableChunk.
-inline constexpr int64_t kCachedItemTableChunk = 4096;
-inline constexpr int64_t kLiveItemTableChunk = 256;
-// Device bytes an item of cached IISAN's table takes while it is embedded: its K states per
-// modality gathered and converted to float32, and the side network's activations, about as many
-// again (86,016 bytes at base widths: 2 x 7 x 768 x 2 modalities x 4 bytes).
-int64_t CachedItemBytes(const RecommenderConfig& config);
-int64_t ItemTableChunk(const RecommenderConfig& config, int64_t memory_mb);
 
 // Builds a batch from sequences (each 2..L+1 items, oldest first), left-padded with 0.
 SequenceBatch MakeSequenceBatch(const std::vector<std::vector<int32_t>>& sequences, int64_t max_len);
